@@ -1,0 +1,1 @@
+"""ExampleGen for a labeled image folder (custom Beam executor)."""
