@@ -1,0 +1,1 @@
+"""Transform module file (preprocessing_fn), referenced by path."""

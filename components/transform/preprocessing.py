@@ -1,0 +1,49 @@
+"""Transform module: raw image bytes and class names -> model-ready tensors.
+
+This graph runs at training, evaluation and serving time alike (the Trainer
+embeds it in every exported signature), so a served image is decoded, resized
+and normalized exactly as the training images were.
+"""
+
+from typing import Any, Dict, List
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from components import image_codec
+from components.backbones import get_backbone
+
+IMAGE_KEY = 'image'
+LABEL_KEY = 'label'
+TRANSFORMED_IMAGE_KEY = 'image_xf'
+TRANSFORMED_LABEL_KEY = 'label_xf'
+LABEL_VOCABULARY = 'label'
+
+
+def preprocessing_fn(inputs: Dict[str, tf.Tensor],
+                     custom_config: Dict[str, Any]) -> Dict[str, tf.Tensor]:
+  """Decodes, resizes and normalizes images; maps class names to ids.
+
+  custom_config: `backbone` (name), `image_size` (pixels) and `class_names`
+  (the schema's label domain). Class names become reserved vocabulary tokens
+  so that class ids follow the schema's order on every run, whatever the class
+  frequencies; a label outside the domain would get an id after them. At
+  serving time there is no label: the TFT layer prunes what needs it.
+  """
+  encoded = tf.reshape(inputs[IMAGE_KEY], [-1])
+  images = image_codec.decode_and_resize(encoded, custom_config['image_size'])
+  normalize = get_backbone(custom_config['backbone']).normalize
+  labels = tf.reshape(inputs[LABEL_KEY], [-1])
+  return {
+      TRANSFORMED_IMAGE_KEY: normalize(images),
+      TRANSFORMED_LABEL_KEY: tft.compute_and_apply_vocabulary(
+          labels, vocab_filename=LABEL_VOCABULARY,
+          reserved_tokens=list(custom_config['class_names'])),
+  }
+
+
+def read_class_names(transform_graph_uri: str) -> List[str]:
+  """Class names in id order, as stored in the transform graph's vocabulary."""
+  vocabulary = tft.TFTransformOutput(transform_graph_uri).vocabulary_by_name(
+      LABEL_VOCABULARY)
+  return [name.decode('utf-8') for name in vocabulary]

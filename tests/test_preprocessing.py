@@ -1,0 +1,85 @@
+"""preprocessing_fn through real TF Transform on Beam, on a handful of images."""
+
+import functools
+import io
+import os
+import tempfile
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+from PIL import Image
+from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
+
+from components.transform import preprocessing
+
+IMAGE_SIZE = 32
+CLASS_NAMES = ['cat', 'dog', 'fish']
+
+
+def _solid(color, size, mode, image_format):
+  buffer = io.BytesIO()
+  Image.new(mode, size, color).save(buffer, format=image_format)
+  return buffer.getvalue()
+
+
+# (encoded image, label, expected RGB value of every pixel)
+CASES = [
+    (_solid((255, 0, 127), (40, 30), 'RGB', 'PNG'), 'dog', (255, 0, 127)),
+    (_solid((10, 200, 30), (64, 64), 'RGB', 'BMP'), 'dog', (10, 200, 30)),
+    (_solid(77, (20, 50), 'L', 'GIF'), 'dog', (77, 77, 77)),
+    (_solid((0, 0, 255, 255), (48, 48), 'RGBA', 'PNG'), 'cat', (0, 0, 255)),
+    (_solid(200, (28, 28), 'L', 'PNG'), 'fish', (200, 200, 200)),
+    (_solid((128, 128, 128), (100, 80), 'RGB', 'JPEG'), 'fish', (128, 128, 128)),
+]
+
+
+@pytest.fixture(scope='module')
+def transformed():
+  feature_spec = {
+      preprocessing.IMAGE_KEY: tf.io.FixedLenFeature([1], tf.string),
+      preprocessing.LABEL_KEY: tf.io.FixedLenFeature([1], tf.string),
+  }
+  metadata = dataset_metadata.DatasetMetadata(
+      schema_utils.schema_from_feature_spec(feature_spec))
+  rows = [{preprocessing.IMAGE_KEY: [image], preprocessing.LABEL_KEY: [label]}
+          for image, label, _ in CASES]
+  fn = functools.partial(preprocessing.preprocessing_fn, custom_config={
+      'image_size': IMAGE_SIZE, 'backbone': 'efficientnet_lite0',
+      'class_names': CLASS_NAMES})
+  output_dir = tempfile.mkdtemp()
+  with tft_beam.Context(temp_dir=tempfile.mkdtemp()):
+    (data, _), transform_fn = (
+        (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
+            fn, output_record_batches=False))
+    _ = transform_fn | tft_beam.WriteTransformFn(output_dir)
+  return data, output_dir
+
+
+def test_images_of_any_format_become_normalized_rgb(transformed):
+  data, _ = transformed
+  assert len(data) == len(CASES)
+  for row, (_, _, rgb) in zip(data, CASES):
+    image = np.asarray(row[preprocessing.TRANSFORMED_IMAGE_KEY]).reshape(
+        IMAGE_SIZE, IMAGE_SIZE, 3)
+    expected = (np.array(rgb, np.float32) - 127.0) / 128.0   # Lite0's range
+    np.testing.assert_allclose(image, np.broadcast_to(expected, image.shape),
+                               atol=2.5 / 128)  # JPEG rounding
+
+
+def test_class_ids_follow_the_schema_order_not_frequency(transformed):
+  data, output_dir = transformed
+  ids = [int(row[preprocessing.TRANSFORMED_LABEL_KEY]) for row in data]
+  assert ids == [CLASS_NAMES.index(label) for _, label, _ in CASES]
+  assert preprocessing.read_class_names(output_dir) == CLASS_NAMES
+
+
+def test_transform_graph_serves_images_without_labels(transformed):
+  _, output_dir = transformed
+  layer = tft.TFTransformOutput(output_dir).transform_features_layer()
+  images = tf.constant([[CASES[0][0]], [CASES[4][0]]])
+  outputs = layer({preprocessing.IMAGE_KEY: images})
+  assert outputs[preprocessing.TRANSFORMED_IMAGE_KEY].shape == (2, IMAGE_SIZE, IMAGE_SIZE, 3)
+  assert preprocessing.TRANSFORMED_LABEL_KEY not in outputs
