@@ -45,4 +45,5 @@ def ImageExampleGen(data_dir: str, eval_fraction: float) -> FileBasedExampleGen:
       input_base=data_dir,
       input_config=input_config,
       output_config=output_config,
-      custom_executor_spec=executor_spec.BeamExecutorSpec(executor.Executor))
+      custom_executor_spec=executor_spec.BeamExecutorSpec(executor.Executor),
+  ).with_id('ImageExampleGen')

@@ -19,6 +19,8 @@ from typing import Any, Dict, List, Optional
 LABELS_FILE = 'labels.txt'
 RECORD_FILE = 'model_record.json'
 _STAGING_PREFIX = '.staging-'
+# Record key naming the Trainer output a version was copied from.
+MODEL_URI_KEY = 'model_artifact_uri'
 
 
 def versions(registry_dir: str, model_name: str) -> List[int]:
@@ -47,6 +49,16 @@ def version_dir(registry_dir: str, model_name: str,
 def read_record(model_dir: str) -> Dict[str, Any]:
   with open(os.path.join(model_dir, RECORD_FILE), encoding='utf-8') as f:
     return json.load(f)
+
+
+def find_version(registry_dir: str, model_name: str,
+                 model_uri: str) -> Optional[int]:
+  """The newest version published from `model_uri`, if any."""
+  for version in reversed(versions(registry_dir, model_name)):
+    path = version_dir(registry_dir, model_name, version)
+    if read_record(path).get(MODEL_URI_KEY) == model_uri:
+      return version
+  return None
 
 
 def read_labels(model_dir: str) -> List[str]:

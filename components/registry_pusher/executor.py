@@ -1,0 +1,63 @@
+"""Executor of RegistryPusher: blessing check, record assembly, atomic publish."""
+
+import datetime
+import logging
+from typing import Any, Dict, List
+
+from tfx import types
+from tfx.components.example_gen import utils as example_gen_utils
+from tfx.components.pusher import executor as tfx_pusher_executor
+from tfx.types import artifact_utils
+
+from components.evaluator import results
+from components.registry_pusher import registry
+from components.transform import preprocessing
+
+PUSHED_VERSION_PROPERTY = 'pushed_version'
+
+
+class Executor(tfx_pusher_executor.Executor):
+  """Reuses the TFX Pusher's blessing check and pushed/not-pushed marking."""
+
+  def Do(self, input_dict: Dict[str, List[types.Artifact]],
+         output_dict: Dict[str, List[types.Artifact]],
+         exec_properties: Dict[str, Any]) -> None:
+    self._log_startup(input_dict, output_dict, exec_properties)
+    pushed_model = artifact_utils.get_single_instance(output_dict['pushed_model'])
+    if not self.CheckBlessing(input_dict):
+      logging.info('Model not blessed: nothing is published.')
+      self._MarkNotPushed(pushed_model)
+      return
+
+    transform_graph = artifact_utils.get_single_instance(input_dict['transform_graph'])
+    class_names = preprocessing.read_class_names(transform_graph.uri)
+    examples = artifact_utils.get_single_instance(input_dict['examples'])
+    model = artifact_utils.get_single_instance(input_dict['model'])
+    evaluation = artifact_utils.get_single_instance(input_dict['evaluation'])
+    record = {
+        'pushed_at': datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        'pipeline_run_id': self._context.pipeline_run_id if self._context else None,
+        registry.MODEL_URI_KEY: model.uri,
+        'data': {
+            'input_fingerprint': examples.get_string_custom_property(
+                example_gen_utils.FINGERPRINT_PROPERTY_NAME),
+            'span': examples.span,
+            'examples_uri': examples.uri,
+        },
+        'evaluation': results.read_evaluation(evaluation.uri, class_names),
+    }
+    registry_dir = exec_properties['registry_dir']
+    model_name = exec_properties['model_name']
+    published = registry.find_version(registry_dir, model_name, model.uri)
+    if published is not None:
+      logging.info('Model %s is already version %d: not publishing it again.',
+                   model.uri, published)
+      self._MarkPushed(pushed_model, registry.version_dir(
+          registry_dir, model_name, published), str(published))
+      return
+    version = registry.publish(self.GetModelPath(input_dict), registry_dir,
+                               model_name, class_names, record)
+    destination = registry.version_dir(registry_dir, model_name, version)
+    logging.info('Published %s version %d at %s', model_name, version, destination)
+    self._MarkPushed(pushed_model, pushed_destination=destination,
+                     pushed_version=str(version))

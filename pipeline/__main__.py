@@ -1,0 +1,63 @@
+"""Command line: `python -m pipeline {run,predict,schema} ...`."""
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+
+from pipeline import config as config_lib
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog='python -m pipeline', description=__doc__)
+  commands = parser.add_subparsers(dest='command', required=True)
+
+  run = commands.add_parser('run', help='run the whole pipeline locally')
+  run.add_argument('--data', help='image folder (<class>/<image> or '
+                   'train|eval/<class>/<image>); sets data.path')
+  run.add_argument('--output', help='output folder; sets pipeline.output_dir')
+  run.add_argument('--config', help='YAML file with config sections')
+  run.add_argument('--set', dest='overrides', action='append', default=[],
+                   metavar='SECTION.KEY=VALUE', help='override one config value')
+
+  predict = commands.add_parser('predict', help='score images with a pushed model')
+  predict.add_argument('--model', required=True, help='a SavedModel version '
+                       'folder, or a registry model folder (its newest version)')
+  predict.add_argument('inputs', nargs='+', metavar='IMAGE_OR_FOLDER')
+  predict.add_argument('--batch-size', type=int, default=32)
+
+  schema = commands.add_parser(
+      'schema', help='print a schema for an image folder (classes from its folders)')
+  schema.add_argument('--data', required=True)
+  schema.add_argument('--template', default=config_lib.DataConfig.schema_file)
+  return parser
+
+
+def main(argv=None) -> int:
+  args = _parser().parse_args(argv)
+  logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
+  warnings.filterwarnings('ignore', category=FutureWarning)
+  if args.command == 'schema':
+    from pipeline import schema  # pylint: disable=g-import-not-at-top
+    print(schema.derive(args.template, schema.class_folders(args.data)), end='')
+    return 0
+  if args.command == 'predict':
+    from pipeline import predict  # pylint: disable=g-import-not-at-top
+    failures = predict.run(args.model, args.inputs, args.batch_size)
+    return 1 if failures else 0
+
+  overrides = list(args.overrides)
+  if args.data:
+    overrides.append(f'data.path={os.path.abspath(args.data)}')
+  if args.output:
+    overrides.append(f'pipeline.output_dir={os.path.abspath(args.output)}')
+  config = config_lib.load_config(args.config, overrides)
+  from pipeline import run_summary, runner  # pylint: disable=g-import-not-at-top
+  summary = runner.run_local(config)
+  print(run_summary.format_summary(summary))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,194 @@
+"""The pipeline's whole configuration, in one typed place.
+
+Every knob a user can turn lives in one of the frozen dataclasses below. A run
+builds its config from the defaults, then an optional YAML file, then
+`--set section.key=value` overrides, and validates it once; components receive
+the values they need through `custom_config`, never through module constants.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Where the labeled images are and how they are split."""
+  # One sub-folder per class, or train/<class>/ + eval/<class>/ for a fixed split.
+  path: str = os.path.join(REPO_ROOT, 'data', 'fashion_mnist_sample')
+  # Share of each class held out for evaluation when the split is not fixed.
+  eval_fraction: float = 0.2
+  # The curated schema; its `label` domain is the list of classes, in id order.
+  schema_file: str = os.path.join(REPO_ROOT, 'schema', 'schema.pbtxt')
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """The network: a frozen pretrained backbone under a small head."""
+  backbone: str = 'efficientnet_lite0'
+  # 'imagenet', a path to a local weights file, or 'none' for random init.
+  weights: str = 'imagenet'
+  # Square input size in pixels; 0 picks the backbone's own default.
+  image_size: int = 0
+  dropout: float = 0.2
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentationConfig:
+  """Keras preprocessing layers applied to training batches only."""
+  horizontal_flip: bool = True
+  rotation: float = 0.05      # fraction of a full turn
+  zoom: float = 0.1           # fraction of the image size
+  translation: float = 0.1    # fraction of the image size
+  contrast: float = 0.1       # contrast factor range
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+  """How the head is trained and, optionally, the backbone's top fine-tuned."""
+  batch_size: int = 32
+  epochs: int = 10
+  learning_rate: float = 1e-3
+  early_stopping_patience: int = 3
+  # Second phase: unfreeze the top `fine_tune_layers` layers (BatchNorm stays
+  # frozen) and train for `fine_tune_epochs` at `fine_tune_learning_rate`.
+  fine_tune_epochs: int = 0
+  fine_tune_layers: int = 20
+  fine_tune_learning_rate: float = 1e-5
+  class_weights: bool = True
+  seed: int = 42
+  # Caps on steps per epoch / evaluation steps; 0 means one pass over the split.
+  max_steps_per_epoch: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationConfig:
+  """The quality gate the Evaluator applies before anything is pushed."""
+  # A model is blessed only if its eval accuracy is at least this ...
+  min_accuracy: float = 0.6
+  # ... and it is at most this much (absolute) below the last blessed model.
+  max_accuracy_drop: float = 0.02
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+  """Where a run writes and how TFX executes it."""
+  name: str = 'image-classifier'
+  # Everything a run produces lives under here unless overridden below.
+  output_dir: str = os.path.join(REPO_ROOT, 'outputs')
+  # Versioned model registry: <registry_dir>/<model_name>/<version>/.
+  registry_dir: str = ''
+  model_name: str = 'image_classifier'
+  enable_cache: bool = True
+  # Extra Beam pipeline arguments for the data-parallel components.
+  beam_args: tuple[str, ...] = ('--direct_num_workers=1',)
+
+  @property
+  def pipeline_root(self) -> str:
+    return os.path.join(self.output_dir, 'pipeline_root')
+
+  @property
+  def metadata_path(self) -> str:
+    return os.path.join(self.output_dir, 'metadata.sqlite')
+
+  @property
+  def registry(self) -> str:
+    return self.registry_dir or os.path.join(self.output_dir, 'registry')
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  data: DataConfig = DataConfig()
+  model: ModelConfig = ModelConfig()
+  augmentation: AugmentationConfig = AugmentationConfig()
+  training: TrainingConfig = TrainingConfig()
+  evaluation: EvaluationConfig = EvaluationConfig()
+  pipeline: PipelineConfig = PipelineConfig()
+
+  def validate(self) -> 'Config':
+    """Fails early, with the key's name, on values no run could use."""
+    checks = [
+        (0.0 < self.data.eval_fraction < 1.0, 'data.eval_fraction must be in (0, 1)'),
+        (self.model.image_size == 0 or self.model.image_size >= 32,
+         'model.image_size must be 0 (backbone default) or at least 32'),
+        (0.0 <= self.model.dropout < 1.0, 'model.dropout must be in [0, 1)'),
+        (self.training.batch_size > 0, 'training.batch_size must be positive'),
+        (self.training.epochs > 0, 'training.epochs must be positive'),
+        (self.training.fine_tune_epochs >= 0, 'training.fine_tune_epochs must be >= 0'),
+        (0.0 <= self.evaluation.min_accuracy <= 1.0,
+         'evaluation.min_accuracy must be in [0, 1]'),
+        (self.evaluation.max_accuracy_drop >= 0.0,
+         'evaluation.max_accuracy_drop must be >= 0'),
+        (self.pipeline.model_name.replace('_', '').replace('-', '').isalnum(),
+         'pipeline.model_name may hold only letters, digits, - and _'),
+    ]
+    errors = [message for ok, message in checks if not ok]
+    if errors:
+      raise ValueError('Invalid configuration:\n  ' + '\n  '.join(errors))
+    return self
+
+
+def load_config(config_file: str | None = None,
+                overrides: Sequence[str] = ()) -> Config:
+  """Defaults, then the YAML file, then `section.key=value` overrides."""
+  values: dict[str, dict[str, Any]] = {}
+  if config_file:
+    with open(config_file, encoding='utf-8') as f:
+      loaded = yaml.safe_load(f) or {}
+    if not isinstance(loaded, Mapping):
+      raise ValueError(f'{config_file}: expected a mapping of sections')
+    for section, section_values in loaded.items():
+      values.setdefault(section, {}).update(section_values or {})
+  for override in overrides:
+    key, sep, raw = override.partition('=')
+    section, dot, name = key.strip().partition('.')
+    if not sep or not dot:
+      raise ValueError(f'--set {override!r}: expected section.key=value')
+    values.setdefault(section, {})[name] = yaml.safe_load(raw)
+  return _build(Config, values).validate()
+
+
+def _build(cls: type, values: Mapping[str, Any], prefix: str = '') -> Any:
+  """Instantiates dataclass `cls` from nested plain values, checking names and types."""
+  fields = {f.name: f for f in dataclasses.fields(cls)}
+  unknown = sorted(set(values) - set(fields))
+  if unknown:
+    raise ValueError(f'Unknown config key(s) {[prefix + k for k in unknown]}; '
+                     f'valid under {prefix or "top level"!r}: {sorted(fields)}')
+  hints = typing.get_type_hints(cls)
+  kwargs = {}
+  for name, value in values.items():
+    hint = hints[name]
+    if dataclasses.is_dataclass(hint):
+      if not isinstance(value, Mapping):
+        raise ValueError(f'{prefix}{name} must be a mapping')
+      kwargs[name] = _build(hint, value, f'{prefix}{name}.')
+    else:
+      kwargs[name] = _coerce(value, hint, f'{prefix}{name}')
+  return dataclasses.replace(cls(), **kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+  origin = typing.get_origin(hint)
+  if origin is tuple:
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return tuple(str(item) for item in items)
+  if hint is float and isinstance(value, int) and not isinstance(value, bool):
+    return float(value)
+  if hint is str and value is None:
+    return 'none'
+  if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+    raise ValueError(f'{key} must be {hint.__name__}, got {value!r}')
+  return value
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+  """Plain nested dict of the config, for logs and run records."""
+  return dataclasses.asdict(config)

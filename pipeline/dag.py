@@ -1,0 +1,110 @@
+"""The pipeline's DAG: one `create_pipeline(config)` for every orchestrator.
+
+  ImageExampleGen -> StatisticsGen -> ExampleValidator <- ImportSchemaGen
+        |                                                     |
+        +--------------------> Transform <--------------------+
+                                   |
+                                Trainer -> Evaluator (<- latest blessed model)
+                                                |
+                                         RegistryPusher
+"""
+
+import dataclasses
+import os
+from typing import Any, Dict
+
+from tfx import v1 as tfx
+
+from components.backbones import get_backbone
+from components.evaluator.eval_config import make_eval_config
+from components.image_example_gen.component import ImageExampleGen
+from components.registry_pusher.component import RegistryPusher
+from components.trainer import signatures
+from components.transform import preprocessing
+from pipeline import schema
+from pipeline.config import REPO_ROOT, Config
+
+TRANSFORM_MODULE = os.path.join('components', 'transform', 'preprocessing.py')
+TRAINER_MODULE = os.path.join('components', 'trainer', 'task.py')
+
+
+def image_size(config: Config) -> int:
+  return config.model.image_size or get_backbone(config.model.backbone).default_image_size
+
+
+def components_config(config: Config) -> Dict[str, Any]:
+  """The values Transform and the Trainer receive through `custom_config`."""
+  return {
+      'class_names': schema.class_names(config.data.schema_file),
+      'image_size': image_size(config),
+      'backbone': config.model.backbone,
+      'model': dataclasses.asdict(config.model),
+      'augmentation': dataclasses.asdict(config.augmentation),
+      'training': dataclasses.asdict(config.training),
+  }
+
+
+def create_pipeline(config: Config, code_root: str = REPO_ROOT) -> tfx.dsl.Pipeline:
+  """Builds the TFX pipeline; `code_root` is where module files live at run time."""
+  custom_config = components_config(config)
+
+  example_gen = ImageExampleGen(config.data.path, config.data.eval_fraction)
+  statistics_gen = tfx.components.StatisticsGen(
+      examples=example_gen.outputs['examples'])
+  schema_gen = tfx.components.ImportSchemaGen(schema_file=config.data.schema_file)
+  example_validator = tfx.components.ExampleValidator(
+      statistics=statistics_gen.outputs['statistics'],
+      schema=schema_gen.outputs['schema'])
+
+  transform = tfx.components.Transform(
+      examples=example_gen.outputs['examples'],
+      schema=schema_gen.outputs['schema'],
+      module_file=os.path.join(code_root, TRANSFORM_MODULE),
+      custom_config=custom_config)
+
+  trainer = tfx.components.Trainer(
+      module_file=os.path.join(code_root, TRAINER_MODULE),
+      examples=transform.outputs['transformed_examples'],
+      transform_graph=transform.outputs['transform_graph'],
+      schema=schema_gen.outputs['schema'],
+      custom_config=custom_config)
+
+  baseline_resolver = tfx.dsl.Resolver(
+      strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+      model_blessing=tfx.dsl.Channel(
+          type=tfx.types.standard_artifacts.ModelBlessing),
+  ).with_id('latest_blessed_model_resolver')
+
+  evaluator = tfx.components.Evaluator(
+      examples=example_gen.outputs['examples'],
+      model=trainer.outputs['model'],
+      baseline_model=baseline_resolver.outputs['model'],
+      eval_config=make_eval_config(
+          custom_config['class_names'],
+          signature_name=signatures.EXAMPLES_SIGNATURE,
+          label_key=preprocessing.LABEL_KEY,
+          min_accuracy=config.evaluation.min_accuracy,
+          max_accuracy_drop=config.evaluation.max_accuracy_drop))
+
+  pusher = RegistryPusher(
+      model=trainer.outputs['model'],
+      model_blessing=evaluator.outputs['blessing'],
+      evaluation=evaluator.outputs['evaluation'],
+      examples=example_gen.outputs['examples'],
+      transform_graph=transform.outputs['transform_graph'],
+      registry_dir=config.pipeline.registry,
+      model_name=config.pipeline.model_name)
+
+  return tfx.dsl.Pipeline(
+      pipeline_name=config.pipeline.name,
+      pipeline_root=config.pipeline.pipeline_root,
+      components=[
+          example_gen, statistics_gen, schema_gen, example_validator,
+          transform, trainer, baseline_resolver, evaluator, pusher,
+      ],
+      enable_cache=config.pipeline.enable_cache,
+      metadata_connection_config=(
+          tfx.orchestration.metadata.sqlite_metadata_connection_config(
+              config.pipeline.metadata_path)),
+      beam_pipeline_args=list(config.pipeline.beam_args))

@@ -1,0 +1,150 @@
+"""What the last run did, read back from the ML Metadata store.
+
+The store is the source of truth for every orchestrator: which components ran
+or were served from cache and for how long, what ExampleGen quarantined, which
+anomalies the validator found, whether the Evaluator blessed the model and
+which registry version the Pusher published.
+"""
+
+import dataclasses
+import os
+from typing import Any, Dict, List, Optional
+
+import ml_metadata as mlmd
+from ml_metadata.proto import metadata_store_pb2
+from tensorflow_metadata.proto.v0 import anomalies_pb2
+
+from components.evaluator import results
+from components.image_example_gen import executor as example_gen_executor
+from components.transform import preprocessing
+
+_STATE_NAMES = {
+    value: name
+    for name, value in metadata_store_pb2.Execution.State.items()
+}
+
+
+@dataclasses.dataclass
+class ComponentRun:
+  node_id: str
+  state: str          # COMPLETE, CACHED, FAILED, ...
+  seconds: float
+
+
+@dataclasses.dataclass
+class RunSummary:
+  run_id: str
+  components: List[ComponentRun]
+  quarantined: int = 0
+  quarantine_report: Optional[str] = None
+  anomalies: List[str] = dataclasses.field(default_factory=list)
+  blessed: Optional[bool] = None
+  evaluation: Dict[str, Any] = dataclasses.field(default_factory=dict)
+  pushed_version: Optional[int] = None
+  pushed_to: Optional[str] = None
+
+
+def _anomalies(uri: str) -> List[str]:
+  found = []
+  for split in sorted(os.listdir(uri)):
+    path = os.path.join(uri, split, 'SchemaDiff.pb')
+    if not os.path.exists(path):
+      continue
+    anomalies = anomalies_pb2.Anomalies()
+    with open(path, 'rb') as f:
+      anomalies.ParseFromString(f.read())
+    for feature, info in sorted(anomalies.anomaly_info.items()):
+      found.append(f'{split}: feature {feature!r}: {info.description}')
+  return found
+
+
+def summarize(metadata_path: str) -> RunSummary:
+  """Summary of the newest pipeline run recorded in the SQLite store."""
+  connection = metadata_store_pb2.ConnectionConfig()
+  connection.sqlite.filename_uri = metadata_path
+  connection.sqlite.connection_mode = 3  # READONLY
+  store = mlmd.MetadataStore(connection)
+  runs = store.get_contexts_by_type('pipeline_run')
+  if not runs:
+    raise RuntimeError(f'No pipeline run recorded in {metadata_path}')
+  run = max(runs, key=lambda context: context.create_time_since_epoch)
+  summary = RunSummary(run_id=run.name, components=[])
+
+  executions = sorted(store.get_executions_by_context(run.id),
+                      key=lambda e: e.create_time_since_epoch)
+  outputs_by_execution: Dict[int, List[metadata_store_pb2.Artifact]] = {}
+  events = store.get_events_by_execution_ids([e.id for e in executions])
+  output_ids = [e.artifact_id for e in events
+                if e.type == metadata_store_pb2.Event.OUTPUT]
+  artifacts = {a.id: a for a in store.get_artifacts_by_id(output_ids)}
+  for event in events:
+    if event.artifact_id in artifacts:
+      outputs_by_execution.setdefault(event.execution_id, []).append(
+          artifacts[event.artifact_id])
+  type_names = {t.id: t.name for t in store.get_artifact_types_by_id(
+      list({a.type_id for a in artifacts.values()}))}
+
+  class_names: List[str] = []
+  for execution in executions:
+    node = next(c.name.split('.', 1)[-1]
+                for c in store.get_contexts_by_execution(execution.id)
+                if store.get_context_types_by_id([c.type_id])[0].name == 'node')
+    summary.components.append(ComponentRun(
+        node_id=node,
+        state=_STATE_NAMES.get(execution.last_known_state, 'UNKNOWN'),
+        seconds=(execution.last_update_time_since_epoch -
+                 execution.create_time_since_epoch) / 1000.0))
+    for artifact in outputs_by_execution.get(execution.id, []):
+      kind = type_names[artifact.type_id]
+      props = artifact.custom_properties
+      if kind == 'Examples' and node.endswith('ExampleGen'):
+        summary.quarantined = props[
+            example_gen_executor.QUARANTINED_COUNT_PROPERTY].int_value
+        summary.quarantine_report = os.path.join(
+            artifact.uri, example_gen_executor.QUARANTINE_FILE)
+      elif kind == 'ExampleAnomalies':
+        summary.anomalies = _anomalies(artifact.uri)
+      elif kind == 'ModelBlessing':
+        summary.blessed = props['blessed'].int_value == 1
+      elif kind == 'ModelEvaluation':
+        evaluation_uri = artifact.uri
+      elif kind == 'PushedModel' and props['pushed'].int_value == 1:
+        summary.pushed_to = props['pushed_destination'].string_value
+        summary.pushed_version = int(props['pushed_version'].string_value)
+      elif kind == 'TransformGraph':
+        class_names = preprocessing.read_class_names(artifact.uri)
+  if summary.blessed is not None and class_names:
+    summary.evaluation = results.read_evaluation(evaluation_uri, class_names)
+  return summary
+
+
+def format_summary(summary: RunSummary) -> str:
+  """A short human-readable account of the run."""
+  lines = [f'Pipeline run {summary.run_id}']
+  for component in summary.components:
+    lines.append(f'  {component.node_id:<32} {component.state:<9} '
+                 f'{component.seconds:7.1f} s')
+  lines.append(f'Quarantined files: {summary.quarantined}' + (
+      f' (see {summary.quarantine_report})' if summary.quarantined else ''))
+  if summary.anomalies:
+    lines.append('Data anomalies found by ExampleValidator:')
+    lines.extend(f'  - {anomaly}' for anomaly in summary.anomalies)
+  else:
+    lines.append('Data anomalies: none')
+  evaluation = summary.evaluation
+  if evaluation:
+    baseline = evaluation.get('baseline_accuracy')
+    lines.append(
+        f'Eval accuracy: {evaluation["accuracy"]:.4f} on '
+        f'{evaluation["example_count"]} images' +
+        (f' (baseline {baseline:.4f})' if baseline is not None else
+         ' (no baseline yet)'))
+  if summary.blessed:
+    lines.append(f'Model BLESSED and pushed as version {summary.pushed_version}'
+                 f' to {summary.pushed_to}')
+  elif summary.blessed is False:
+    lines.append('Model NOT blessed: nothing was pushed.')
+    lines.extend(f'  - {reason}' for reason in evaluation.get('failures', []))
+  else:
+    lines.append('The run did not reach the Evaluator.')
+  return '\n'.join(lines)
