@@ -28,3 +28,36 @@ def copy_sample(destination: str, classes, per_class: int) -> str:
 @pytest.fixture
 def sample_copy():
   return copy_sample
+
+
+def analyze_and_transform(rows, image_size, class_names):
+  """Runs preprocessing_fn through real TF Transform on Beam over
+  (encoded image, label) rows; returns (transformed rows, transform output dir)."""
+  import functools  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_transform.beam as tft_beam  # pylint: disable=g-import-not-at-top
+  import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
+  from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils  # pylint: disable=g-import-not-at-top
+  from components.transform import preprocessing  # pylint: disable=g-import-not-at-top
+
+  feature_spec = {
+      preprocessing.IMAGE_KEY: tf.io.FixedLenFeature([1], tf.string),
+      preprocessing.LABEL_KEY: tf.io.FixedLenFeature([1], tf.string),
+  }
+  metadata = dataset_metadata.DatasetMetadata(
+      schema_utils.schema_from_feature_spec(feature_spec))
+  instances = [{preprocessing.IMAGE_KEY: [image], preprocessing.LABEL_KEY: [label]}
+               for image, label in rows]
+  fn = functools.partial(preprocessing.preprocessing_fn, custom_config={
+      'image_size': image_size, 'backbone': 'efficientnet_lite0',
+      'class_names': class_names})
+  output_dir = tempfile.mkdtemp()
+  with tft_beam.Context(temp_dir=tempfile.mkdtemp()):
+    (data, _), transform_fn = (
+        (instances, metadata) | tft_beam.AnalyzeAndTransformDataset(
+            fn, output_record_batches=False))
+    _ = transform_fn | tft_beam.WriteTransformFn(output_dir)
+  metadata_io.write_metadata(
+      metadata, os.path.join(output_dir, tft.TFTransformOutput.RAW_METADATA_DIR))
+  return data, output_dir

@@ -1,19 +1,16 @@
 """preprocessing_fn through real TF Transform on Beam, on a handful of images."""
 
-import functools
 import io
-import os
-import tempfile
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
-import tensorflow_transform.beam as tft_beam
 from PIL import Image
-from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
 from components.transform import preprocessing
+
+from conftest import analyze_and_transform
 
 IMAGE_SIZE = 32
 CLASS_NAMES = ['cat', 'dog', 'fish']
@@ -38,24 +35,8 @@ CASES = [
 
 @pytest.fixture(scope='module')
 def transformed():
-  feature_spec = {
-      preprocessing.IMAGE_KEY: tf.io.FixedLenFeature([1], tf.string),
-      preprocessing.LABEL_KEY: tf.io.FixedLenFeature([1], tf.string),
-  }
-  metadata = dataset_metadata.DatasetMetadata(
-      schema_utils.schema_from_feature_spec(feature_spec))
-  rows = [{preprocessing.IMAGE_KEY: [image], preprocessing.LABEL_KEY: [label]}
-          for image, label, _ in CASES]
-  fn = functools.partial(preprocessing.preprocessing_fn, custom_config={
-      'image_size': IMAGE_SIZE, 'backbone': 'efficientnet_lite0',
-      'class_names': CLASS_NAMES})
-  output_dir = tempfile.mkdtemp()
-  with tft_beam.Context(temp_dir=tempfile.mkdtemp()):
-    (data, _), transform_fn = (
-        (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
-            fn, output_record_batches=False))
-    _ = transform_fn | tft_beam.WriteTransformFn(output_dir)
-  return data, output_dir
+  return analyze_and_transform(
+      [(image, label) for image, label, _ in CASES], IMAGE_SIZE, CLASS_NAMES)
 
 
 def test_images_of_any_format_become_normalized_rgb(transformed):
