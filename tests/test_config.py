@@ -1,0 +1,50 @@
+"""Configuration: defaults, YAML, --set overrides, and clear errors."""
+
+import pytest
+
+from pipeline import config as config_lib
+from pipeline import schema
+
+
+def test_defaults_are_valid_and_point_at_the_bundled_sample():
+  config = config_lib.load_config()
+  assert config.data.path.endswith('fashion_mnist_sample')
+  assert config.pipeline.registry.endswith('registry')
+  assert len(schema.class_names(config.data.schema_file)) == 10
+
+
+def test_yaml_then_overrides(tmp_path):
+  path = tmp_path / 'run.yaml'
+  path.write_text('training:\n  epochs: 3\n  learning_rate: 1\nmodel:\n  backbone: mobilenet_v2\n')
+  config = config_lib.load_config(str(path), ['training.epochs=5',
+                                              'pipeline.beam_args=[--a, --b]'])
+  assert config.training.epochs == 5                  # --set wins over the file
+  assert config.training.learning_rate == 1.0         # int accepted for float
+  assert config.model.backbone == 'mobilenet_v2'
+  assert config.pipeline.beam_args == ('--a', '--b')
+
+
+@pytest.mark.parametrize('override, message', [
+    ('training.epoch=3', "Unknown config key(s) ['training.epoch']"),
+    ('training.epochs=three', 'training.epochs must be int'),
+    ('training.epochs=0', 'training.epochs must be positive'),
+    ('data.eval_fraction=1.5', 'data.eval_fraction must be in (0, 1)'),
+    ('epochs=3', 'expected section.key=value'),
+    ('training.class_weights=1', 'training.class_weights must be bool'),
+])
+def test_bad_values_fail_with_the_key_name(override, message):
+  with pytest.raises(ValueError) as error:
+    config_lib.load_config(None, [override])
+  assert message in str(error.value)
+
+
+def test_schema_for_new_data_lists_its_class_folders(tmp_path):
+  for name in ('dog', 'cat', '.hidden'):
+    (tmp_path / name).mkdir()
+  (tmp_path / 'cat' / 'a.png').write_bytes(b'')
+  derived = tmp_path / 'schema.pbtxt'
+  derived.write_text(schema.derive(config_lib.DataConfig.schema_file,
+                                   schema.class_folders(str(tmp_path))))
+  assert schema.class_names(str(derived)) == ['cat', 'dog']
+  with pytest.raises(ValueError, match='at least two classes'):
+    schema.derive(config_lib.DataConfig.schema_file, ['cat'])
