@@ -54,8 +54,8 @@ class AugmentationConfig:
 class TrainingConfig:
   """How the head is trained and, optionally, the backbone's top fine-tuned."""
   batch_size: int = 32
-  epochs: int = 10
-  learning_rate: float = 1e-3
+  epochs: int = 20
+  learning_rate: float = 3e-3
   early_stopping_patience: int = 3
   # Second phase: unfreeze the top `fine_tune_layers` layers (BatchNorm stays
   # frozen) and train for `fine_tune_epochs` at `fine_tune_learning_rate`.
