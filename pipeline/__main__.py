@@ -35,8 +35,20 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-  args = _parser().parse_args(argv)
+  parser = _parser()
+  args = parser.parse_args(argv)
+  try:
+    return _run_command(args)
+  except (FileNotFoundError, ValueError) as error:
+    # Bad input from the user (config, paths): one clear line, no traceback.
+    parser.exit(2, f'error: {error}\n')
+
+
+def _run_command(args) -> int:
   logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
+  # Beam's per-transform INFO chatter (type hints, state caches) drowns out
+  # the components' own progress messages.
+  logging.getLogger('apache_beam').setLevel(logging.WARNING)
   warnings.filterwarnings('ignore', category=FutureWarning)
   if args.command == 'schema':
     from pipeline import schema  # pylint: disable=g-import-not-at-top
