@@ -48,3 +48,20 @@ def test_schema_for_new_data_lists_its_class_folders(tmp_path):
   assert schema.class_names(str(derived)) == ['cat', 'dog']
   with pytest.raises(ValueError, match='at least two classes'):
     schema.derive(config_lib.DataConfig.schema_file, ['cat'])
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['run', '--data', '/nonexistent/images'], 'Image folder /nonexistent/images does not exist'),
+    (['run', '--set', 'model.dropout=2'], 'model.dropout must be in [0, 1)'),
+    (['predict', '--model', '/nonexistent/model', 'x.png'], 'No published version'),
+])
+def test_cli_reports_bad_input_in_one_line(argv, message):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from conftest import REPO_ROOT  # pylint: disable=g-import-not-at-top
+  result = subprocess.run([sys.executable, '-m', 'pipeline', *argv], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120, check=False)
+  assert result.returncode == 2
+  error_lines = [l for l in result.stderr.splitlines() if l.startswith('error: ')]
+  assert len(error_lines) == 1 and message in result.stderr, result.stderr[-1000:]
+  assert 'Traceback' not in result.stderr
