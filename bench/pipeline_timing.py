@@ -6,7 +6,7 @@ pass (frozen feature extractor, inference mode) at the same image size and
 batch size. The ratio says how much of the Trainer's time is the unavoidable
 backbone pass versus augmentation, the head, input parsing and validation.
 
-    python bench/pipeline_timing.py [--set section.key=value ...] [--output DIR]
+    python bench/pipeline_timing.py [--set section.key=value ...] [--report FILE]
 
 Writes a JSON report (default bench/results/pipeline_timing.json) and prints it.
 """

@@ -37,7 +37,6 @@ def components_config(config: Config) -> Dict[str, Any]:
   return {
       'class_names': schema.class_names(config.data.schema_file),
       'image_size': image_size(config),
-      'backbone': config.model.backbone,
       'model': dataclasses.asdict(config.model),
       'augmentation': dataclasses.asdict(config.augmentation),
       'training': dataclasses.asdict(config.training),

@@ -50,7 +50,7 @@ def analyze_and_transform(rows, image_size, class_names):
   instances = [{preprocessing.IMAGE_KEY: [image], preprocessing.LABEL_KEY: [label]}
                for image, label in rows]
   fn = functools.partial(preprocessing.preprocessing_fn, custom_config={
-      'image_size': image_size, 'backbone': 'efficientnet_lite0',
+      'image_size': image_size, 'model': {'backbone': 'efficientnet_lite0'},
       'class_names': class_names})
   output_dir = tempfile.mkdtemp()
   with tft_beam.Context(temp_dir=tempfile.mkdtemp()):

@@ -11,9 +11,6 @@ import tensorflow_model_analysis as tfma
 
 ACCURACY = 'sparse_categorical_accuracy'
 EXAMPLE_COUNT = 'example_count'
-PRECISION = 'precision'
-RECALL = 'recall'
-CONFUSION_MATRIX = 'multi_class_confusion_matrix_plot'
 
 
 def make_eval_config(class_names: List[str], signature_name: str,

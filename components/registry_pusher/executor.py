@@ -13,8 +13,6 @@ from components.evaluator import results
 from components.registry_pusher import registry
 from components.transform import preprocessing
 
-PUSHED_VERSION_PROPERTY = 'pushed_version'
-
 
 class Executor(tfx_pusher_executor.Executor):
   """Reuses the TFX Pusher's blessing check and pushed/not-pushed marking."""
@@ -29,10 +27,20 @@ class Executor(tfx_pusher_executor.Executor):
       self._MarkNotPushed(pushed_model)
       return
 
+    registry_dir = exec_properties['registry_dir']
+    model_name = exec_properties['model_name']
+    model = artifact_utils.get_single_instance(input_dict['model'])
+    published = registry.find_version(registry_dir, model_name, model.uri)
+    if published is not None:
+      logging.info('Model %s is already version %d: not publishing it again.',
+                   model.uri, published)
+      self._MarkPushed(pushed_model, registry.version_dir(
+          registry_dir, model_name, published), str(published))
+      return
+
     transform_graph = artifact_utils.get_single_instance(input_dict['transform_graph'])
     class_names = preprocessing.read_class_names(transform_graph.uri)
     examples = artifact_utils.get_single_instance(input_dict['examples'])
-    model = artifact_utils.get_single_instance(input_dict['model'])
     evaluation = artifact_utils.get_single_instance(input_dict['evaluation'])
     record = {
         'pushed_at': datetime.datetime.now(datetime.timezone.utc).isoformat(),
@@ -46,15 +54,6 @@ class Executor(tfx_pusher_executor.Executor):
         },
         'evaluation': results.read_evaluation(evaluation.uri, class_names),
     }
-    registry_dir = exec_properties['registry_dir']
-    model_name = exec_properties['model_name']
-    published = registry.find_version(registry_dir, model_name, model.uri)
-    if published is not None:
-      logging.info('Model %s is already version %d: not publishing it again.',
-                   model.uri, published)
-      self._MarkPushed(pushed_model, registry.version_dir(
-          registry_dir, model_name, published), str(published))
-      return
     version = registry.publish(self.GetModelPath(input_dict), registry_dir,
                                model_name, class_names, record)
     destination = registry.version_dir(registry_dir, model_name, version)

@@ -80,7 +80,7 @@ def build_classifier(config: Dict[str, Any], num_classes: int,
 def unfreeze_top(model: tf_keras.Model, num_layers: int) -> int:
   """Makes the top `num_layers` backbone layers trainable, BatchNorm excepted.
 
-  Returns how many layers became trainable.
+  Returns how many layers with weights became trainable.
   """
   backbone = model.get_layer(BACKBONE_LAYER)
   backbone.trainable = True

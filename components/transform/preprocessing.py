@@ -24,7 +24,7 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor],
                      custom_config: Dict[str, Any]) -> Dict[str, tf.Tensor]:
   """Decodes, resizes and normalizes images; maps class names to ids.
 
-  custom_config: `backbone` (name), `image_size` (pixels) and `class_names`
+  custom_config: `model.backbone` (name), `image_size` (pixels) and `class_names`
   (the schema's label domain). Class names become reserved vocabulary tokens
   so that class ids follow the schema's order on every run, whatever the class
   frequencies; a label outside the domain would get an id after them. At
@@ -32,7 +32,7 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor],
   """
   encoded = tf.reshape(inputs[IMAGE_KEY], [-1])
   images = image_codec.decode_and_resize(encoded, custom_config['image_size'])
-  normalize = get_backbone(custom_config['backbone']).normalize
+  normalize = get_backbone(custom_config['model']['backbone']).normalize
   labels = tf.reshape(inputs[LABEL_KEY], [-1])
   return {
       TRANSFORMED_IMAGE_KEY: normalize(images),
