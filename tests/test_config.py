@@ -17,11 +17,11 @@ def test_yaml_then_overrides(tmp_path):
   path = tmp_path / 'run.yaml'
   path.write_text('training:\n  epochs: 3\n  learning_rate: 1\nmodel:\n  backbone: mobilenet_v2\n')
   config = config_lib.load_config(str(path), ['training.epochs=5',
-                                              'pipeline.beam_args=[--a, --b]'])
+                                              'beam.extra_args=[--a, --b]'])
   assert config.training.epochs == 5                  # --set wins over the file
   assert config.training.learning_rate == 1.0         # int accepted for float
   assert config.model.backbone == 'mobilenet_v2'
-  assert config.pipeline.beam_args == ('--a', '--b')
+  assert config.beam.extra_args == ('--a', '--b')
 
 
 @pytest.mark.parametrize('override, message', [
@@ -31,6 +31,8 @@ def test_yaml_then_overrides(tmp_path):
     ('data.eval_fraction=1.5', 'data.eval_fraction must be in (0, 1)'),
     ('epochs=3', 'expected section.key=value'),
     ('training.class_weights=1', 'training.class_weights must be bool'),
+    ('beam.runner=samza', 'beam.runner must be one of'),
+    ('deploy.schedule=nightly', 'deploy.schedule must be a 5-field cron expression'),
 ])
 def test_bad_values_fail_with_the_key_name(override, message):
   with pytest.raises(ValueError) as error:

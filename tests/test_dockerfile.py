@@ -5,6 +5,7 @@ pipeline resolves inside the image, the weights package and the Keras switch."""
 import os
 import re
 
+from pipeline import config as config_lib
 from pipeline import dag
 
 from conftest import REPO_ROOT
@@ -17,13 +18,29 @@ def _dockerfile():
     return f.read()
 
 
+def _locked_version(package):
+  with open(os.path.join(REPO_ROOT, 'requirements', 'core.lock')) as f:
+    return re.search(rf'^{re.escape(package)}==(\S+)', f.read(), re.M).group(1)
+
+
 def test_base_image_is_python_310():
-  assert re.search(r'^FROM python:3\.10[-\w.]*', _dockerfile(), re.M)
+  assert re.search(r'^FROM python:3\.10[-\w.]*$', _dockerfile(), re.M)
+
+
+def test_beam_worker_boot_matches_the_locked_beam_and_python():
+  text = _dockerfile()
+  stage = re.search(r'^FROM apache/beam_python(\S+)_sdk:(\S+) AS (\w+)$', text, re.M)
+  assert stage, 'no Beam SDK stage'
+  python, beam_version, name = stage.groups()
+  assert python == '3.10'
+  assert beam_version == _locked_version('apache-beam')
+  assert re.search(rf'^COPY --from={name} /opt/apache/beam /opt/apache/beam$', text, re.M)
+  assert re.search(r'^ENTRYPOINT \["/opt/apache/beam/boot"\]$', text, re.M)
 
 
 def test_copied_sources_exist_and_install_from_the_lock():
   text = _dockerfile()
-  sources = re.findall(r'^COPY\s+(\S+)\s+\S+', text, re.M)
+  sources = re.findall(r'^COPY\s+(?!--from)(\S+)\s+\S+', text, re.M)
   assert sources
   for source in sources:
     assert os.path.exists(os.path.join(REPO_ROOT, source)), source
@@ -41,9 +58,12 @@ def test_module_files_resolve_inside_the_image():
   assert re.search(rf'^WORKDIR {CODE_DIR_IN_IMAGE}$', text, re.M)
   assert f'PYTHONPATH={CODE_DIR_IN_IMAGE}' in text
   copied = {source.rstrip('/') for source in re.findall(r'^COPY\s+(\S+)', text, re.M)}
-  for module in (dag.TRANSFORM_MODULE, dag.TRAINER_MODULE):
-    assert module.split(os.sep)[0] in copied
-    assert os.path.isfile(os.path.join(REPO_ROOT, module))
+  for path in (dag.TRANSFORM_MODULE, dag.TRAINER_MODULE,
+               os.path.relpath(config_lib.DataConfig.schema_file, REPO_ROOT),
+               os.path.relpath(config_lib.DataConfig.path, REPO_ROOT)):
+    assert path.split(os.sep)[0] in copied, path
+    assert os.path.exists(os.path.join(REPO_ROOT, path)), path
+  assert config_lib.DeployConfig.code_root == CODE_DIR_IN_IMAGE
 
 
 def test_keras_2_is_selected_before_tensorflow_loads():

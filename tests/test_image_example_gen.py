@@ -15,7 +15,7 @@ from tfx import v1 as tfx
 import ml_metadata as mlmd
 
 from components.image_example_gen import executor
-from components.image_example_gen.component import ImageExampleGen
+from components.image_example_gen.component import ImageExampleGen, has_fixed_split
 
 
 def _encode(image: Image.Image, image_format: str) -> bytes:
@@ -75,7 +75,8 @@ def _run_example_gen(data_dir, work_dir, eval_fraction=0.25):
   tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
       pipeline_name='example-gen-test',
       pipeline_root=os.path.join(work_dir, 'root'),
-      components=[ImageExampleGen(data_dir, eval_fraction)],
+      components=[ImageExampleGen(data_dir, eval_fraction,
+                                  fixed_split=has_fixed_split(data_dir))],
       metadata_connection_config=(
           tfx.orchestration.metadata.sqlite_metadata_connection_config(
               metadata_path)),

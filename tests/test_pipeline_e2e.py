@@ -1,9 +1,11 @@
-"""The real pipeline end to end: LocalDagRunner, Beam, SQLite MLMD, real model.
+"""The real pipeline end to end: TFX runners, Beam, SQLite MLMD, real model.
 
 One module-scoped workspace runs the pipeline three times on a tiny data set
-(3 classes, small images, few epochs): a first run that must bless and push,
-a rerun that must come from the cache and publish nothing new, and a run whose
-model is made worse on purpose, which must not be blessed nor pushed.
+(3 classes, small images, few epochs): a first run, orchestrated by
+BeamDagRunner, that must bless and push; a rerun by LocalDagRunner that must
+come from the first run's cache (both runners share one MLMD store) and
+publish nothing new; and a run whose model is made worse on purpose, which
+must not be blessed nor pushed.
 """
 
 import json
@@ -41,8 +43,9 @@ def workspace(tmp_path_factory):
   return {'root': root, 'data': data_dir, 'overrides': overrides}
 
 
-def _run(workspace, *extra):
-  return runner.run_local(config_lib.load_config(None, [*workspace['overrides'], *extra]))
+def _run(workspace, *extra, orchestrator='local'):
+  return runner.run_local(
+      config_lib.load_config(None, [*workspace['overrides'], *extra]), orchestrator)
 
 
 def _states(summary):
@@ -51,7 +54,7 @@ def _states(summary):
 
 @pytest.fixture(scope='module')
 def first_run(workspace):
-  return _run(workspace)
+  return _run(workspace, orchestrator='beam')
 
 
 def test_first_run_executes_every_component_blesses_and_pushes(first_run, workspace):

@@ -21,7 +21,7 @@ def test_unknown_label_is_reported_as_an_anomaly(tmp_path):
       f'data.path={data_dir}', f'data.schema_file={schema_file}',
       f'pipeline.output_dir={tmp_path / "out"}'])
   tfx.orchestration.LocalDagRunner().run(
-      dag.create_pipeline(config),
+      dag.create_pipeline(config, metadata_connection_config=dag.local_metadata(config)),
       run_options=RunOptions(to_nodes=['ExampleValidator']))
 
   summary = run_summary.summarize(config.pipeline.metadata_path)

@@ -7,6 +7,7 @@ with a custom Beam executor.
 
 import os
 
+import tensorflow as tf
 from tfx import v1 as tfx
 from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
@@ -21,13 +22,16 @@ _CLASS_FILES = '*/*'
 
 def has_fixed_split(data_dir: str) -> bool:
   """True when the data folder holds `train/` and `eval/` sub-folders."""
-  return all(os.path.isdir(os.path.join(data_dir, split))
+  return all(tf.io.gfile.isdir(os.path.join(data_dir, split))
              for split in ('train', 'eval'))
 
 
-def ImageExampleGen(data_dir: str, eval_fraction: float) -> FileBasedExampleGen:  # pylint: disable=invalid-name
-  """Ingests `data_dir` (`<class>/<image>` or `train|eval/<class>/<image>`)."""
-  if has_fixed_split(data_dir):
+def ImageExampleGen(data_dir: str, eval_fraction: float,  # pylint: disable=invalid-name
+                    fixed_split: bool) -> FileBasedExampleGen:
+  """Ingests `data_dir` (`<class>/<image>`, or `train|eval/<class>/<image>`
+  when `fixed_split`; decided by the caller, who can see the folder even when
+  `data_dir` is the path the folder will have inside a container)."""
+  if fixed_split:
     input_config = tfx.proto.Input(splits=[
         tfx.proto.Input.Split(name=split, pattern=f'{split}/{_CLASS_FILES}')
         for split in ('train', 'eval')
