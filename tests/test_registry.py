@@ -2,6 +2,7 @@
 
 import multiprocessing
 import os
+import shutil
 import threading
 
 import pytest
@@ -67,9 +68,16 @@ def test_reader_never_sees_a_partial_version(saved_model, tmp_path):
 
 
 def test_failed_publish_leaves_nothing_behind(saved_model, tmp_path):
-  registry_dir = str(tmp_path)
-  with pytest.raises(FileNotFoundError):
+  registry_dir = str(tmp_path / 'registry')
+  with pytest.raises(FileNotFoundError, match='No SavedModel'):
     registry.publish(str(tmp_path / 'missing'), registry_dir, 'm', ['a'], {})
+  assert registry.versions(registry_dir, 'm') == []
+  # A copy that fails halfway (an unreadable file) leaves no staging folder.
+  broken = tmp_path / 'broken'
+  shutil.copytree(saved_model, broken)
+  os.symlink(tmp_path / 'nowhere', broken / 'variables' / 'zz-dangling')
+  with pytest.raises(tf.errors.NotFoundError):
+    registry.publish(str(broken), registry_dir, 'm', ['a'], {})
   assert os.listdir(os.path.join(registry_dir, 'm')) == []
 
 
@@ -81,3 +89,17 @@ def test_concurrent_publishers_get_distinct_versions(saved_model, tmp_path):
   for version in published:
     record = registry.read_record(registry.version_dir(str(tmp_path), 'm', version))
     assert record['version'] == version
+
+
+def test_object_store_registry_through_gfile(saved_model):
+  """TF's in-memory filesystem stands in for gs:// (same tf.io.gfile calls,
+  no folder rename)."""
+  registry_dir = 'ram://registry'
+  assert registry.publish(saved_model, registry_dir, 'm', ['a', 'b'], {'k': 1}) == 1
+  assert registry.publish(saved_model, registry_dir, 'm', ['a', 'b'], {'k': 2}) == 2
+  assert registry.versions(registry_dir, 'm') == [1, 2]
+  newest = registry.version_dir(registry_dir, 'm')
+  assert registry.read_record(newest) == {'k': 2, 'version': 2}
+  assert registry.read_labels(newest) == ['a', 'b']
+  assert tf.io.gfile.exists(os.path.join(newest, 'saved_model.pb'))
+  assert tf.io.gfile.exists(os.path.join(newest, 'assets', 'padding.bin'))

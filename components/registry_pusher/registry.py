@@ -4,17 +4,25 @@
                                       labels.txt          class names, one per line, in id order
                                       model_record.json   metrics, data fingerprint, pipeline run
 
-Versions are integers that only grow. A version is assembled in a hidden
-staging folder and published with one atomic rename, so a reader (TF Serving
-polls for integer folder names) never sees a half-written version; TF Serving
-ignores the hidden staging folders.
+Versions are integers that only grow. On a local or mounted filesystem a
+version is assembled in a hidden staging folder and published with one atomic
+rename, so a reader (TF Serving polls for integer folder names) never sees a
+half-written version; TF Serving ignores the hidden staging folders.
+
+The registry may also live in object storage (gs://, s3://: the Vertex AI
+target), through tf.io.gfile. Object stores have no folder rename, so there a
+version is copied file by file with `saved_model.pb` last; a reader polling
+at that moment can see an incomplete version. Scheduled runs never overlap
+(one run at a time), so only one publisher writes at once.
 """
 
 import json
 import os
-import shutil
+import posixpath
 import uuid
 from typing import Any, Dict, List, Optional
+
+import tensorflow as tf
 
 LABELS_FILE = 'labels.txt'
 RECORD_FILE = 'model_record.json'
@@ -26,9 +34,10 @@ MODEL_URI_KEY = 'model_artifact_uri'
 def versions(registry_dir: str, model_name: str) -> List[int]:
   """Published versions of a model, oldest first."""
   model_dir = os.path.join(registry_dir, model_name)
-  if not os.path.isdir(model_dir):
+  if not tf.io.gfile.isdir(model_dir):
     return []
-  return sorted(int(name) for name in os.listdir(model_dir) if name.isdigit())
+  return sorted(int(name.rstrip('/')) for name in tf.io.gfile.listdir(model_dir)
+                if name.rstrip('/').isdigit())
 
 
 def version_dir(registry_dir: str, model_name: str,
@@ -41,13 +50,13 @@ def version_dir(registry_dir: str, model_name: str,
           f'No published version of {model_name!r} under {registry_dir}')
     version = published[-1]
   path = os.path.join(registry_dir, model_name, str(version))
-  if not os.path.isdir(path):
+  if not tf.io.gfile.isdir(path):
     raise FileNotFoundError(f'No version {version} of {model_name!r} at {path}')
   return path
 
 
 def read_record(model_dir: str) -> Dict[str, Any]:
-  with open(os.path.join(model_dir, RECORD_FILE), encoding='utf-8') as f:
+  with tf.io.gfile.GFile(os.path.join(model_dir, RECORD_FILE)) as f:
     return json.load(f)
 
 
@@ -62,7 +71,7 @@ def find_version(registry_dir: str, model_name: str,
 
 
 def read_labels(model_dir: str) -> List[str]:
-  with open(os.path.join(model_dir, LABELS_FILE), encoding='utf-8') as f:
+  with tf.io.gfile.GFile(os.path.join(model_dir, LABELS_FILE)) as f:
     return [line.rstrip('\n') for line in f]
 
 
@@ -70,21 +79,23 @@ def publish(saved_model_dir: str, registry_dir: str, model_name: str,
             class_names: List[str], record: Dict[str, Any]) -> int:
   """Copies a SavedModel in as the next version; returns the version number.
 
-  Two concurrent publishers cannot take the same number: renaming onto an
-  existing (non-empty) version folder fails, and the loser retries with the
-  next number.
+  Locally, two concurrent publishers cannot take the same number: renaming
+  onto an existing (non-empty) version folder fails, and the loser retries
+  with the next number.
   """
+  if not tf.io.gfile.exists(os.path.join(saved_model_dir, 'saved_model.pb')):
+    raise FileNotFoundError(f'No SavedModel at {saved_model_dir}')
   model_dir = os.path.join(registry_dir, model_name)
-  os.makedirs(model_dir, exist_ok=True)
+  tf.io.gfile.makedirs(model_dir)
+  version = (versions(registry_dir, model_name) or [0])[-1] + 1
+  if _is_object_store(registry_dir):
+    destination = os.path.join(model_dir, str(version))
+    _write_version(saved_model_dir, destination, class_names, record, version)
+    return version
   staging = os.path.join(model_dir, f'{_STAGING_PREFIX}{uuid.uuid4().hex}')
   try:
-    shutil.copytree(saved_model_dir, staging)
-    with open(os.path.join(staging, LABELS_FILE), 'w', encoding='utf-8') as f:
-      f.write(''.join(f'{name}\n' for name in class_names))
-    version = (versions(registry_dir, model_name) or [0])[-1] + 1
+    _write_version(saved_model_dir, staging, class_names, record, version)
     while True:
-      with open(os.path.join(staging, RECORD_FILE), 'w', encoding='utf-8') as f:
-        json.dump({**record, 'version': version}, f, indent=2, sort_keys=True)
       try:
         os.rename(staging, os.path.join(model_dir, str(version)))
         return version
@@ -92,5 +103,33 @@ def publish(saved_model_dir: str, registry_dir: str, model_name: str,
         if not os.path.isdir(os.path.join(model_dir, str(version))):
           raise
         version += 1
+        _write_record(staging, record, version)
   finally:
-    shutil.rmtree(staging, ignore_errors=True)
+    if tf.io.gfile.exists(staging):
+      tf.io.gfile.rmtree(staging)
+
+
+def _is_object_store(path: str) -> bool:
+  return '://' in path
+
+
+def _write_version(saved_model_dir: str, destination: str, class_names: List[str],
+                   record: Dict[str, Any], version: int) -> None:
+  """Labels and record first, the SavedModel's files after, saved_model.pb last:
+  a reader that finds saved_model.pb finds everything else too."""
+  tf.io.gfile.makedirs(destination)
+  with tf.io.gfile.GFile(os.path.join(destination, LABELS_FILE), 'w') as f:
+    f.write(''.join(f'{name}\n' for name in class_names))
+  _write_record(destination, record, version)
+  files = [os.path.relpath(os.path.join(directory, name), saved_model_dir)
+           for directory, _, names in tf.io.gfile.walk(saved_model_dir)
+           for name in names]
+  for relative in sorted(files, key=lambda path: path == 'saved_model.pb'):
+    target = os.path.join(destination, relative)
+    tf.io.gfile.makedirs(posixpath.dirname(target))
+    tf.io.gfile.copy(os.path.join(saved_model_dir, relative), target, overwrite=True)
+
+
+def _write_record(destination: str, record: Dict[str, Any], version: int) -> None:
+  with tf.io.gfile.GFile(os.path.join(destination, RECORD_FILE), 'w') as f:
+    json.dump({**record, 'version': version}, f, indent=2, sort_keys=True)
