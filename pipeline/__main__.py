@@ -1,4 +1,4 @@
-"""Command line: `python -m pipeline {run,predict,schema} ...`."""
+"""Command line: `python -m pipeline {run,predict,schema,compile,schedule} ...`."""
 
 import argparse
 import logging
@@ -17,9 +17,9 @@ def _parser() -> argparse.ArgumentParser:
   run.add_argument('--data', help='image folder (<class>/<image> or '
                    'train|eval/<class>/<image>); sets data.path')
   run.add_argument('--output', help='output folder; sets pipeline.output_dir')
-  run.add_argument('--config', help='YAML file with config sections')
-  run.add_argument('--set', dest='overrides', action='append', default=[],
-                   metavar='SECTION.KEY=VALUE', help='override one config value')
+  run.add_argument('--orchestrator', choices=('local', 'beam'), default='local',
+                   help="TFX's LocalDagRunner (default) or BeamDagRunner")
+  _add_config_arguments(run)
 
   predict = commands.add_parser('predict', help='score images with a pushed model')
   predict.add_argument('--model', required=True, help='a SavedModel version '
@@ -31,7 +31,29 @@ def _parser() -> argparse.ArgumentParser:
       'schema', help='print a schema for an image folder (classes from its folders)')
   schema.add_argument('--data', required=True)
   schema.add_argument('--template', default=config_lib.DataConfig.schema_file)
+
+  compile_ = commands.add_parser(
+      'compile', help='write the pipeline spec a remote orchestrator runs')
+  compile_.add_argument('--target', choices=('kubeflow',), default='kubeflow',
+                        help='Kubeflow Pipelines v2 / Vertex AI Pipelines')
+  compile_.add_argument('--output', default='pipeline.json',
+                        help='spec file: .json (PipelineJob) or .yaml (PipelineSpec)')
+  _add_config_arguments(compile_)
+
+  schedule = commands.add_parser(
+      'schedule', help='schedule a compiled spec on Vertex AI Pipelines '
+      '(deploy.schedule, deploy.timezone), or submit one run with --once')
+  schedule.add_argument('--spec', required=True, help='the file `compile` wrote')
+  schedule.add_argument('--once', action='store_true',
+                        help='submit a single run now instead of a schedule')
+  _add_config_arguments(schedule)
   return parser
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument('--config', help='YAML file with config sections')
+  parser.add_argument('--set', dest='overrides', action='append', default=[],
+                      metavar='SECTION.KEY=VALUE', help='override one config value')
 
 
 def main(argv=None) -> int:
@@ -58,6 +80,8 @@ def _run_command(args) -> int:
     from pipeline import predict  # pylint: disable=g-import-not-at-top
     failures = predict.run(args.model, args.inputs, args.batch_size)
     return 1 if failures else 0
+  if args.command in ('compile', 'schedule'):
+    return _kubeflow_command(args)
 
   overrides = list(args.overrides)
   if args.data:
@@ -66,8 +90,18 @@ def _run_command(args) -> int:
     overrides.append(f'pipeline.output_dir={os.path.abspath(args.output)}')
   config = config_lib.load_config(args.config, overrides)
   from pipeline import run_summary, runner  # pylint: disable=g-import-not-at-top
-  summary = runner.run_local(config)
+  summary = runner.run_local(config, args.orchestrator)
   print(run_summary.format_summary(summary))
+  return 0
+
+
+def _kubeflow_command(args) -> int:
+  config = config_lib.load_config(args.config, args.overrides)
+  from pipeline import kubeflow  # pylint: disable=g-import-not-at-top
+  if args.command == 'compile':
+    print(kubeflow.compile_spec(config, args.output))
+    return 0
+  print(kubeflow.send(kubeflow.build_vertex_request(config, args.spec, args.once)))
   return 0
 
 
