@@ -1,0 +1,158 @@
+"""The Beam components give the same results when DirectRunner runs them in two
+worker processes (`beam.workers=2`, multi_processing mode) as in-process.
+
+ExampleGen, StatisticsGen and Transform run in two real pipelines that differ
+only in their Beam arguments. The Evaluator is compared on the very same
+model and examples, imported into two one-component pipelines, so that any
+difference comes from Beam's execution and not from training.
+"""
+
+import glob
+import os
+
+import pytest
+import tensorflow as tf
+import tensorflow_data_validation as tfdv
+from tfx import v1 as tfx
+from tfx.orchestration.pipeline import RunOptions
+from ml_metadata import metadata_store
+
+from components.evaluator.results import read_evaluation
+from pipeline import config as config_lib
+from pipeline import dag, schema
+from pipeline.beam_args import beam_pipeline_args
+
+from conftest import copy_sample
+
+CLASSES = ['trouser', 'bag', 'sneaker', 'sandal']
+SPLITS = ('train', 'eval')
+
+
+def _config(root, workers):
+  return config_lib.load_config(None, [
+      f'data.path={root / "images"}', f'data.schema_file={root / "schema.pbtxt"}',
+      f'pipeline.output_dir={root / f"workers-{workers}"}',
+      'model.image_size=64', 'training.epochs=1', 'training.batch_size=8',
+      f'beam.workers={workers}'])
+
+
+def _output_uris(config):
+  """{'<component>/<output>': uri} of every artifact the run recorded."""
+  store = metadata_store.MetadataStore(dag.local_metadata(config))
+  return {'/'.join(artifact.uri.split(os.sep)[-3:-1]): artifact.uri
+          for artifact in store.get_artifacts()}
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+  """Artifact URIs of an in-process (1) and a two-process (2) run."""
+  root = tmp_path_factory.mktemp('multiprocessing')
+  copy_sample(str(root / 'images'), CLASSES, 12)
+  (root / 'schema.pbtxt').write_text(
+      schema.derive(config_lib.DataConfig.schema_file, CLASSES))
+  uris = {}
+  for workers, last_nodes in ((1, ['StatisticsGen', 'Trainer']),
+                              (2, ['StatisticsGen', 'Transform'])):
+    config = _config(root, workers)
+    tfx.orchestration.LocalDagRunner().run(
+        dag.create_pipeline(config, metadata_connection_config=dag.local_metadata(config)),
+        run_options=RunOptions(to_nodes=last_nodes))
+    uris[workers] = _output_uris(config)
+  return root, uris
+
+
+def _records(uri, split):
+  files = sorted(glob.glob(os.path.join(uri, f'Split-{split}', '*')))
+  assert files, f'no records under {uri} for {split}'
+  # Canonical bytes: the order of a tf.Example's feature map entries is not
+  # part of its meaning and differs between processes.
+  return sorted(
+      tf.train.Example.FromString(record.numpy()).SerializeToString(deterministic=True)
+      for record in tf.data.TFRecordDataset(files, compression_type='GZIP'))
+
+
+def test_example_gen_writes_the_same_examples(runs):
+  _, uris = runs
+  for split in SPLITS:
+    in_process = _records(uris[1]['ImageExampleGen/examples'], split)
+    assert _records(uris[2]['ImageExampleGen/examples'], split) == in_process
+
+
+def test_transform_writes_the_same_transformed_examples_and_vocabulary(runs):
+  _, uris = runs
+  for split in SPLITS:
+    in_process = _records(uris[1]['Transform/transformed_examples'], split)
+    assert _records(uris[2]['Transform/transformed_examples'], split) == in_process
+  vocabularies = [sorted(glob.glob(os.path.join(
+      uris[w]['Transform/transform_graph'], 'transform_fn', 'assets', '*')))
+                  for w in (1, 2)]
+  assert vocabularies[0]
+  assert [os.path.basename(p) for p in vocabularies[0]] == [
+      os.path.basename(p) for p in vocabularies[1]]
+  for one, two in zip(*vocabularies):
+    with open(one, 'rb') as a, open(two, 'rb') as b:
+      assert a.read() == b.read()
+
+
+def _feature_stats(uri, split):
+  stats = tfdv.load_stats_binary(os.path.join(uri, f'Split-{split}', 'FeatureStats.pb'))
+  (dataset,) = stats.datasets
+  features = {}
+  for feature in dataset.features:
+    kind = feature.WhichOneof('stats')
+    common = (feature.num_stats.common_stats if kind == 'num_stats'
+              else feature.string_stats.common_stats)
+    entry = {'type': feature.type, 'non_missing': common.num_non_missing,
+             'missing': common.num_missing}
+    if kind == 'num_stats':
+      entry.update(min=feature.num_stats.min, max=feature.num_stats.max,
+                   mean=pytest.approx(feature.num_stats.mean, rel=1e-9))
+    else:
+      entry.update(unique=feature.string_stats.unique,
+                   top=sorted((v.value, v.frequency) for v in feature.string_stats.top_values))
+    features[feature.path.step[0]] = entry
+  return dataset.num_examples, features
+
+
+def test_statistics_gen_computes_the_same_statistics(runs):
+  _, uris = runs
+  for split in SPLITS:
+    in_process = _feature_stats(uris[1]['StatisticsGen/statistics'], split)
+    assert in_process[0] > 0 and 'label' in in_process[1]
+    assert _feature_stats(uris[2]['StatisticsGen/statistics'], split) == in_process
+
+
+def test_evaluator_computes_the_same_metrics(runs):
+  root, uris = runs
+  evaluations = {}
+  for workers in (1, 2):
+    config = _config(root, workers)
+    examples = tfx.dsl.Importer(
+        source_uri=uris[1]['ImageExampleGen/examples'],
+        artifact_type=tfx.types.standard_artifacts.Examples,
+        properties={'split_names': '["train", "eval"]'}).with_id('examples')
+    model = tfx.dsl.Importer(
+        source_uri=uris[1]['Trainer/model'],
+        artifact_type=tfx.types.standard_artifacts.Model).with_id('model')
+    evaluator = tfx.components.Evaluator(
+        examples=examples.outputs['result'], model=model.outputs['result'],
+        eval_config=dag.evaluator_config(config))
+    output = root / f'evaluator-{workers}'
+    tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
+        pipeline_name='evaluator-equivalence', pipeline_root=str(output / 'root'),
+        components=[examples, model, evaluator],
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            str(output / 'metadata.sqlite')),
+        beam_pipeline_args=beam_pipeline_args(config)))
+    store = metadata_store.MetadataStore(
+        tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            str(output / 'metadata.sqlite')))
+    evaluations[workers] = read_evaluation(
+        store.get_artifacts_by_type('ModelEvaluation')[-1].uri, CLASSES)
+  in_process, two_processes = evaluations[1], evaluations[2]
+  assert in_process['example_count'] == two_processes['example_count'] > 0
+  assert in_process['accuracy'] == pytest.approx(two_processes['accuracy'], abs=1e-6)
+  assert in_process['confusion_matrix'] == two_processes['confusion_matrix']
+  for name in CLASSES:
+    assert in_process['per_class'][name] == pytest.approx(   # NaN: never predicted
+        two_processes['per_class'][name], abs=1e-6, nan_ok=True)
