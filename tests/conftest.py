@@ -30,6 +30,42 @@ def sample_copy():
   return copy_sample
 
 
+# The end-to-end workspace, shared by every test module that needs a real run's
+# outputs (ML Metadata, artifacts, a published model): tests may read it, and
+# must copy anything they change.
+E2E_CLASSES = ['trouser', 'bag', 'sneaker']
+
+
+@pytest.fixture(scope='session')
+def e2e_workspace(tmp_path_factory):
+  from pipeline import config as config_lib, schema  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp('e2e')
+  data_dir = copy_sample(str(root / 'images'), E2E_CLASSES, 15)
+  schema_file = root / 'schema.pbtxt'
+  schema_file.write_text(schema.derive(config_lib.DataConfig.schema_file, E2E_CLASSES))
+  overrides = [
+      f'data.path={data_dir}', f'data.schema_file={schema_file}',
+      f'pipeline.output_dir={root / "outputs"}',
+      'model.image_size=64', 'training.epochs=4', 'training.batch_size=8',
+      'evaluation.min_accuracy=0.6', 'evaluation.max_accuracy_drop=0.05',
+  ]
+  return {'root': root, 'data': data_dir, 'overrides': overrides,
+          'output_dir': str(root / 'outputs')}
+
+
+def run_e2e_pipeline(workspace, *extra, orchestrator='local'):
+  """Runs the pipeline in the workspace with extra `section.key=value` overrides."""
+  from pipeline import config as config_lib, runner  # pylint: disable=g-import-not-at-top
+  return runner.run_local(
+      config_lib.load_config(None, [*workspace['overrides'], *extra]), orchestrator)
+
+
+@pytest.fixture(scope='session')
+def e2e_first_run(e2e_workspace):
+  """The first run (BeamDagRunner): blessed and published as version 1."""
+  return run_e2e_pipeline(e2e_workspace, orchestrator='beam')
+
+
 def analyze_and_transform(rows, image_size, class_names):
   """Runs preprocessing_fn through real TF Transform on Beam over
   (encoded image, label) rows; returns (transformed rows, transform output dir)."""

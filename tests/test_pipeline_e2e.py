@@ -1,6 +1,6 @@
 """The real pipeline end to end: TFX runners, Beam, SQLite MLMD, real model.
 
-One module-scoped workspace runs the pipeline three times on a tiny data set
+One session-wide workspace (tests/conftest.py) runs the pipeline three times on a tiny data set
 (3 classes, small images, few epochs): a first run, orchestrated by
 BeamDagRunner, that must bless and push; a rerun by LocalDagRunner that must
 come from the first run's cache (both runners share one MLMD store) and
@@ -13,77 +13,48 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from components.registry_pusher import registry
-from pipeline import config as config_lib
-from pipeline import runner, schema
 
-from conftest import REPO_ROOT, copy_sample
+from conftest import E2E_CLASSES as CLASSES
+from conftest import REPO_ROOT, run_e2e_pipeline
 
-CLASSES = ['trouser', 'bag', 'sneaker']
 EXPECTED_NODES = {
     'ImageExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'ExampleValidator',
     'Transform', 'Trainer', 'latest_blessed_model_resolver', 'Evaluator',
     'RegistryPusher'}
 
 
-@pytest.fixture(scope='module')
-def workspace(tmp_path_factory):
-  root = tmp_path_factory.mktemp('e2e')
-  data_dir = copy_sample(str(root / 'images'), CLASSES, 15)
-  schema_file = root / 'schema.pbtxt'
-  schema_file.write_text(schema.derive(config_lib.DataConfig.schema_file, CLASSES))
-  overrides = [
-      f'data.path={data_dir}', f'data.schema_file={schema_file}',
-      f'pipeline.output_dir={root / "outputs"}',
-      'model.image_size=64', 'training.epochs=4', 'training.batch_size=8',
-      'evaluation.min_accuracy=0.6', 'evaluation.max_accuracy_drop=0.05',
-  ]
-  return {'root': root, 'data': data_dir, 'overrides': overrides}
-
-
-def _run(workspace, *extra, orchestrator='local'):
-  return runner.run_local(
-      config_lib.load_config(None, [*workspace['overrides'], *extra]), orchestrator)
-
-
 def _states(summary):
   return {c.node_id: c.state for c in summary.components}
 
 
-@pytest.fixture(scope='module')
-def first_run(workspace):
-  return _run(workspace, orchestrator='beam')
-
-
-def test_first_run_executes_every_component_blesses_and_pushes(first_run, workspace):
-  states = _states(first_run)
+def test_first_run_executes_every_component_blesses_and_pushes(e2e_first_run, e2e_workspace):
+  states = _states(e2e_first_run)
   assert set(states) >= EXPECTED_NODES
   assert all(states[node] == 'COMPLETE' for node in EXPECTED_NODES), states
-  assert first_run.quarantined == 0
-  assert first_run.anomalies == []
-  assert first_run.blessed is True
-  assert first_run.evaluation['accuracy'] >= 0.6
-  assert first_run.evaluation['example_count'] == 9      # 20% of 15, per class
-  assert first_run.evaluation['baseline_accuracy'] is None
-  assert set(first_run.evaluation['per_class']) == set(CLASSES)
-  assert first_run.pushed_version == 1
-  registry_dir = os.path.join(workspace['root'], 'outputs', 'registry')
+  assert e2e_first_run.quarantined == 0
+  assert e2e_first_run.anomalies == []
+  assert e2e_first_run.blessed is True
+  assert e2e_first_run.evaluation['accuracy'] >= 0.6
+  assert e2e_first_run.evaluation['example_count'] == 9      # 20% of 15, per class
+  assert e2e_first_run.evaluation['baseline_accuracy'] is None
+  assert set(e2e_first_run.evaluation['per_class']) == set(CLASSES)
+  assert e2e_first_run.pushed_version == 1
+  registry_dir = os.path.join(e2e_workspace['root'], 'outputs', 'registry')
   assert registry.versions(registry_dir, 'image_classifier') == [1]
-  record = registry.read_record(first_run.pushed_to)
+  record = registry.read_record(e2e_first_run.pushed_to)
   assert record['data']['input_fingerprint']
-  assert record['evaluation']['accuracy'] == first_run.evaluation['accuracy']
-  assert registry.read_labels(first_run.pushed_to) == CLASSES
+  assert record['evaluation']['accuracy'] == e2e_first_run.evaluation['accuracy']
+  assert registry.read_labels(e2e_first_run.pushed_to) == CLASSES
 
 
-def test_pushed_model_predicts_in_a_fresh_process(first_run, workspace, tmp_path):
+def test_pushed_model_predicts_in_a_fresh_process(e2e_first_run, e2e_workspace, tmp_path):
   not_an_image = tmp_path / 'notes.png'
   not_an_image.write_text('not a picture')
-  model_dir = os.path.join(workspace['root'], 'outputs', 'registry', 'image_classifier')
+  model_dir = os.path.join(e2e_workspace['root'], 'outputs', 'registry', 'image_classifier')
   result = subprocess.run(
       [sys.executable, '-m', 'pipeline', 'predict', '--model', model_dir,
-       workspace['data'], str(not_an_image)],
+       e2e_workspace['data'], str(not_an_image)],
       cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False)
   rows = [json.loads(line) for line in result.stdout.splitlines()]
   assert result.returncode == 1, result.stderr[-2000:]   # one file failed
@@ -98,23 +69,23 @@ def test_pushed_model_predicts_in_a_fresh_process(first_run, workspace, tmp_path
              for row in predictions)          # top 3 of 3 classes
 
 
-def test_rerun_reuses_the_cache_and_publishes_nothing_new(first_run, workspace):
-  summary = _run(workspace)
+def test_rerun_reuses_the_cache_and_publishes_nothing_new(e2e_first_run, e2e_workspace):
+  summary = run_e2e_pipeline(e2e_workspace)
   states = _states(summary)
   for node in ('ImageExampleGen', 'StatisticsGen', 'Transform', 'Trainer'):
     assert states[node] == 'CACHED', states
-  registry_dir = os.path.join(workspace['root'], 'outputs', 'registry')
+  registry_dir = os.path.join(e2e_workspace['root'], 'outputs', 'registry')
   assert registry.versions(registry_dir, 'image_classifier') == [1]
   assert summary.pushed_version == 1
 
 
-def test_worse_model_is_not_blessed_and_pushes_nothing(first_run, workspace):
-  summary = _run(workspace, 'model.weights=none', 'training.epochs=1',
+def test_worse_model_is_not_blessed_and_pushes_nothing(e2e_first_run, e2e_workspace):
+  summary = run_e2e_pipeline(e2e_workspace, 'model.weights=none', 'training.epochs=1',
                  'training.learning_rate=0.0')
   assert _states(summary)['Trainer'] == 'COMPLETE'
   assert summary.blessed is False
-  assert summary.evaluation['baseline_accuracy'] == first_run.evaluation['accuracy']
+  assert summary.evaluation['baseline_accuracy'] == e2e_first_run.evaluation['accuracy']
   assert summary.evaluation['failures']
   assert summary.pushed_version is None
-  registry_dir = os.path.join(workspace['root'], 'outputs', 'registry')
+  registry_dir = os.path.join(e2e_workspace['root'], 'outputs', 'registry')
   assert registry.versions(registry_dir, 'image_classifier') == [1]
