@@ -1,19 +1,34 @@
 """Scores image files with a pushed model through its `serving_default` signature.
 
-One JSON object per image on stdout. A file that is not a decodable image gets
-an `error` entry instead of a prediction; the other images are still scored.
+Inputs are image files, folders (every file below them, recursively; hidden
+files and folders are skipped) and list files (one path per line, blank lines
+ignored, relative paths taken from the current directory; `-` is stdin).
+Images are scored in batches; a batch with an undecodable image is scored
+again one image at a time, so one bad file costs only itself.
+
+One row per file, in input order, as JSON lines or CSV with the fields
+path, class_name, class_id, probability (of the top class), top_k (the K most
+likely classes with their probabilities; in CSV `name:prob;name:prob`) and
+error. A file that cannot be read or decoded gets an `error` instead of a
+prediction, and the other files are still scored.
 """
 
+import contextlib
+import csv
 import json
 import os
 import sys
-from typing import Dict, Iterable, Iterator, List, TextIO
+from typing import Dict, Iterable, Iterator, List, Sequence, TextIO
 
 import numpy as np
 import tensorflow as tf
 
 from components.registry_pusher import registry
 from components.trainer import signatures
+
+FORMATS = ('jsonl', 'csv')
+FIELDS = ('path', 'class_name', 'class_id', 'probability', 'top_k', 'error')
+STDIN = '-'
 
 
 def resolve_model_dir(path: str) -> str:
@@ -25,15 +40,26 @@ def resolve_model_dir(path: str) -> str:
 
 
 def image_files(paths: Iterable[str]) -> Iterator[str]:
-  """The given files, and every file below the given folders, sorted."""
+  """The given files, and every non-hidden file below the given folders, sorted."""
   for path in paths:
     if os.path.isdir(path):
       for directory, subdirs, files in os.walk(path):
-        subdirs.sort()
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith('.'))
         for name in sorted(files):
-          yield os.path.join(directory, name)
+          if not name.startswith('.'):
+            yield os.path.join(directory, name)
     else:
       yield path
+
+
+def read_list(list_file: str) -> List[str]:
+  """The paths in a list file, one per line (`-`: standard input)."""
+  if list_file == STDIN:
+    lines = sys.stdin.read().splitlines()
+  else:
+    with open(list_file, encoding='utf-8') as f:
+      lines = f.read().splitlines()
+  return [line.strip() for line in lines if line.strip()]
 
 
 class Predictor:
@@ -62,7 +88,7 @@ class Predictor:
     rows = []
     for i, path in enumerate(paths):
       probabilities = outputs['probabilities'][i]
-      top = np.argsort(-probabilities)[:self._top_k]
+      top = np.argsort(-probabilities, kind='stable')[:self._top_k]
       rows.append({
           'path': path,
           'class_name': outputs['class_name'][i].decode('utf-8'),
@@ -74,25 +100,70 @@ class Predictor:
     return rows
 
 
-def run(model: str, inputs: List[str], batch_size: int = 32,
-        out: TextIO = sys.stdout) -> int:
-  """Prints one JSON line per file; returns how many files could not be scored."""
-  model_dir = resolve_model_dir(model)
-  predictor = Predictor(model_dir)
-  failures = 0
-  paths = list(image_files(inputs))
-  for start in range(0, len(paths), batch_size):
-    batch_paths, contents, rows = [], [], []
-    for path in paths[start:start + batch_size]:
-      try:
-        with open(path, 'rb') as f:
-          contents.append(f.read())
-        batch_paths.append(path)
-      except OSError as error:
-        rows.append({'path': path, 'error': f'unreadable: {error.strerror}'})
-    if contents:
-      rows.extend(predictor.predict(batch_paths, contents))
-    for row in rows:
-      failures += 'error' in row
-      out.write(json.dumps(row) + '\n')
+class _JsonLinesWriter:
+
+  def __init__(self, out: TextIO):
+    self._out = out
+
+  def write(self, row: Dict) -> None:
+    self._out.write(json.dumps(row) + '\n')
+
+
+class _CsvWriter:
+  """A header, then one line per file; empty cells where a field does not apply."""
+
+  def __init__(self, out: TextIO):
+    self._writer = csv.DictWriter(out, FIELDS, lineterminator='\n')
+    self._writer.writeheader()
+
+  def write(self, row: Dict) -> None:
+    if 'top_k' in row:
+      row = {**row, 'top_k': ';'.join(f"{k['class_name']}:{k['probability']!r}"
+                                      for k in row['top_k'])}
+    self._writer.writerow(row)
+
+
+def _read_batch(paths: Sequence[str]):
+  """({position: file content}, {position: error row}) for one batch of paths."""
+  contents, errors = {}, {}
+  for i, path in enumerate(paths):
+    try:
+      with open(path, 'rb') as f:
+        contents[i] = f.read()
+    except OSError as error:
+      errors[i] = {'path': path, 'error': f'unreadable: {error.strerror}'}
+  return contents, errors
+
+
+def run(model: str, inputs: Sequence[str], batch_size: int = 32,
+        top_k: int = 3, output_format: str = 'jsonl', lists: Sequence[str] = (),
+        output: str | None = None) -> int:
+  """Writes one row per file to `output` (a file path; default stdout) and
+  returns how many files could not be scored."""
+  if output_format not in FORMATS:
+    raise ValueError(f'--format must be one of {FORMATS}, not {output_format!r}')
+  if top_k < 1 or batch_size < 1:
+    raise ValueError('--top-k and --batch-size must be at least 1')
+  listed = [path for list_file in lists for path in read_list(list_file)]
+  paths = list(image_files([*inputs, *listed]))
+  if not paths:
+    raise ValueError('no image files to score (the arguments, folders and lists are empty)')
+  predictor = Predictor(resolve_model_dir(model), top_k)
+  with (open(output, 'w', encoding='utf-8', newline='') if output
+        else contextlib.nullcontext(sys.stdout)) as out:
+    writer = _CsvWriter(out) if output_format == 'csv' else _JsonLinesWriter(out)
+    failures = 0
+    for start in range(0, len(paths), batch_size):
+      batch = paths[start:start + batch_size]
+      contents, rows = _read_batch(batch)
+      if contents:
+        positions = sorted(contents)
+        rows.update(zip(positions, predictor.predict(
+            [batch[i] for i in positions], [contents[i] for i in positions])))
+      for i in range(len(batch)):
+        failures += 'error' in rows[i]
+        writer.write(rows[i])
+      out.flush()
+  print(f'Scored {len(paths) - failures} of {len(paths)} files, {failures} failed.',
+        file=sys.stderr)
   return failures

@@ -1,7 +1,9 @@
-"""Executor of RegistryPusher: blessing check, record assembly, atomic publish."""
+"""Executor of RegistryPusher: blessing check, record assembly, TFLite export,
+atomic publish."""
 
 import datetime
 import logging
+import tempfile
 from typing import Any, Dict, List
 
 from tfx import types
@@ -11,6 +13,7 @@ from tfx.types import artifact_utils
 
 from components.evaluator import results
 from components.registry_pusher import registry
+from components.registry_pusher import tflite
 from components.transform import preprocessing
 
 
@@ -54,8 +57,11 @@ class Executor(tfx_pusher_executor.Executor):
         },
         'evaluation': results.read_evaluation(evaluation.uri, class_names),
     }
-    version = registry.publish(self.GetModelPath(input_dict), registry_dir,
-                               model_name, class_names, record)
+    model_path = self.GetModelPath(input_dict)
+    with tempfile.TemporaryDirectory() as scratch:
+      tflite_path = tflite.export(model_path, scratch)
+      version = registry.publish(model_path, registry_dir, model_name, class_names,
+                                 record, extra_files=[tflite_path] if tflite_path else [])
     destination = registry.version_dir(registry_dir, model_name, version)
     logging.info('Published %s version %d at %s', model_name, version, destination)
     self._MarkPushed(pushed_model, pushed_destination=destination,

@@ -3,6 +3,7 @@
     <registry>/<model name>/<version>/saved_model.pb, variables/, assets/ ...
                                       labels.txt          class names, one per line, in id order
                                       model_record.json   metrics, data fingerprint, pipeline run
+                                      model.tflite        the model for edge runtimes (pusher)
 
 Versions are integers that only grow. On a local or mounted filesystem a
 version is assembled in a hidden staging folder and published with one atomic
@@ -20,7 +21,7 @@ import json
 import os
 import posixpath
 import uuid
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import tensorflow as tf
 
@@ -76,8 +77,12 @@ def read_labels(model_dir: str) -> List[str]:
 
 
 def publish(saved_model_dir: str, registry_dir: str, model_name: str,
-            class_names: List[str], record: Dict[str, Any]) -> int:
+            class_names: List[str], record: Dict[str, Any],
+            extra_files: Sequence[str] = ()) -> int:
   """Copies a SavedModel in as the next version; returns the version number.
+
+  `extra_files` (e.g. a TFLite model) are copied into the version folder by
+  their base names, before the SavedModel, so they are published with it.
 
   Locally, two concurrent publishers cannot take the same number: renaming
   onto an existing (non-empty) version folder fails, and the loser retries
@@ -90,11 +95,13 @@ def publish(saved_model_dir: str, registry_dir: str, model_name: str,
   version = (versions(registry_dir, model_name) or [0])[-1] + 1
   if _is_object_store(registry_dir):
     destination = os.path.join(model_dir, str(version))
-    _write_version(saved_model_dir, destination, class_names, record, version)
+    _write_version(saved_model_dir, destination, class_names, record, version,
+                   extra_files)
     return version
   staging = os.path.join(model_dir, f'{_STAGING_PREFIX}{uuid.uuid4().hex}')
   try:
-    _write_version(saved_model_dir, staging, class_names, record, version)
+    _write_version(saved_model_dir, staging, class_names, record, version,
+                   extra_files)
     while True:
       try:
         os.rename(staging, os.path.join(model_dir, str(version)))
@@ -114,13 +121,17 @@ def _is_object_store(path: str) -> bool:
 
 
 def _write_version(saved_model_dir: str, destination: str, class_names: List[str],
-                   record: Dict[str, Any], version: int) -> None:
-  """Labels and record first, the SavedModel's files after, saved_model.pb last:
-  a reader that finds saved_model.pb finds everything else too."""
+                   record: Dict[str, Any], version: int,
+                   extra_files: Sequence[str]) -> None:
+  """Labels, record and extra files first, the SavedModel's files after,
+  saved_model.pb last: a reader that finds saved_model.pb finds everything else too."""
   tf.io.gfile.makedirs(destination)
   with tf.io.gfile.GFile(os.path.join(destination, LABELS_FILE), 'w') as f:
     f.write(''.join(f'{name}\n' for name in class_names))
   _write_record(destination, record, version)
+  for path in extra_files:
+    tf.io.gfile.copy(path, os.path.join(destination, os.path.basename(path)),
+                     overwrite=True)
   files = [os.path.relpath(os.path.join(directory, name), saved_model_dir)
            for directory, _, names in tf.io.gfile.walk(saved_model_dir)
            for name in names]

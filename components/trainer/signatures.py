@@ -5,9 +5,12 @@
 - `from_examples`: serialized raw tf.Examples -> the same, plus `all_classes`,
   which TFMA uses to map string labels to class ids.
 - `transform_features`: serialized raw tf.Examples -> transformed features.
+- `from_pixels`: decoded, resized RGB pixels -> probabilities; the same model
+  without the decoder, for runtimes that cannot decode images in the graph
+  (the RegistryPusher converts this one to TensorFlow Lite).
 """
 
-from typing import Dict, List
+from typing import Callable, Dict, List, Optional
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -18,7 +21,9 @@ from components.transform import preprocessing
 SERVING_SIGNATURE = 'serving_default'
 EXAMPLES_SIGNATURE = 'from_examples'
 TRANSFORM_SIGNATURE = 'transform_features'
+PIXELS_SIGNATURE = 'from_pixels'
 SERVING_INPUT = 'images'
+PIXELS_INPUT = 'pixels'
 
 
 def _predictions(model: tf_keras.Model, class_names: tf.Tensor,
@@ -34,10 +39,16 @@ def _predictions(model: tf_keras.Model, class_names: tf.Tensor,
   }
 
 
-def make_signatures(model: tf_keras.Model,
-                    tf_transform_output: tft.TFTransformOutput,
-                    class_names: List[str]) -> Dict[str, tf.types.experimental.ConcreteFunction]:
-  """Builds the three signatures; `model.tft_layer` must already be attached."""
+def make_signatures(
+    model: tf_keras.Model, tf_transform_output: tft.TFTransformOutput,
+    class_names: List[str],
+    normalize: Optional[Callable[[tf.Tensor], tf.Tensor]] = None,
+) -> Dict[str, tf.types.experimental.ConcreteFunction]:
+  """Builds the signatures; `model.tft_layer` must already be attached.
+
+  `normalize` is the backbone's (the one Transform ran); with it, `from_pixels`
+  is exported too.
+  """
   names = tf.constant(class_names)
   raw_spec = tf_transform_output.raw_feature_spec()
   unlabeled_spec = {preprocessing.IMAGE_KEY: raw_spec[preprocessing.IMAGE_KEY]}
@@ -58,8 +69,20 @@ def make_signatures(model: tf_keras.Model,
   def transform_features(examples):
     return model.tft_layer(tf.io.parse_example(examples, raw_spec))
 
-  return {
+  exported = {
       SERVING_SIGNATURE: serve_images.get_concrete_function(),
       EXAMPLES_SIGNATURE: serve_examples.get_concrete_function(),
       TRANSFORM_SIGNATURE: transform_features.get_concrete_function(),
   }
+  if normalize is not None:
+    # Float RGB in [0, 255], resized to the model's input like Transform does
+    # (image_codec.decode_and_resize); normalization stays inside the model.
+    size = model.input_shape[1]
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None, size, size, 3], tf.float32, name=PIXELS_INPUT)])
+    def serve_pixels(pixels):
+      return {'probabilities': model(normalize(pixels), training=False)}
+
+    exported[PIXELS_SIGNATURE] = serve_pixels.get_concrete_function()
+  return exported

@@ -18,6 +18,7 @@ import tf_keras
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
+from components.backbones import get_backbone
 from components.trainer import model as classifier
 from components.trainer import signatures
 from components.transform import preprocessing
@@ -132,9 +133,10 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                                 **fit_args).history
 
   model.tft_layer = tf_transform_output.transform_features_layer()
+  normalize = get_backbone(config['model']['backbone']).normalize
   model.save(fn_args.serving_model_dir, save_format='tf',
              signatures=signatures.make_signatures(model, tf_transform_output,
-                                                   class_names))
+                                                   class_names, normalize))
   extra_dir = os.path.join(fn_args.serving_model_dir, 'assets.extra')
   tf.io.gfile.makedirs(extra_dir)
   with tf.io.gfile.GFile(os.path.join(extra_dir, TRAINING_HISTORY_FILE), 'w') as f:

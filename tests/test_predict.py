@@ -1,0 +1,177 @@
+"""`python -m pipeline predict`: inputs, batching, output formats, failures.
+
+Runs the command in process against a stand-in SavedModel with the real
+`serving_default` contract (encoded bytes in through the shared image decoder,
+probabilities / class_id / class_name out), so each test takes milliseconds;
+tests/test_pipeline_e2e.py runs the command on a trained model.
+"""
+
+import csv
+import io
+import json
+import os
+import pathlib
+import shutil
+
+import pytest
+import tensorflow as tf
+
+from components import image_codec
+from components.registry_pusher import registry
+from components.trainer import signatures
+from pipeline import __main__ as cli
+
+from conftest import SAMPLE_DIR
+
+LABELS = ['dark', 'bright', 'grey']
+
+
+class _StandIn(tf.Module):
+  """Scores images by brightness; undecodable bytes fail like the real model."""
+
+  def __init__(self, labels):
+    super().__init__()
+    self._names = tf.constant(labels)
+
+  @tf.function(input_signature=[
+      tf.TensorSpec([None], tf.string, name=signatures.SERVING_INPUT)])
+  def serve(self, images):
+    brightness = tf.reduce_mean(image_codec.decode_and_resize(images, 8),
+                                axis=[1, 2, 3]) / 255.0
+    probabilities = tf.nn.softmax(5.0 * tf.stack(
+        [1.0 - brightness, brightness, tf.fill(tf.shape(brightness), 0.5)], axis=1))
+    class_id = tf.argmax(probabilities, axis=-1)
+    return {'probabilities': probabilities, 'class_id': class_id,
+            'class_name': tf.gather(self._names, class_id)}
+
+
+def _save_model(path, labels=LABELS):
+  module = _StandIn(labels)
+  tf.saved_model.save(module, str(path),
+                      signatures={signatures.SERVING_SIGNATURE: module.serve})
+  (path / registry.LABELS_FILE).write_text(''.join(f'{name}\n' for name in labels))
+  return str(path)
+
+
+@pytest.fixture(scope='module')
+def model_dir(tmp_path_factory):
+  return _save_model(tmp_path_factory.mktemp('registry') / 'image_classifier' / '1')
+
+
+@pytest.fixture
+def images(tmp_path):
+  """folder/ with 2 images in a sub-folder, a hidden file and a non-image; one
+  more image outside it."""
+  folder = tmp_path / 'folder'
+  (folder / 'sub').mkdir(parents=True)
+  samples = [os.path.join(SAMPLE_DIR, 'bag', name)
+             for name in sorted(os.listdir(os.path.join(SAMPLE_DIR, 'bag')))[:3]]
+  shutil.copy(samples[0], folder / 'sub' / 'a.png')
+  shutil.copy(samples[1], folder / 'sub' / 'b.png')
+  (folder / '.DS_Store').write_bytes(b'\0\0\0\1Bud1')
+  (folder / 'notes.png').write_text('not a picture')
+  shutil.copy(samples[2], tmp_path / 'single.png')
+  return {'folder': str(folder), 'a': str(folder / 'sub' / 'a.png'),
+          'b': str(folder / 'sub' / 'b.png'), 'notes': str(folder / 'notes.png'),
+          'single': str(tmp_path / 'single.png'),
+          'missing': str(tmp_path / 'missing.jpg')}
+
+
+def _predict(capsys, *argv):
+  code = cli.main(['predict', *argv])
+  captured = capsys.readouterr()
+  return code, captured.out, captured.err
+
+
+def test_jsonl_scores_files_and_folders_in_order_and_reports_failures(
+    model_dir, images, capsys):
+  code, out, err = _predict(capsys, '--model', model_dir, '--batch-size', '2',
+                            images['single'], images['folder'], images['missing'])
+  rows = [json.loads(line) for line in out.splitlines()]
+  assert code == 1
+  # Sorted folder walk, hidden files skipped; a batch of two with an
+  # undecodable file in it is rescored one by one.
+  assert [row['path'] for row in rows] == [
+      images['single'], images['notes'], images['a'], images['b'], images['missing']]
+  assert rows[1] == {'path': images['notes'], 'error':
+                     'not a decodable image (JPEG, PNG, GIF or BMP expected)'}
+  assert rows[4] == {'path': images['missing'],
+                     'error': 'unreadable: No such file or directory'}
+  for row in (rows[0], rows[2], rows[3]):
+    assert set(row) == {'path', 'class_name', 'class_id', 'probability', 'top_k'}
+    assert row['class_name'] == LABELS[row['class_id']] == row['top_k'][0]['class_name']
+    assert row['probability'] == row['top_k'][0]['probability']
+    probabilities = [k['probability'] for k in row['top_k']]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert abs(sum(probabilities) - 1) < 1e-5     # top 3 of 3 classes
+  assert 'Scored 3 of 5 files, 2 failed.' in err
+
+
+def test_csv_output_file_with_top_k_cells_and_error_column(
+    model_dir, images, tmp_path, capsys):
+  output = tmp_path / 'scores.csv'
+  code, out, _ = _predict(capsys, '--model', model_dir, '--format', 'csv',
+                          '--output', str(output), '--top-k', '2',
+                          images['single'], images['notes'])
+  assert code == 1 and out == ''
+  with open(output, newline='', encoding='utf-8') as f:
+    rows = list(csv.DictReader(f))
+  assert list(rows[0]) == ['path', 'class_name', 'class_id', 'probability',
+                           'top_k', 'error']
+  scored, failed = rows
+  assert scored['path'] == images['single'] and scored['error'] == ''
+  top = [cell.rsplit(':', 1) for cell in scored['top_k'].split(';')]
+  assert len(top) == 2 and top[0][0] == scored['class_name']
+  assert float(top[0][1]) == float(scored['probability'])
+  assert float(top[0][1]) >= float(top[1][1])
+  assert scored['class_id'] == str(LABELS.index(scored['class_name']))
+  assert failed == {'path': images['notes'], 'class_name': '', 'class_id': '',
+                    'probability': '', 'top_k': '', 'error':
+                    'not a decodable image (JPEG, PNG, GIF or BMP expected)'}
+
+
+def test_csv_and_jsonl_carry_the_same_numbers(model_dir, images, capsys):
+  _, jsonl, _ = _predict(capsys, '--model', model_dir, images['a'])
+  _, csv_text, _ = _predict(capsys, '--model', model_dir, '--format', 'csv', images['a'])
+  row = json.loads(jsonl)
+  (cells,) = csv.DictReader(io.StringIO(csv_text))
+  assert float(cells['probability']) == row['probability']
+  assert cells['top_k'] == ';'.join(f"{k['class_name']}:{k['probability']!r}"
+                                    for k in row['top_k'])
+
+
+def test_list_files_and_stdin(model_dir, images, tmp_path, capsys, monkeypatch):
+  listing = tmp_path / 'images.txt'
+  listing.write_text(f"{images['a']}\n\n  {images['folder']}  \n")
+  monkeypatch.setattr('sys.stdin', io.StringIO(f"{images['single']}\n"))
+  code, out, _ = _predict(capsys, '--model', model_dir, '--list', str(listing),
+                          '--list', '-', '--top-k', '1')
+  rows = [json.loads(line) for line in out.splitlines()]
+  # A listed folder is walked like one given as an argument.
+  assert [row['path'] for row in rows] == [
+      images['a'], images['notes'], images['a'], images['b'], images['single']]
+  assert code == 1
+  assert all(len(row['top_k']) == 1 for row in rows if 'error' not in row)
+
+
+def test_all_scored_exits_zero(model_dir, images, capsys):
+  code, out, _ = _predict(capsys, '--model', model_dir, images['a'], images['b'])
+  assert code == 0 and len(out.splitlines()) == 2
+
+
+def test_registry_model_folder_uses_its_newest_version(model_dir, images, capsys):
+  model_folder = os.path.dirname(model_dir)
+  newer = _save_model(pathlib.Path(model_folder) / '2', ['noir', 'blanc', 'gris'])
+  try:
+    _, out, _ = _predict(capsys, '--model', model_folder, images['a'])
+  finally:
+    shutil.rmtree(newer)
+  assert json.loads(out)['class_name'] in {'noir', 'blanc', 'gris'}
+
+
+def test_nothing_to_score_is_a_usage_error(model_dir, tmp_path, capsys):
+  (tmp_path / 'empty').mkdir()
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(['predict', '--model', model_dir, str(tmp_path / 'empty')])
+  assert exit_info.value.code == 2
+  assert 'no image files to score' in capsys.readouterr().err
