@@ -24,7 +24,15 @@ def _parser() -> argparse.ArgumentParser:
   predict = commands.add_parser('predict', help='score images with a pushed model')
   predict.add_argument('--model', required=True, help='a SavedModel version '
                        'folder, or a registry model folder (its newest version)')
-  predict.add_argument('inputs', nargs='+', metavar='IMAGE_OR_FOLDER')
+  predict.add_argument('inputs', nargs='*', metavar='IMAGE_OR_FOLDER',
+                       help='image files, and folders (scored recursively)')
+  predict.add_argument('--list', dest='lists', action='append', default=[],
+                       metavar='FILE', help='a file with one image path per line '
+                       '(- for stdin); repeatable')
+  predict.add_argument('--format', choices=('jsonl', 'csv'), default='jsonl')
+  predict.add_argument('--output', help='file to write; default stdout')
+  predict.add_argument('--top-k', type=int, default=3, metavar='K',
+                       help='most likely classes listed per image')
   predict.add_argument('--batch-size', type=int, default=32)
 
   schema = commands.add_parser(
@@ -47,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
   schedule.add_argument('--once', action='store_true',
                         help='submit a single run now instead of a schedule')
   _add_config_arguments(schedule)
+  _add_registry_parser(commands)
   return parser
 
 
@@ -54,6 +63,40 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument('--config', help='YAML file with config sections')
   parser.add_argument('--set', dest='overrides', action='append', default=[],
                       metavar='SECTION.KEY=VALUE', help='override one config value')
+
+
+def _add_registry_parser(commands) -> None:
+  """`registry ...`: versions, lineage and aliases (pipeline/registry.py)."""
+  registry = commands.add_parser(
+      'registry', help='list, inspect and alias published model versions')
+  actions = registry.add_subparsers(dest='registry_command', required=True)
+  common = argparse.ArgumentParser(add_help=False)
+  common.add_argument('--output', help="a run's output folder (pipeline.output_dir): "
+                      'its registry/ and metadata.sqlite')
+  common.add_argument('--registry', help='registry folder; default pipeline.registry')
+  common.add_argument('--model', help='model name; default pipeline.model_name')
+  common.add_argument('--metadata', help='ML Metadata SQLite file (lineage); '
+                      'default <output>/metadata.sqlite')
+  common.add_argument('--json', action='store_true', help='machine-readable output')
+  _add_config_arguments(common)
+  add = lambda name, text: actions.add_parser(name, parents=[common], help=text)
+  add('list', 'versions with date, metrics, baseline, data fingerprint, aliases')
+  add('show', 'one version: record and lineage').add_argument(
+      'ref', metavar='VERSION|ALIAS|latest')
+  add('latest', 'the newest (blessed) version')
+  add('aliases', 'each alias and the version it points at')
+  add('history', 'every change of an alias').add_argument('alias')
+  promote = add('promote', 'point an alias at a version')
+  promote.add_argument('alias')
+  promote.add_argument('version', metavar='VERSION|ALIAS|latest')
+  rollback = add('rollback', "point an alias back at its previous version")
+  rollback.add_argument('alias')
+  for change in (promote, rollback):
+    change.add_argument('--reason', required=True, help='why (kept in the history)')
+    change.add_argument('--who', help='who; default the login name')
+  add('serving-config', 'TF Serving model config with the aliases as '
+      'version_labels').add_argument('--base-path', help='the model folder as '
+                                     'TF Serving sees it; default its absolute path')
 
 
 def main(argv=None) -> int:
@@ -78,10 +121,14 @@ def _run_command(args) -> int:
     return 0
   if args.command == 'predict':
     from pipeline import predict  # pylint: disable=g-import-not-at-top
-    failures = predict.run(args.model, args.inputs, args.batch_size)
+    failures = predict.run(args.model, args.inputs, args.batch_size, args.top_k,
+                           args.format, args.lists, args.output)
     return 1 if failures else 0
   if args.command in ('compile', 'schedule'):
     return _kubeflow_command(args)
+  if args.command == 'registry':
+    from pipeline import registry  # pylint: disable=g-import-not-at-top
+    return registry.run_command(args)
 
   overrides = list(args.overrides)
   if args.data:
