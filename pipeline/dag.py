@@ -47,6 +47,15 @@ def components_config(config: Config) -> Dict[str, Any]:
   }
 
 
+def path_in_repo(path: str) -> Optional[str]:
+  """`path` relative to the repository root, or None when it lies outside it
+  (a remote URI, or a local path elsewhere); only such paths move with the code."""
+  if '://' in path:
+    return None
+  relative = os.path.relpath(os.path.abspath(path), REPO_ROOT)
+  return None if relative.startswith(os.pardir) else relative
+
+
 def evaluator_config(config: Config) -> tfma.EvalConfig:
   """The Evaluator's metrics and the quality gate's thresholds."""
   return make_eval_config(
@@ -82,10 +91,8 @@ def create_pipeline(
   custom_config = components_config(config)
 
   def at_run_time(path: str) -> str:
-    inside_repo = os.path.relpath(path, REPO_ROOT)
-    if os.path.isabs(path) and not inside_repo.startswith(os.pardir):
-      return os.path.join(code_root, inside_repo)
-    return path
+    relative = path_in_repo(path)
+    return path if relative is None else os.path.join(code_root, relative)
 
   example_gen = ImageExampleGen(
       at_run_time(config.data.path), config.data.eval_fraction,

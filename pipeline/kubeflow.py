@@ -53,7 +53,7 @@ def check_paths(config: Config) -> None:
                      'looked at while compiling')
   for key, path in (('data.path', config.data.path),
                     ('data.schema_file', config.data.schema_file)):
-    if not is_remote(path) and os.path.relpath(path, REPO_ROOT).startswith(os.pardir):
+    if not is_remote(path) and dag.path_in_repo(path) is None:
       raise ValueError(f'{key}={path} is neither remote (gs://...) nor inside '
                        f'{REPO_ROOT}, so the image does not hold it')
 

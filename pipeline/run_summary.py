@@ -62,7 +62,8 @@ def summarize(metadata_path: str) -> RunSummary:
   """Summary of the newest pipeline run recorded in the SQLite store."""
   connection = metadata_store_pb2.ConnectionConfig()
   connection.sqlite.filename_uri = metadata_path
-  connection.sqlite.connection_mode = 3  # READONLY
+  connection.sqlite.connection_mode = (
+      metadata_store_pb2.SqliteMetadataSourceConfig.READONLY)
   store = mlmd.MetadataStore(connection)
   runs = store.get_contexts_by_type('pipeline_run')
   if not runs:
