@@ -14,7 +14,7 @@ from tfx import v1 as tfx
 # Not re-exported under tfx.v1; this is the path TFX's guides use.
 from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
 
-from pipeline import run_summary
+from pipeline import report, run_summary
 from pipeline.config import Config, to_dict
 from pipeline.dag import create_pipeline, local_metadata
 
@@ -22,7 +22,8 @@ ORCHESTRATORS = ('local', 'beam')
 
 
 def run_local(config: Config, orchestrator: str = 'local') -> run_summary.RunSummary:
-  """Runs every component (reusing cached results) and summarizes the run."""
+  """Runs every component (reusing cached results), summarizes the run and
+  writes its report (pipeline/report/) under `<output_dir>/reports/`."""
   if orchestrator not in ORCHESTRATORS:
     raise ValueError(f'orchestrator must be one of {ORCHESTRATORS}, got {orchestrator!r}')
   if not os.path.isdir(config.data.path):
@@ -35,4 +36,6 @@ def run_local(config: Config, orchestrator: str = 'local') -> run_summary.RunSum
                 else BeamDagRunner())
   dag_runner.run(create_pipeline(
       config, metadata_connection_config=local_metadata(config)))
-  return run_summary.summarize(config.pipeline.metadata_path)
+  summary = run_summary.summarize(config.pipeline.metadata_path)
+  summary.report_path = report.write_report_logged(config, summary)
+  return summary
