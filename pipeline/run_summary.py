@@ -8,11 +8,12 @@ which registry version the Pusher published.
 
 import dataclasses
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
 from tensorflow_metadata.proto.v0 import anomalies_pb2
+from tfx.components.example_gen import utils as example_gen_utils
 
 from components.evaluator import results
 from components.image_example_gen import executor as example_gen_executor
@@ -42,6 +43,17 @@ class RunSummary:
   evaluation: Dict[str, Any] = dataclasses.field(default_factory=dict)
   pushed_version: Optional[int] = None
   pushed_to: Optional[str] = None
+  # When the run started, in seconds since the epoch.
+  started_at: Optional[float] = None
+  # The artifacts the facts above come from (None when the run has none).
+  examples_uri: Optional[str] = None       # ExampleGen's raw examples
+  data_fingerprint: Optional[str] = None   # ExampleGen's input files fingerprint
+  statistics_uri: Optional[str] = None     # StatisticsGen's output
+  model_uri: Optional[str] = None          # the candidate the Evaluator judged
+  baseline_model_uri: Optional[str] = None  # the blessed model it was compared to
+  evaluation_uri: Optional[str] = None
+  # Set by the runner once it has written the run report; not an MLMD fact.
+  report_path: Optional[str] = None
 
 
 def _anomalies(uri: str) -> List[str]:
@@ -69,19 +81,30 @@ def summarize(metadata_path: str) -> RunSummary:
   if not runs:
     raise RuntimeError(f'No pipeline run recorded in {metadata_path}')
   run = max(runs, key=lambda context: context.create_time_since_epoch)
-  summary = RunSummary(run_id=run.name, components=[])
+  summary = RunSummary(run_id=run.name, components=[],
+                       started_at=run.create_time_since_epoch / 1000.0)
 
   executions = sorted(store.get_executions_by_context(run.id),
                       key=lambda e: e.create_time_since_epoch)
-  outputs_by_execution: Dict[int, List[metadata_store_pb2.Artifact]] = {}
   events = store.get_events_by_execution_ids([e.id for e in executions])
-  output_ids = [e.artifact_id for e in events
-                if e.type == metadata_store_pb2.Event.OUTPUT]
-  artifacts = {a.id: a for a in store.get_artifacts_by_id(output_ids)}
+  artifacts = {a.id: a for a in store.get_artifacts_by_id(
+      list({e.artifact_id for e in events}))}
+  # Per execution, its artifacts by the component's input or output key
+  # ('examples', 'statistics', 'model', 'baseline_model', ...). Inputs tell
+  # which model the Evaluator judged, even when the Trainer's came from cache.
+  outputs_by_execution: Dict[int, List[Tuple[str, metadata_store_pb2.Artifact]]] = {}
+  inputs_by_execution: Dict[int, Dict[str, metadata_store_pb2.Artifact]] = {}
   for event in events:
-    if event.artifact_id in artifacts:
-      outputs_by_execution.setdefault(event.execution_id, []).append(
-          artifacts[event.artifact_id])
+    artifact = artifacts.get(event.artifact_id)
+    if artifact is None:
+      continue
+    # One event lists every key an artifact has in the execution, e.g. the
+    # same model as both 'model' and 'baseline_model': [key, index, key, index].
+    for key in [step.key for step in event.path.steps if step.HasField('key')]:
+      if event.type == metadata_store_pb2.Event.OUTPUT:
+        outputs_by_execution.setdefault(event.execution_id, []).append((key, artifact))
+      elif event.type == metadata_store_pb2.Event.INPUT:
+        inputs_by_execution.setdefault(event.execution_id, {})[key] = artifact
   type_names = {t.id: t.name for t in store.get_artifact_types_by_id(
       list({a.type_id for a in artifacts.values()}))}
 
@@ -95,7 +118,7 @@ def summarize(metadata_path: str) -> RunSummary:
         state=_STATE_NAMES.get(execution.last_known_state, 'UNKNOWN'),
         seconds=(execution.last_update_time_since_epoch -
                  execution.create_time_since_epoch) / 1000.0))
-    for artifact in outputs_by_execution.get(execution.id, []):
+    for key, artifact in outputs_by_execution.get(execution.id, []):
       kind = type_names[artifact.type_id]
       props = artifact.custom_properties
       if kind == 'Examples' and node.endswith('ExampleGen'):
@@ -103,19 +126,31 @@ def summarize(metadata_path: str) -> RunSummary:
             example_gen_executor.QUARANTINED_COUNT_PROPERTY].int_value
         summary.quarantine_report = os.path.join(
             artifact.uri, example_gen_executor.QUARANTINE_FILE)
+        summary.examples_uri = artifact.uri
+        summary.data_fingerprint = props[
+            example_gen_utils.FINGERPRINT_PROPERTY_NAME].string_value or None
+      elif kind == 'ExampleStatistics' and key == 'statistics':
+        summary.statistics_uri = artifact.uri
       elif kind == 'ExampleAnomalies':
         summary.anomalies = _anomalies(artifact.uri)
+      elif kind == 'Model' and key == 'model':     # the Trainer's
+        summary.model_uri = artifact.uri
       elif kind == 'ModelBlessing':
         summary.blessed = props['blessed'].int_value == 1
       elif kind == 'ModelEvaluation':
-        evaluation_uri = artifact.uri
+        summary.evaluation_uri = artifact.uri
+        inputs = inputs_by_execution.get(execution.id, {})
+        if 'model' in inputs:
+          summary.model_uri = inputs['model'].uri
+        if 'baseline_model' in inputs:
+          summary.baseline_model_uri = inputs['baseline_model'].uri
       elif kind == 'PushedModel' and props['pushed'].int_value == 1:
         summary.pushed_to = props['pushed_destination'].string_value
         summary.pushed_version = int(props['pushed_version'].string_value)
       elif kind == 'TransformGraph':
         class_names = preprocessing.read_class_names(artifact.uri)
-  if summary.blessed is not None and class_names:
-    summary.evaluation = results.read_evaluation(evaluation_uri, class_names)
+  if summary.blessed is not None and class_names and summary.evaluation_uri:
+    summary.evaluation = results.read_evaluation(summary.evaluation_uri, class_names)
   return summary
 
 
@@ -148,4 +183,6 @@ def format_summary(summary: RunSummary) -> str:
     lines.extend(f'  - {reason}' for reason in evaluation.get('failures', []))
   else:
     lines.append('The run did not reach the Evaluator.')
+  if summary.report_path:
+    lines.append(f'Report: {summary.report_path}')
   return '\n'.join(lines)

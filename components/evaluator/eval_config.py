@@ -37,9 +37,12 @@ def make_eval_config(class_names: List[str], signature_name: str,
                                 threshold=accuracy_threshold),
               tfma.MetricConfig(class_name='MultiClassConfusionMatrixPlot'),
           ]),
+          # Per class at the most likely class (top 1), the decision the
+          # classifier actually makes; the default (probability >= 0.5) would
+          # count nothing for an unsure model and disagree with the matrix.
           tfma.MetricsSpec(
-              metrics=[tfma.MetricConfig(class_name='Precision'),
-                       tfma.MetricConfig(class_name='Recall')],
+              metrics=[tfma.MetricConfig(class_name='Precision', config='"top_k": 1'),
+                       tfma.MetricConfig(class_name='Recall', config='"top_k": 1')],
               binarize=tfma.BinarizationOptions(
                   class_ids={'values': list(range(len(class_names)))})),
       ])

@@ -13,6 +13,28 @@ def _metric_value(value) -> Optional[float]:
   return value.double_value.value if value.HasField('double_value') else None
 
 
+def describe_failure(failure) -> str:
+  """One line a person can act on; TFMA leaves `message` empty for an
+  ordinary threshold miss and keeps the facts in the other fields."""
+  if failure.message.strip():
+    return ' '.join(failure.message.split())
+  name = failure.metric_key.name
+  value = _metric_value(failure.metric_value)
+  shown = 'n/a' if value is None else f'{value:.4f}'
+  threshold = failure.metric_threshold
+  if failure.metric_key.is_diff and threshold.HasField('change_threshold'):
+    allowed = threshold.change_threshold.absolute.value
+    return (f'{name} changed by {shown} against the baseline; '
+            f'the change allowed is at least {allowed:+.4f}')
+  if threshold.HasField('value_threshold'):
+    bounds = threshold.value_threshold
+    if bounds.HasField('lower_bound'):
+      return f'{name} {shown} is below the minimum {bounds.lower_bound.value:.4f}'
+    if bounds.HasField('upper_bound'):
+      return f'{name} {shown} is above the maximum {bounds.upper_bound.value:.4f}'
+  return f'{name} {shown} fails its threshold'
+
+
 def read_evaluation(evaluation_uri: str, class_names: List[str]) -> Dict[str, Any]:
   """The overall slice's metrics, per-class precision/recall, confusion matrix
   and the blessing decision with the reasons a model was refused.
@@ -55,7 +77,7 @@ def read_evaluation(evaluation_uri: str, class_names: List[str]) -> Dict[str, An
   validation = tfma.load_validation_result(evaluation_uri)
   summary['blessed'] = bool(validation.validation_ok)
   summary['failures'] = [
-      failure.message
+      describe_failure(failure)
       for per_slice in validation.metric_validations_per_slice
       for failure in per_slice.failures
   ]

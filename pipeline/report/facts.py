@@ -1,0 +1,282 @@
+"""The facts a run report shows, gathered once as plain values (no plots, no HTML).
+
+MLMD facts come from `run_summary` (its single reader); the rest is read from
+the artifacts it points at: label counts per split (StatisticsGen's output, or
+the examples themselves when statistics are missing or truncated), the
+quarantine list, the training history saved next to the SavedModel, and the
+eval split scored by the candidate model (`scoring`).
+
+A fact that cannot be read (an artifact missing, an older model without a
+history file, ...) is left empty and its reason added to `Facts.missing`, so
+the report is still written; programming errors are not caught here.
+"""
+
+import dataclasses
+import datetime
+import glob
+import json
+import math
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+import tensorflow as tf
+from tensorflow_metadata.proto.v0 import statistics_pb2
+from tfx.utils import path_utils
+
+from components.backbones import get_backbone
+from components.image_example_gen.component import has_fixed_split
+from components.registry_pusher import registry
+from components.trainer import task
+from components.transform import preprocessing
+from pipeline import schema
+from pipeline.config import Config, to_dict
+from pipeline.report import scoring
+from pipeline.run_summary import RunSummary
+
+EVAL_SPLIT = 'eval'
+# z for a two-sided 95% interval.
+_Z95 = 1.959964
+# Errors that mean "this artifact is missing or unreadable", not a bug.
+READ_ERRORS = (OSError, ValueError, KeyError, tf.errors.OpError)
+
+BLESSED, NOT_BLESSED, NOT_EVALUATED = 'BLESSED', 'NOT BLESSED', 'NOT EVALUATED'
+
+
+@dataclasses.dataclass
+class ThresholdCheck:
+  """One rule of the Evaluator's quality gate, as applied to this run."""
+  name: str
+  rule: str                 # e.g. 'accuracy >= 0.6000'
+  passed: Optional[bool]    # None: the rule was not applied (no baseline yet)
+  detail: str
+
+
+@dataclasses.dataclass
+class Facts:
+  summary: RunSummary
+  config: Dict[str, Any]
+  started: str                          # when the run started, UTC
+  decision: str                         # BLESSED, NOT BLESSED, NOT EVALUATED
+  class_names: List[str]                # the model's classes, in id order
+  intended_classes: List[str]           # the schema's label domain
+  image_size: int                       # model input, pixels
+  fixed_split: bool                     # train/ + eval/ folders, else stratified
+  split_counts: Dict[str, Dict[str, int]]  # split -> class -> images (ordered)
+  counts_source: str                    # where split_counts come from
+  quarantine: List[Dict[str, str]]      # {'path', 'reason'}
+  history: Optional[Dict[str, Any]]     # training_history.json
+  checks: List[ThresholdCheck]
+  accuracy_interval: Optional[Tuple[float, float]]  # 95% Wilson
+  baseline_version: Optional[int]       # registry version of the baseline
+  scoring: Optional[scoring.Scoring]    # the eval split scored again
+  missing: List[str] = dataclasses.field(default_factory=list)
+
+  @property
+  def evaluation(self) -> Dict[str, Any]:
+    return self.summary.evaluation
+
+
+def wilson_interval(successes: int, n: int, z: float = _Z95) -> Tuple[float, float]:
+  """Wilson score interval of a binomial proportion (sound for small n and p near 1)."""
+  if n <= 0:
+    return 0.0, 1.0
+  p = successes / n
+  denominator = 1 + z * z / n
+  center = (p + z * z / (2 * n)) / denominator
+  half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+  return max(0.0, center - half), min(1.0, center + half)
+
+
+def label_counts_from_statistics(statistics_uri: str) -> Dict[str, Dict[str, int]]:
+  """Images per class per split from StatisticsGen's `label` string stats.
+
+  Raises ValueError when a split's label values are truncated (more classes
+  than the statistics keep), so the caller can count the examples instead.
+  """
+  counts = {}
+  for split_dir in sorted(glob.glob(os.path.join(statistics_uri, 'Split-*'))):
+    split = os.path.basename(split_dir)[len('Split-'):]
+    stats = statistics_pb2.DatasetFeatureStatisticsList()
+    with open(os.path.join(split_dir, 'FeatureStats.pb'), 'rb') as f:
+      stats.ParseFromString(f.read())
+    label = next(feature for dataset in stats.datasets for feature in dataset.features
+                 if list(feature.path.step) == [preprocessing.LABEL_KEY]
+                 or feature.name == preprocessing.LABEL_KEY)
+    string_stats = label.string_stats
+    values = ({b.label: b.sample_count for b in string_stats.rank_histogram.buckets}
+              or {v.value: v.frequency for v in string_stats.top_values})
+    if len(values) < string_stats.unique:
+      raise ValueError(f'label statistics of split {split} list {len(values)} of '
+                       f'{string_stats.unique} classes')
+    counts[split] = {name: int(round(count)) for name, count in values.items()}
+  if not counts:
+    raise ValueError(f'no split statistics under {statistics_uri}')
+  return counts
+
+
+def example_files(examples_uri: str, split: str) -> List[str]:
+  return sorted(tf.io.gfile.glob(os.path.join(examples_uri, f'Split-{split}', '*')))
+
+
+def label_counts_from_examples(examples_uri: str) -> Dict[str, Dict[str, int]]:
+  """Images per class per split, counted from the examples (reads every record)."""
+  counts = {}
+  for split_dir in sorted(tf.io.gfile.glob(os.path.join(examples_uri, 'Split-*'))):
+    split = os.path.basename(split_dir.rstrip('/'))[len('Split-'):]
+    split_counts: Dict[str, int] = {}
+    for record in tf.data.TFRecordDataset(example_files(examples_uri, split),
+                                          compression_type='GZIP'):
+      label = scoring.feature_value(tf.train.Example.FromString(record.numpy()),
+                                    preprocessing.LABEL_KEY)
+      split_counts[label] = split_counts.get(label, 0) + 1
+    counts[split] = split_counts
+  return counts
+
+
+def read_quarantine(path: str) -> List[Dict[str, str]]:
+  with tf.io.gfile.GFile(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def read_history(model_uri: str) -> Dict[str, Any]:
+  path = os.path.join(path_utils.serving_model_path(model_uri), 'assets.extra',
+                      task.TRAINING_HISTORY_FILE)
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
+
+
+def threshold_checks(evaluation: Dict[str, Any], min_accuracy: float,
+                     max_accuracy_drop: float) -> List[ThresholdCheck]:
+  """The gate's two rules (docs/design.md), each with pass/fail for this run."""
+  accuracy = evaluation.get('accuracy')
+  baseline = evaluation.get('baseline_accuracy')
+  if accuracy is None:
+    return []
+  checks = [ThresholdCheck(
+      'minimum accuracy', f'accuracy >= {min_accuracy:.4f} (evaluation.min_accuracy)',
+      accuracy >= min_accuracy, f'accuracy {accuracy:.4f}')]
+  if baseline is None:
+    checks.append(ThresholdCheck(
+        'no regression', f'accuracy >= baseline - {max_accuracy_drop:.4f} '
+        '(evaluation.max_accuracy_drop)', None, 'no blessed baseline yet'))
+  else:
+    bound = baseline - max_accuracy_drop
+    checks.append(ThresholdCheck(
+        'no regression', f'accuracy >= baseline {baseline:.4f} - '
+        f'{max_accuracy_drop:.4f} = {bound:.4f} (evaluation.max_accuracy_drop)',
+        # TFMA compares the difference; allow for its float rounding.
+        accuracy - baseline >= -max_accuracy_drop - 1e-9,
+        f'accuracy {accuracy:.4f}, {accuracy - baseline:+.4f} vs baseline'))
+  return checks
+
+
+def decision(summary: RunSummary) -> str:
+  if summary.blessed is None:
+    return NOT_EVALUATED
+  return BLESSED if summary.blessed else NOT_BLESSED
+
+
+def low_recall_classes(evaluation: Dict[str, Any], bound: float) -> List[Tuple[str, float]]:
+  """Classes whose recall is below `bound`, worst first."""
+  recalls = [(name, metrics['recall'])
+             for name, metrics in evaluation.get('per_class', {}).items()
+             if metrics.get('recall') is not None]
+  return sorted([item for item in recalls if item[1] < bound], key=lambda item: item[1])
+
+
+def top_confusions(matrix: List[List[int]], class_names: List[str],
+                   limit: int = 3) -> List[Tuple[str, str, int]]:
+  """The most frequent (true, predicted) mistakes."""
+  cells = [(class_names[i], class_names[j], count)
+           for i, row in enumerate(matrix) for j, count in enumerate(row)
+           if i != j and count > 0]
+  return sorted(cells, key=lambda cell: -cell[2])[:limit]
+
+
+def _fixed_split(config: Config) -> bool:
+  """Whether ExampleGen took the split from train/ + eval/ folders (dag.py)."""
+  return config.data.split == 'folders' or (
+      config.data.split == 'auto' and has_fixed_split(config.data.path))
+
+
+def ordered_counts(counts: Dict[str, Dict[str, int]],
+                   class_names: List[str]) -> Dict[str, Dict[str, int]]:
+  """Splits train first, classes in id order (unknown labels after them)."""
+  ordered = {}
+  for split in sorted(counts, key=lambda name: (name != 'train', name)):
+    names = [n for n in class_names if n in counts[split]]
+    names += sorted(set(counts[split]) - set(names))
+    ordered[split] = {name: counts[split][name] for name in names}
+  return ordered
+
+
+def gather(config: Config, summary: RunSummary, gallery_size: int = 12) -> Facts:
+  """Every fact of the report, for the run `summary` describes."""
+  missing: List[str] = []
+
+  def attempt(what: str, read, *args):
+    try:
+      return read(*args)
+    except READ_ERRORS as error:
+      missing.append(f'{what}: {type(error).__name__}: {error}')
+      return None
+
+  intended_classes = attempt('classes (schema)', schema.class_names,
+                             config.data.schema_file) or []
+  # The model's classes (the transform graph's vocabulary) when evaluated.
+  class_names = list(summary.evaluation.get('per_class', {})) or intended_classes
+
+  split_counts, counts_source = None, 'statistics (StatisticsGen)'
+  if summary.statistics_uri:
+    try:
+      split_counts = label_counts_from_statistics(summary.statistics_uri)
+    except (*READ_ERRORS, StopIteration) as error:
+      missing.append(f'label statistics, counted from the examples instead: {error}')
+  if split_counts is None and summary.examples_uri:
+    counts_source = 'examples (ImageExampleGen)'
+    split_counts = attempt('images per class', label_counts_from_examples,
+                           summary.examples_uri)
+
+  quarantine: List[Dict[str, str]] = []
+  if summary.quarantine_report:
+    quarantine = attempt('quarantine list', read_quarantine, summary.quarantine_report) or []
+
+  history = scored = None
+  if summary.model_uri:
+    history = attempt('training history', read_history, summary.model_uri)
+    if summary.examples_uri and class_names:
+      scored = attempt('eval split scoring', scoring.score_split,
+                       path_utils.serving_model_path(summary.model_uri),
+                       example_files(summary.examples_uri, EVAL_SPLIT), class_names,
+                       gallery_size)
+  else:
+    missing.append('model: the run has no Trainer model')
+
+  evaluation = summary.evaluation
+  interval = None
+  if evaluation.get('accuracy') is not None and evaluation.get('example_count'):
+    n = evaluation['example_count']
+    interval = wilson_interval(round(evaluation['accuracy'] * n), n)
+
+  baseline_version = None
+  if summary.baseline_model_uri:
+    baseline_version = attempt('baseline registry version', registry.find_version,
+                               config.pipeline.registry, config.pipeline.model_name,
+                               summary.baseline_model_uri)
+
+  started = (datetime.datetime.fromtimestamp(summary.started_at, datetime.timezone.utc)
+             .strftime('%Y-%m-%d %H:%M:%S UTC') if summary.started_at else 'unknown')
+  return Facts(
+      summary=summary, config=to_dict(config), started=started,
+      decision=decision(summary), class_names=class_names,
+      intended_classes=intended_classes,
+      fixed_split=_fixed_split(config),
+      image_size=(config.model.image_size or
+                  get_backbone(config.model.backbone).default_image_size),
+      split_counts=ordered_counts(split_counts or {}, class_names),
+      counts_source=counts_source,
+      quarantine=quarantine, history=history,
+      checks=threshold_checks(evaluation, config.evaluation.min_accuracy,
+                              config.evaluation.max_accuracy_drop),
+      accuracy_interval=interval, baseline_version=baseline_version,
+      scoring=scored, missing=missing)

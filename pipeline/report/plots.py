@@ -1,0 +1,200 @@
+"""The report's figures, drawn with matplotlib (Agg, no display) into PNG bytes.
+
+Each function takes plain values and returns one PNG; none keeps global
+pyplot state, so plotting is safe inside a long-running orchestrator process.
+"""
+
+import io
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import matplotlib
+matplotlib.use('Agg')
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+import numpy as np
+from PIL import Image
+
+_TRAIN, _EVAL, _BAD, _GOOD, _MUTED = '#1f77b4', '#ff7f0e', '#d62728', '#2ca02c', '#7f7f7f'
+_DPI = 100
+
+
+def _png(figure: Figure) -> bytes:
+  buffer = io.BytesIO()
+  figure.savefig(buffer, format='png', dpi=_DPI, bbox_inches='tight')
+  return buffer.getvalue()
+
+
+def _class_axis(axes, names: Sequence[str], axis: str = 'x') -> None:
+  ticks = np.arange(len(names))
+  rotation = 30 if max(map(len, names), default=0) * len(names) > 60 else 0
+  if axis == 'x':
+    axes.set_xticks(ticks, names, rotation=rotation,
+                    ha='right' if rotation else 'center')
+  else:
+    axes.set_yticks(ticks, names)
+
+
+def training_phases(history: Dict[str, Any]) -> List[Tuple[str, Dict[str, List[float]]]]:
+  """(phase title, per-epoch metrics) in training order."""
+  titles = {'head': 'phase 1: head', 'fine_tune': 'phase 2: fine-tuning'}
+  return [(titles[key], history[key]) for key in titles if history.get(key)]
+
+
+def training_curves(history: Dict[str, Any]) -> bytes:
+  """Loss and accuracy per epoch, train and eval, both phases on one axis."""
+  phases = training_phases(history)
+  figure = Figure(figsize=(10, 3.6))
+  loss_axes, accuracy_axes = figure.subplots(1, 2)
+  boundaries, start = [], 1
+  series: Dict[str, List[float]] = {}
+  for _, metrics in phases:
+    epochs = len(metrics.get('loss', []))
+    for key in ('loss', 'val_loss', 'accuracy', 'val_accuracy'):
+      series.setdefault(key, []).extend(metrics.get(key, [np.nan] * epochs))
+    start += epochs
+    boundaries.append(start - 0.5)
+  epochs = np.arange(1, start)
+  for axes, metric, title in ((loss_axes, 'loss', 'Loss'),
+                              (accuracy_axes, 'accuracy', 'Accuracy')):
+    axes.plot(epochs, series.get(metric, []), 'o-', color=_TRAIN, label='train')
+    axes.plot(epochs, series.get(f'val_{metric}', []), 's-', color=_EVAL, label='eval')
+    for boundary in boundaries[:-1]:
+      axes.axvline(boundary, color=_MUTED, linestyle='--')
+      axes.annotate(' phase 2: fine-tuning', (boundary, 1), xycoords=('data', 'axes fraction'),
+                    va='top', fontsize=8, color=_MUTED)
+    axes.set_title(title)
+    axes.set_xlabel('epoch')
+    axes.set_xticks(epochs if len(epochs) <= 20 else epochs[::max(1, len(epochs) // 10)])
+    axes.grid(alpha=0.3)
+  kept = kept_epoch(history)
+  if kept is not None:
+    loss_axes.plot([kept], [series['val_loss'][kept - 1]], 'k*', markersize=14,
+                   label=f'kept (epoch {kept})')
+  accuracy_axes.set_ylim(0, 1.02)
+  loss_axes.legend(fontsize=8)
+  return _png(figure)
+
+
+def kept_epoch(history: Dict[str, Any]) -> Optional[int]:
+  """The 1-based epoch whose weights the model kept: early stopping restores
+  the lowest eval loss of the last phase."""
+  phases = training_phases(history)
+  if not phases or not phases[-1][1].get('val_loss'):
+    return None
+  before = sum(len(metrics.get('loss', [])) for _, metrics in phases[:-1])
+  return before + int(np.nanargmin(phases[-1][1]['val_loss'])) + 1
+
+
+def confusion_matrix(matrix: List[List[int]], class_names: List[str]) -> bytes:
+  """Heatmap of counts, true class by row; the diagonal is what was right."""
+  counts = np.array(matrix, dtype=int)
+  size = max(4.0, 0.55 * len(class_names) + 2.5)
+  figure = Figure(figsize=(size + 1, size))
+  axes = figure.subplots()
+  image = axes.imshow(counts, cmap='Blues', vmin=0)
+  colorbar = figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
+  colorbar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+  threshold = counts.max() / 2 if counts.size else 0
+  for (row, column), count in np.ndenumerate(counts):
+    axes.text(column, row, str(count), ha='center', va='center', fontsize=9,
+              color='white' if count > threshold else 'black',
+              fontweight='bold' if row == column else 'normal')
+  _class_axis(axes, class_names, 'x')
+  _class_axis(axes, class_names, 'y')
+  axes.set_xlabel('predicted class')
+  axes.set_ylabel('true class')
+  axes.set_title(f'Confusion matrix ({counts.sum()} eval images)')
+  return _png(figure)
+
+
+def per_class_metrics(per_class: Dict[str, Dict[str, float]],
+                      reference: Optional[float] = None) -> bytes:
+  """Precision and recall bars per class, with the accuracy bound as a line."""
+  names = list(per_class)
+  figure = Figure(figsize=(max(6.0, 0.8 * len(names) + 2), 3.6))
+  axes = figure.subplots()
+  x = np.arange(len(names))
+  for offset, metric, color in ((-0.2, 'precision', _TRAIN), (0.2, 'recall', _EVAL)):
+    values = [per_class[name].get(metric, np.nan) for name in names]
+    bars = axes.bar(x + offset, values, 0.4, label=metric, color=color)
+    axes.bar_label(bars, fmt='%.2f', fontsize=7, padding=1)
+  if reference is not None:
+    axes.axhline(reference, color=_BAD, linestyle='--', linewidth=1,
+                 label=f'min accuracy {reference:.2f}')
+  _class_axis(axes, names)
+  axes.set_ylim(0, 1.3)
+  axes.set_yticks(np.linspace(0, 1, 6))
+  axes.set_title('Per-class precision and recall (eval split)')
+  axes.legend(fontsize=8, loc='upper center', ncol=3)
+  axes.grid(axis='y', alpha=0.3)
+  return _png(figure)
+
+
+def split_counts(counts: Dict[str, Dict[str, int]]) -> bytes:
+  """Images per class, one bar per split, in the order of `counts`."""
+  splits = list(counts)
+  names = list(dict.fromkeys(name for split in counts.values() for name in split))
+  figure = Figure(figsize=(max(6.0, 0.8 * len(names) + 2), 3.4))
+  axes = figure.subplots()
+  x = np.arange(len(names))
+  width = 0.8 / max(1, len(splits))
+  for i, split in enumerate(splits):
+    bars = axes.bar(x + (i - (len(splits) - 1) / 2) * width,
+                    [counts[split].get(name, 0) for name in names], width, label=split)
+    axes.bar_label(bars, fontsize=7, padding=1)
+  _class_axis(axes, names)
+  axes.set_ylabel('images')
+  axes.set_title('Images per class and split')
+  axes.set_ylim(0, axes.get_ylim()[1] * 1.2)
+  axes.legend(fontsize=8, loc='upper center', ncol=len(splits))
+  axes.grid(axis='y', alpha=0.3)
+  return _png(figure)
+
+
+def accuracy_gate(accuracy: float, interval: Optional[Tuple[float, float]],
+                  min_accuracy: float, regression_bound: Optional[float],
+                  passed: bool) -> bytes:
+  """Accuracy (with its 95% interval) against the gate's bounds, on [0, 1]."""
+  figure = Figure(figsize=(8, 1.7))
+  axes = figure.subplots()
+  color = _GOOD if passed else _BAD
+  axes.barh([0], [accuracy], height=0.5, color=color, alpha=0.8)
+  if interval:
+    axes.errorbar([accuracy], [0], xerr=[[max(0.0, accuracy - interval[0])],
+                                         [max(0.0, interval[1] - accuracy)]],
+                  fmt='none', ecolor='black', capsize=6, label='95% interval')
+  axes.axvline(min_accuracy, color='black', linestyle='--',
+               label=f'min accuracy {min_accuracy:.3f}')
+  if regression_bound is not None:
+    axes.axvline(regression_bound, color=_MUTED, linestyle=':', linewidth=2,
+                 label=f'baseline - max drop {regression_bound:.3f}')
+  axes.text(accuracy, 0.33, f' {accuracy:.3f}', va='bottom', fontweight='bold')
+  axes.set_xlim(0, 1)
+  axes.set_ylim(-0.5, 0.8)
+  axes.set_yticks([])
+  axes.set_xlabel('eval accuracy')
+  axes.legend(fontsize=8, loc='center left', bbox_to_anchor=(1.01, 0.5))
+  return _png(figure)
+
+
+def thumbnail(encoded: bytes, size: int = 160) -> np.ndarray:
+  """An RGB thumbnail of encoded image bytes (first frame of a GIF)."""
+  with Image.open(io.BytesIO(encoded)) as image:
+    image = image.convert('RGB')
+    image.thumbnail((size, size))
+    return np.asarray(image)
+
+
+def gallery(items: List[Tuple[bytes, str]], columns: int = 4) -> bytes:
+  """A grid of images with a caption under each."""
+  rows = max(1, -(-len(items) // columns))
+  figure = Figure(figsize=(2.4 * columns, 2.7 * rows))
+  grid = np.atleast_1d(figure.subplots(rows, columns)).ravel()
+  for axes in grid:
+    axes.axis('off')
+  for axes, (encoded, caption) in zip(grid, items):
+    axes.imshow(thumbnail(encoded), interpolation='nearest')
+    axes.set_title(caption, fontsize=8, color=_BAD)
+  figure.tight_layout()
+  return _png(figure)

@@ -1,0 +1,257 @@
+"""The report's content: its sections, built from the gathered facts.
+
+Figures are drawn here (through `plots`) so each sits next to the text and
+tables that explain it; rendering to HTML or Markdown is `render`'s job.
+"""
+
+import json
+from typing import Dict, List, Optional
+
+from pipeline.report import facts as facts_lib
+from pipeline.report import model_card, plots
+from pipeline.report.document import (Banner, Bullets, Code, Figure, Paragraph,
+                                      Section, Table, percent)
+
+# Quarantined files listed one by one; more are counted.
+MAX_QUARANTINE_ROWS = 100
+
+_STATUS = {True: ('PASS', 'pass'), False: ('FAIL', 'fail'), None: ('not applied', 'skip')}
+
+
+def title(facts: facts_lib.Facts) -> str:
+  return f'{facts.config["pipeline"]["name"]}: run {facts.summary.run_id}'
+
+
+def interval_text(facts: facts_lib.Facts) -> str:
+  if not facts.accuracy_interval:
+    return ''
+  low, high = facts.accuracy_interval
+  return f'95% interval {low:.1%} to {high:.1%}'
+
+
+def headline(facts: facts_lib.Facts) -> Banner:
+  """The decision, the pushed version, and what failed when nothing was pushed."""
+  summary, evaluation = facts.summary, facts.evaluation
+  accuracy = evaluation.get('accuracy')
+  measured = (f'Eval accuracy {percent(accuracy)} on {evaluation.get("example_count")} '
+              f'images ({interval_text(facts)})' if accuracy is not None else '')
+  if facts.decision == facts_lib.BLESSED:
+    pushed = (f'pushed as version {summary.pushed_version} to {summary.pushed_to}'
+              if summary.pushed_version is not None else 'but no push was recorded')
+    return Banner('good', f'BLESSED: {pushed}', [measured])
+  if facts.decision == facts_lib.NOT_BLESSED:
+    failed = [f'Failed: {check.rule}; {check.detail}'
+              for check in facts.checks if check.passed is False]
+    failed += [f'Evaluator: {message}' for message in evaluation.get('failures', [])
+               if message.strip()]
+    return Banner('bad', 'NOT BLESSED: nothing was pushed', [measured, *failed])
+  return Banner('neutral', 'NOT EVALUATED: the run did not reach the Evaluator',
+                [f'{c.node_id}: {c.state}' for c in summary.components
+                 if c.state not in ('COMPLETE', 'CACHED')])
+
+
+def overview(facts: facts_lib.Facts) -> Section:
+  summary = facts.summary
+  rows = [
+      ['Pipeline run', summary.run_id],
+      ['Started', facts.started],
+      ['Decision', facts.decision],
+      ['Registry version', str(summary.pushed_version) if summary.pushed_version
+       is not None else 'none'],
+      ['Candidate model', summary.model_uri or 'unknown'],
+      ['Baseline model', _baseline_text(facts)],
+  ]
+  return Section('Summary', 'summary', [headline(facts), Table(['', ''], rows)])
+
+
+def _baseline_text(facts: facts_lib.Facts) -> str:
+  if not facts.summary.baseline_model_uri:
+    return 'none (no model blessed before: no regression check)'
+  version = (f'registry version {facts.baseline_version}, '
+             if facts.baseline_version is not None else '')
+  return f'{version}{facts.summary.baseline_model_uri}'
+
+
+def evaluation_section(facts: facts_lib.Facts) -> Section:
+  evaluation = facts.evaluation
+  accuracy = evaluation.get('accuracy')
+  if accuracy is None:
+    return Section('Evaluation', 'evaluation',
+                   [Paragraph('The Evaluator did not run, or wrote no metrics.')])
+  thresholds = facts.config['evaluation']
+  baseline = evaluation.get('baseline_accuracy')
+  regression_bound = (baseline - thresholds['max_accuracy_drop']
+                      if baseline is not None else None)
+  blocks = [
+      Figure('accuracy_gate', plots.accuracy_gate(
+          accuracy, facts.accuracy_interval, thresholds['min_accuracy'],
+          regression_bound, facts.decision == facts_lib.BLESSED),
+             'Eval accuracy with its 95% interval against the blessing thresholds'),
+      Paragraph(f'{percent(accuracy)} of {evaluation.get("example_count")} eval images '
+                f'right ({interval_text(facts)}, Wilson); baseline '
+                f'{percent(baseline) if baseline is not None else "none"}.',
+                lead='Accuracy.'),
+      Table(['Rule', 'Result', 'Detail'],
+            [[check.rule, _STATUS[check.passed][0], check.detail] for check in facts.checks],
+            [_STATUS[check.passed][1] for check in facts.checks]),
+  ]
+  messages = [message for message in evaluation.get('failures', []) if message.strip()]
+  if messages:
+    blocks.append(Paragraph('', lead='The Evaluator reported:'))
+    blocks.append(Bullets(messages))
+  return Section('Evaluation and the quality gate', 'evaluation', blocks)
+
+
+def data_section(facts: facts_lib.Facts) -> Section:
+  summary, counts = facts.summary, facts.split_counts
+  blocks = [Paragraph(f'{facts.config["data"]["path"]}', lead='Images from'),
+            Paragraph(summary.data_fingerprint or 'unknown', lead='Data fingerprint:')]
+  if counts:
+    splits = list(counts)
+    names = list(dict.fromkeys(name for split in counts.values() for name in split))
+    rows = [[name, *[str(counts[split].get(name, 0)) for split in splits]] for name in names]
+    rows.append(['all', *[str(sum(counts[split].values())) for split in splits]])
+    blocks += [
+        Figure('images_per_class', plots.split_counts(counts),
+               'Images per class and split'),
+        Table(['Class', *splits], rows),
+        Paragraph(f'Counted from the {facts.counts_source}.'),
+    ]
+  blocks.append(Paragraph(
+      f'{summary.quarantined} file(s) were not ingested' +
+      (f'; the list is in {summary.quarantine_report}.' if summary.quarantined else '.'),
+      lead='Quarantine.'))
+  if facts.quarantine:
+    shown = facts.quarantine[:MAX_QUARANTINE_ROWS]
+    blocks.append(Table(['File', 'Reason'], [[q.get('path', ''), q.get('reason', '')]
+                                            for q in shown]))
+    if len(facts.quarantine) > len(shown):
+      blocks.append(Paragraph(f'... and {len(facts.quarantine) - len(shown)} more.'))
+  return Section('Data', 'data', blocks)
+
+
+def training_section(facts: facts_lib.Facts) -> Section:
+  history = facts.history
+  if not history:
+    return Section('Training', 'training', [Paragraph('No training history was found.')])
+  phases = plots.training_phases(history)
+  kept = plots.kept_epoch(history)
+  rows = []
+  for name, metrics in phases:
+    rows.append([name, str(len(metrics.get('loss', []))),
+                 f'{sum(metrics.get("seconds", [])):.1f} s',
+                 _last(metrics, 'accuracy'), _last(metrics, 'val_accuracy'),
+                 f'{min(metrics["val_loss"]):.4f}' if metrics.get('val_loss') else 'n/a'])
+  return Section('Training', 'training', [
+      Figure('training_curves', plots.training_curves(history),
+             'Loss and accuracy per epoch, train and eval'),
+      Paragraph(f'{history.get("train_images", "?")} training images; the model keeps '
+                f'the weights of epoch {kept} (lowest eval loss, early stopping).'
+                if kept else f'{history.get("train_images", "?")} training images.'),
+      Table(['Phase', 'Epochs', 'Time', 'Last train accuracy', 'Last eval accuracy',
+             'Best eval loss'], rows),
+  ])
+
+
+def _last(metrics: Dict[str, List[float]], key: str) -> str:
+  return percent(metrics[key][-1]) if metrics.get(key) else 'n/a'
+
+
+def per_class_section(facts: facts_lib.Facts) -> Section:
+  per_class = facts.evaluation.get('per_class') or {}
+  if not per_class:
+    return Section('Per class', 'per-class', [Paragraph('No per-class metrics.')])
+  matrix = facts.evaluation.get('confusion_matrix') or []
+  support = {name: sum(matrix[i]) for i, name in enumerate(per_class) if i < len(matrix)}
+  low = {name for name, _ in facts_lib.low_recall_classes(
+      facts.evaluation, facts.config['evaluation']['min_accuracy'])}
+  rows = [[name, percent(metrics.get('precision')), percent(metrics.get('recall')),
+           str(support.get(name, 'n/a'))] for name, metrics in per_class.items()]
+  return Section('Per class', 'per-class', [
+      Figure('per_class', plots.per_class_metrics(
+          per_class, facts.config['evaluation']['min_accuracy']),
+             'Precision and recall per class'),
+      Table(['Class', 'Precision', 'Recall', 'Eval images'], rows,
+            ['fail' if name in low else '' for name in per_class]),
+      Paragraph('Precision and recall are the Evaluator\'s per-class metrics for the '
+                'most likely class, the same decision the confusion matrix counts '
+                '(n/a: the class was never predicted).'),
+  ])
+
+
+def confusion_section(facts: facts_lib.Facts) -> Section:
+  matrix = facts.evaluation.get('confusion_matrix')
+  if not matrix or not facts.class_names:
+    return Section('Confusion matrix', 'confusion-matrix', [Paragraph('Not available.')])
+  confusions = facts_lib.top_confusions(matrix, facts.class_names)
+  blocks = [Figure('confusion_matrix', plots.confusion_matrix(matrix, facts.class_names),
+                   'Confusion matrix: true class by row, predicted class by column')]
+  blocks.append(Bullets([f'{true} taken for {predicted}: {count}'
+                         for true, predicted, count in confusions])
+                if confusions else Paragraph('No eval image was misclassified.'))
+  return Section('Confusion matrix', 'confusion-matrix', blocks)
+
+
+def mistakes_section(facts: facts_lib.Facts) -> Section:
+  scored = facts.scoring
+  if scored is None:
+    return Section('Most confident mistakes', 'mistakes',
+                   [Paragraph('The eval split could not be scored (see Missing facts).')])
+  blocks = [Paragraph(
+      f'The candidate model scored again on {scored.examples} eval images'
+      f'{" (the first ones only)" if scored.truncated else ""}: '
+      f'{scored.examples - scored.correct} wrong, accuracy {percent(scored.accuracy)}.')]
+  if not scored.mistakes:
+    return Section('Most confident mistakes', 'mistakes',
+                   blocks + [Paragraph('No mistakes to show.')])
+  items = [(m.image, f'true: {m.true_label}\npredicted: {m.predicted} ({m.probability:.0%})')
+           for m in scored.mistakes]
+  blocks += [
+      Figure('mistakes', plots.gallery(items), 'The most confidently wrong eval images'),
+      Table(['#', 'True class', 'Predicted', 'Probability', 'File'],
+            [[str(i), m.true_label, m.predicted, f'{m.probability:.3f}', m.source_path]
+             for i, m in enumerate(scored.mistakes, 1)]),
+  ]
+  return Section(f'The {len(scored.mistakes)} most confident mistakes', 'mistakes', blocks)
+
+
+def components_section(facts: facts_lib.Facts) -> Section:
+  components = facts.summary.components
+  rows = [[c.node_id, c.state, f'{c.seconds:.1f}'] for c in components]
+  rows.append(['all', '', f'{sum(c.seconds for c in components):.1f}'])
+  status = ['' if c.state in ('COMPLETE', 'CACHED') else 'fail' for c in components]
+  return Section('Components', 'components', [
+      Table(['Component', 'State', 'Seconds'], rows, status + ['']),
+      Paragraph('CACHED steps reused an earlier run\'s result.'),
+  ])
+
+
+def anomalies_section(facts: facts_lib.Facts) -> Section:
+  anomalies = facts.summary.anomalies
+  return Section('Data anomalies', 'anomalies', [
+      Bullets(anomalies) if anomalies else
+      Paragraph('ExampleValidator found no anomalies against the schema.')])
+
+
+def configuration_section(facts: facts_lib.Facts) -> Section:
+  return Section('Configuration', 'configuration', [
+      Code(json.dumps(facts.config, indent=2, sort_keys=True, default=str))])
+
+
+def missing_section(facts: facts_lib.Facts) -> Optional[Section]:
+  if not facts.missing:
+    return None
+  return Section('Missing facts', 'missing', [
+      Paragraph('The report left these out:'), Bullets(facts.missing)])
+
+
+def build(facts: facts_lib.Facts) -> List[Section]:
+  """Every section, in reading order (the decision first)."""
+  sections = [
+      overview(facts), evaluation_section(facts), data_section(facts),
+      training_section(facts), per_class_section(facts), confusion_section(facts),
+      mistakes_section(facts), components_section(facts), anomalies_section(facts),
+      model_card.section(facts), configuration_section(facts), missing_section(facts),
+  ]
+  return [section for section in sections if section is not None]
+
