@@ -3,6 +3,30 @@
 Ingest judges decodability with exactly the function the transform graph runs,
 so an image accepted by ExampleGen can never fail later in Transform, the
 Trainer, the Evaluator or a serving request.
+
+Everything below is plain TensorFlow ops (no `tf.py_function`), so it is
+serialized into the transform graph and every exported SavedModel, and works
+eagerly, inside `tf.function` with unknown shapes and inside `tf.map_fn`.
+
+What TensorFlow's decoder (TF 2.16) makes of odd inputs, checked against
+Pillow by tests/test_hostile_ingest.py:
+
+* accepted, decoded to uint8 RGB [H, W, 3] of the declared size: CMYK and
+  grayscale JPEG, progressive JPEG, 16-bit PNG (scaled to 8 bits), palette PNG
+  with tRNS transparency and gray+alpha / RGBA PNG (alpha dropped, not
+  composited), animated GIF (first frame), 1×1 images of every format, 24/32
+  bit and grayscale-palette 8-bit BMP;
+* refused (quarantined at ingest with the decoder's reason): WebP, HEIC/AVIF,
+  TIFF and anything else without a JPEG/PNG/GIF/BMP signature (by
+  `sniff_format`), 1-bit BMP ("Number of channels inherent in the image must
+  be 1, 3 or 4"), truncated or corrupt files;
+* refused by this module: images whose header declares more pixels than
+  `max_pixels` (a decompression bomb, see `declared_size`), and 8-bit BMPs
+  with a colour palette, which TF would silently decode as the palette
+  *indices* shown as gray levels.
+
+JPEG EXIF orientation (tag 0x0112) is applied after decoding, so a phone photo
+comes out upright, as a person (and `PIL.ImageOps.exif_transpose`) sees it.
 """
 
 import tensorflow as tf
@@ -17,6 +41,17 @@ _MAGIC_BYTES = (
 )
 SUPPORTED_FORMATS = ('jpeg', 'png', 'gif', 'bmp')
 
+# The most pixels (width × height × decoded GIF frames) an image may declare.
+# Decoding costs 3 bytes per pixel for the uint8 RGB tensor (plus up to 4× that
+# as float32 while resizing): 50 M pixels is 150 MB decoded, 600 MB as floats.
+# The pipeline passes `data.max_image_pixels`; this is its default.
+DEFAULT_MAX_PIXELS = 50_000_000
+
+_EXIF_WINDOW = 65536          # bytes of the APP1 segment read (its maximum size)
+_EXIF_SEARCH = 65536          # the Exif APP1 segment must start in these bytes
+_EXIF_MAX_ENTRIES = 128       # IFD0 entries looked at for the orientation tag
+_ORIENTATION_TAG = 0x0112
+
 
 def sniff_format(encoded: bytes) -> str | None:
   """The image format named by the file's magic bytes, or None if unsupported."""
@@ -26,25 +61,208 @@ def sniff_format(encoded: bytes) -> str | None:
   return None
 
 
-def decode_rgb(encoded: tf.Tensor) -> tf.Tensor:
-  """Decodes one encoded image (scalar tf.string) to uint8 RGB [H, W, 3].
+def _fixed_bytes(encoded: tf.Tensor, start, length: int) -> tf.Tensor:
+  """`length` bytes of `encoded` from `start` as int64, zero-padded past the end."""
+  start = tf.clip_by_value(tf.cast(start, tf.int64), 0,
+                           tf.cast(tf.strings.length(encoded), tf.int64))
+  window = tf.strings.join([
+      tf.strings.substr(encoded, tf.cast(start, tf.int32), length),
+      tf.constant(b'\0' * length)])
+  raw = tf.io.decode_raw(tf.strings.substr(window, 0, length), tf.uint8)
+  return tf.cast(tf.reshape(raw, [length]), tf.int64)
+
+
+def _starts_with(encoded: tf.Tensor, magic: bytes) -> tf.Tensor:
+  return tf.equal(tf.strings.substr(encoded, 0, len(magic)), magic)
+
+
+def _uint(data: tf.Tensor, offset, size: int, little_endian) -> tf.Tensor:
+  """Unsigned `size`-byte integer(s) at `offset` (a scalar or a vector) of an
+  int64 byte vector. Indices are clipped, so any offset is safe (garbage in,
+  garbage number out, never an error)."""
+  last = tf.shape(data, out_type=tf.int64)[0] - 1
+  offset = tf.cast(offset, tf.int64)[..., None]
+  parts = tf.gather(data, tf.clip_by_value(
+      offset + tf.range(size, dtype=tf.int64), 0, last))
+  little = tf.reduce_sum(parts * (256 ** tf.range(size, dtype=tf.int64)), -1)
+  big = tf.reduce_sum(
+      parts * (256 ** tf.range(size - 1, -1, -1, dtype=tf.int64)), -1)
+  return tf.where(tf.cast(little_endian, tf.bool), little, big)
+
+
+def declared_size(encoded: tf.Tensor) -> tf.Tensor:
+  """[height, width, frames] as the image's header declares them (int64).
+
+  Read before anything is decoded, so a decompression bomb (a small file that
+  declares a huge image) costs nothing: PNG from IHDR (big-endian at bytes
+  16..24), GIF from the logical screen (little-endian at bytes 6..10; TF
+  allocates every frame of it, so `frames` is an upper bound on the frame
+  count: the image descriptors that may follow a block terminator), BMP from
+  the info header (little-endian int32 at bytes 18..26, negative height for
+  top-down rows) and JPEG from its SOF marker (`tf.image.extract_jpeg_shape`,
+  which fails like the decoder on a JPEG without one). Other formats: zeros.
+  """
+  encoded = tf.reshape(tf.convert_to_tensor(encoded, tf.string), [])
+  head = _fixed_bytes(encoded, 0, 26)
+  png = tf.stack([_uint(head, 20, 4, False), _uint(head, 16, 4, False)])
+  gif = tf.stack([_uint(head, 8, 2, True), _uint(head, 6, 2, True)])
+  bmp = tf.stack([_uint(head, 22, 4, True), _uint(head, 18, 4, True)])
+  bmp = tf.abs(tf.where(bmp >= 2**31, bmp - 2**32, bmp))   # signed int32
+  is_jpeg = _starts_with(encoded, b'\xff\xd8\xff')
+  is_png = _starts_with(encoded, b'\x89PNG\r\n\x1a\n')
+  is_gif = tf.logical_or(_starts_with(encoded, b'GIF87a'),
+                         _starts_with(encoded, b'GIF89a'))
+  is_bmp = _starts_with(encoded, b'BM')
+  jpeg = tf.cond(
+      is_jpeg,
+      lambda: tf.cast(tf.image.extract_jpeg_shape(encoded)[:2], tf.int64),
+      lambda: tf.zeros([2], tf.int64))
+  frames = tf.cond(
+      is_gif,
+      lambda: tf.maximum(tf.size(tf.strings.split(encoded, sep=b'\x00,'),
+                                 out_type=tf.int64) - 1, 1),
+      lambda: tf.constant(1, tf.int64))
+  height_width = tf.where(is_jpeg, jpeg, tf.where(
+      is_png, png, tf.where(is_gif, gif, tf.where(
+          is_bmp, bmp, tf.zeros([2], tf.int64)))))
+  return tf.concat([height_width, tf.reshape(frames, [1])], axis=0)
+
+
+def _check_declared_size(encoded: tf.Tensor, max_pixels) -> tf.Operation:
+  """An assert that fails (InvalidArgumentError) when the header declares more
+  than `max_pixels` pixels, naming the declared size and the limit."""
+  size = declared_size(encoded)
+  pixels = size[0] * size[1] * size[2]
+  max_pixels = tf.cast(max_pixels, tf.int64)
+  message = tf.strings.format(
+      'Image too large: its header declares {}x{} pixels (width x height) '
+      'x {} frame(s) = {} pixels, more than the limit of {} '
+      '(data.max_image_pixels); refused before decoding.',
+      [size[1], size[0], size[2], pixels, max_pixels])
+  return tf.debugging.Assert(pixels <= max_pixels, [message])
+
+
+def _check_bmp_palette(encoded: tf.Tensor) -> tf.Operation:
+  """TF decodes an 8-bit BMP as gray levels of its palette *indices*: fine for
+  a gray ramp palette, wrong colours otherwise. Such files are refused."""
+  is_bmp = _starts_with(encoded, b'BM')
+  head = _fixed_bytes(encoded, 0, 54)
+  bits = _uint(head, 28, 2, True)
+  header_size = _uint(head, 14, 4, True)
+  used = _uint(head, 46, 4, True)
+  used = tf.where(tf.logical_or(used <= 0, used > 256), tf.constant(256, tf.int64), used)
+  palette = tf.reshape(_fixed_bytes(encoded, 14 + header_size, 1024), [256, 4])
+  index = tf.range(256, dtype=tf.int64)
+  gray_ramp = tf.reduce_all(tf.logical_or(
+      index >= used,
+      tf.reduce_all(tf.equal(palette[:, :3], index[:, None]), axis=1)))
+  ok = tf.logical_or(tf.logical_not(tf.logical_and(is_bmp, tf.equal(bits, 8))),
+                     gray_ramp)
+  return tf.debugging.Assert(ok, [tf.constant(
+      'Unsupported BMP: 8-bit with a colour palette (TensorFlow would decode '
+      'the palette indices as gray levels)')])
+
+
+def exif_orientation(encoded: tf.Tensor) -> tf.Tensor:
+  """The EXIF orientation (1..8, int32) of a JPEG; 1 when there is none.
+
+  Looks for an APP1 segment (FF E1, length) holding 'Exif\\0\\0' in the first
+  64 KiB, reads its TIFF header ('II' little- or 'MM' big-endian, 42), IFD0
+  and its first entry (among 128) with tag 0x0112, of type SHORT or LONG,
+  that lies inside the segment, as PIL does. Any missing or malformed piece
+  (truncated segment, garbage offsets, a value outside 1..8) gives 1: never
+  an error.
+  """
+  encoded = tf.reshape(tf.convert_to_tensor(encoded, tf.string), [])
+  # A leading byte so that even an empty file splits into one part.
+  head = tf.strings.join([b'.', tf.strings.substr(encoded, 0, _EXIF_SEARCH)])
+  parts = tf.strings.split(head, sep=b'Exif\x00\x00', maxsplit=1)
+  found = tf.size(parts) > 1
+  position = tf.cast(tf.strings.length(parts[0]), tf.int64) - 1   # of 'Exif'
+  segment = _fixed_bytes(encoded, tf.maximum(position - 4, 0), _EXIF_WINDOW + 10)
+  segment_length = segment[2] * 256 + segment[3]   # counts itself, not FF E1
+  tiff = segment[10:]
+  tiff_length = segment_length - 8                 # minus length and 'Exif\0\0'
+  little = tf.logical_and(tf.equal(tiff[0], 0x49), tf.equal(tiff[1], 0x49))
+  big = tf.logical_and(tf.equal(tiff[0], 0x4D), tf.equal(tiff[1], 0x4D))
+  ifd = _uint(tiff, 4, 4, little)
+  count = _uint(tiff, ifd, 2, little)
+  entry = ifd + 2 + 12 * tf.range(_EXIF_MAX_ENTRIES, dtype=tf.int64)
+
+  def field(offset, size):
+    return _uint(tiff, entry + offset, size, little)
+
+  inside = tf.logical_and(
+      tf.range(_EXIF_MAX_ENTRIES, dtype=tf.int64) < count,
+      entry + 12 <= tiff_length)
+  kind = field(2, 2)        # 3 = SHORT (the standard), 4 = LONG (read by PIL too)
+  match = tf.logical_and(inside, tf.logical_and(
+      tf.equal(field(0, 2), _ORIENTATION_TAG),
+      tf.logical_or(tf.equal(kind, 3), tf.equal(kind, 4))))
+  first = tf.argmax(tf.cast(match, tf.int32))
+  value = tf.where(tf.equal(tf.gather(kind, first), 3),
+                   tf.gather(field(8, 2), first), tf.gather(field(8, 4), first))
+  valid = tf.reduce_all(tf.stack([
+      found, position >= 4, tf.equal(segment[0], 0xFF), tf.equal(segment[1], 0xE1),
+      tf.logical_or(little, big), tf.equal(_uint(tiff, 2, 2, little), 42),
+      ifd >= 8, tf.reduce_any(match), value >= 1, value <= 8]))
+  return tf.cast(tf.where(valid, value, 1), tf.int32)
+
+
+def apply_orientation(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
+  """Rotates / flips a decoded [H, W, C] image by its EXIF orientation (1..8),
+  exactly as `PIL.ImageOps.exif_transpose`; values outside 1..8 leave it as is."""
+  flip_lr = tf.image.flip_left_right
+  flip_ud = tf.image.flip_up_down
+  transpose = tf.image.transpose
+  branches = [
+      lambda: image,                                  # 1: upright
+      lambda: flip_lr(image),                         # 2: mirrored
+      lambda: flip_ud(flip_lr(image)),                # 3: rotated 180
+      lambda: flip_ud(image),                         # 4: mirrored vertically
+      lambda: transpose(image),                       # 5: transposed
+      lambda: flip_lr(transpose(image)),              # 6: rotate 90 clockwise
+      lambda: flip_ud(flip_lr(transpose(image))),     # 7: transverse
+      lambda: flip_ud(transpose(image)),              # 8: rotate 90 counter-clockwise
+  ]
+  index = tf.cast(orientation, tf.int32) - 1
+  index = tf.where(tf.logical_and(index >= 0, index < 8), index, 0)
+  return tf.switch_case(index, branches)
+
+
+def decode_rgb(encoded: tf.Tensor,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> tf.Tensor:
+  """Decodes one encoded image (scalar tf.string) to uint8 RGB [H, W, 3], upright.
 
   Grayscale is replicated, alpha and palettes are flattened to RGB, and only
   the first frame of an animated GIF is kept, so every format yields the
-  same shape of tensor.
+  same shape of tensor. A JPEG's EXIF orientation is applied. Fails with
+  InvalidArgumentError, before allocating anything, when the header declares
+  more than `max_pixels` pixels (see `declared_size`), and on anything the
+  decoder refuses.
   """
-  image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+  encoded = tf.reshape(tf.convert_to_tensor(encoded, tf.string), [])
+  checks = [_check_declared_size(encoded, max_pixels), _check_bmp_palette(encoded)]
+  with tf.control_dependencies(checks):
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+  image.set_shape([None, None, 3])
+  orientation = tf.cond(_starts_with(encoded, b'\xff\xd8\xff'),
+                        lambda: exif_orientation(encoded),
+                        lambda: tf.constant(1, tf.int32))
+  image = apply_orientation(image, orientation)
   image.set_shape([None, None, 3])
   return image
 
 
-def decode_and_resize(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
+def decode_and_resize(encoded: tf.Tensor, image_size: int,
+                      max_pixels: int = DEFAULT_MAX_PIXELS) -> tf.Tensor:
   """Decodes a batch of encoded images [B] to float32 RGB [B, S, S, 3] in [0, 255].
 
   Images of any size and format may share a batch; each is resized on its own.
+  `max_pixels`: the decompression-bomb limit of `decode_rgb`.
   """
   def one(image_bytes):
-    image = tf.cast(decode_rgb(image_bytes), tf.float32)
+    image = tf.cast(decode_rgb(image_bytes, max_pixels), tf.float32)
     return tf.image.resize(image, [image_size, image_size], antialias=True)
 
   return tf.map_fn(
