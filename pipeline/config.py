@@ -33,6 +33,16 @@ class DataConfig:
   eval_fraction: float = 0.2
   # The curated schema; its `label` domain is the list of classes, in id order.
   schema_file: str = os.path.join(REPO_ROOT, 'schema', 'schema.pbtxt')
+  # The data gate (components/data_gate/) stops a run before Transform when a
+  # class of the schema has fewer images than this, over all splits (it also
+  # needs every class in both the train and the eval split).
+  min_images_per_class: int = 5
+  # Decompression-bomb guard: an image whose header declares more pixels
+  # (width x height, x frames for a GIF) is quarantined at ingest and refused by
+  # the transform graph at serving time, before anything is allocated. Decoding
+  # costs 3 bytes a pixel (uint8 RGB), 12 as float32 while resizing: the default
+  # 50 M pixels is ~150 MB decoded and ~600 MB float per image in flight.
+  max_image_pixels: int = 50_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +178,9 @@ class Config:
     checks = [
         (0.0 < self.data.eval_fraction < 1.0, 'data.eval_fraction must be in (0, 1)'),
         (self.data.split in DATA_SPLITS, f'data.split must be one of {DATA_SPLITS}'),
+        (self.data.min_images_per_class >= 2,
+         'data.min_images_per_class must be at least 2 (one train, one eval image)'),
+        (self.data.max_image_pixels > 0, 'data.max_image_pixels must be positive'),
         (self.model.image_size == 0 or self.model.image_size >= 32,
          'model.image_size must be 0 (backbone default) or at least 32'),
         (0.0 <= self.model.dropout < 1.0, 'model.dropout must be in [0, 1)'),

@@ -1,7 +1,10 @@
 """The pipeline's DAG: one `create_pipeline(config)` for every orchestrator.
 
   ImageExampleGen -> StatisticsGen -> ExampleValidator <- ImportSchemaGen
-        |                                                     |
+        |                  |                 |                |
+        |                  +-----------> DataGate <-----------+
+        |                        stops the run on bad data;
+        |                        Transform waits for it
         +--------------------> Transform <--------------------+
                                    |
                                 Trainer -> Evaluator (<- latest blessed model)
@@ -18,6 +21,7 @@ import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
 from components.backbones import get_backbone
+from components.data_gate.component import DataGate
 from components.evaluator.eval_config import make_eval_config
 from components.image_example_gen.component import ImageExampleGen, has_fixed_split
 from components.registry_pusher.component import RegistryPusher
@@ -44,6 +48,7 @@ def components_config(config: Config) -> Dict[str, Any]:
       'model': dataclasses.asdict(config.model),
       'augmentation': dataclasses.asdict(config.augmentation),
       'training': dataclasses.asdict(config.training),
+      'max_image_pixels': config.data.max_image_pixels,
   }
 
 
@@ -97,7 +102,8 @@ def create_pipeline(
   example_gen = ImageExampleGen(
       at_run_time(config.data.path), config.data.eval_fraction,
       fixed_split=(config.data.split == 'folders' or (
-          config.data.split == 'auto' and has_fixed_split(config.data.path))))
+          config.data.split == 'auto' and has_fixed_split(config.data.path))),
+      max_image_pixels=config.data.max_image_pixels)
   statistics_gen = tfx.components.StatisticsGen(
       examples=example_gen.outputs['examples'])
   schema_gen = tfx.components.ImportSchemaGen(
@@ -106,11 +112,22 @@ def create_pipeline(
       statistics=statistics_gen.outputs['statistics'],
       schema=schema_gen.outputs['schema'])
 
+  # Dataset-level checks (classes, sizes, splits, labels outside the schema,
+  # images under two labels); Transform, and so everything after it, waits
+  # for the gate to pass.
+  data_gate = DataGate(
+      examples=example_gen.outputs['examples'],
+      statistics=statistics_gen.outputs['statistics'],
+      schema=schema_gen.outputs['schema'],
+      anomalies=example_validator.outputs['anomalies'],
+      min_images_per_class=config.data.min_images_per_class)
+
   transform = tfx.components.Transform(
       examples=example_gen.outputs['examples'],
       schema=schema_gen.outputs['schema'],
       module_file=os.path.join(code_root, TRANSFORM_MODULE),
       custom_config=custom_config)
+  transform.add_upstream_node(data_gate)
 
   trainer = tfx.components.Trainer(
       module_file=os.path.join(code_root, TRAINER_MODULE),
@@ -146,7 +163,7 @@ def create_pipeline(
       pipeline_root=config.pipeline.pipeline_root,
       components=[
           example_gen, statistics_gen, schema_gen, example_validator,
-          transform, trainer, baseline_resolver, evaluator, pusher,
+          data_gate, transform, trainer, baseline_resolver, evaluator, pusher,
       ],
       enable_cache=config.pipeline.enable_cache,
       metadata_connection_config=metadata_connection_config,

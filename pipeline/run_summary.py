@@ -15,10 +15,12 @@ from ml_metadata.proto import metadata_store_pb2
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx.components.example_gen import utils as example_gen_utils
 
+from components.data_gate import executor as data_gate_executor
 from components.evaluator import results
 from components.image_example_gen import executor as example_gen_executor
 from components.transform import preprocessing
 
+DATA_GATE_NODE = 'DataGate'
 _STATE_NAMES = {
     value: name
     for name, value in metadata_store_pb2.Execution.State.items()
@@ -54,6 +56,12 @@ class RunSummary:
   evaluation_uri: Optional[str] = None
   # Set by the runner once it has written the run report; not an MLMD fact.
   report_path: Optional[str] = None
+  # The data gate (components/data_gate/): its output when it passed, notes
+  # (checks it could not make), and the problems that failed the run (set by
+  # the runner from the gate's error: a failed execution publishes no output).
+  data_gate_uri: Optional[str] = None
+  data_gate_notes: List[str] = dataclasses.field(default_factory=list)
+  data_gate_problems: List[str] = dataclasses.field(default_factory=list)
 
 
 def _anomalies(uri: str) -> List[str]:
@@ -131,6 +139,9 @@ def summarize(metadata_path: str) -> RunSummary:
             example_gen_utils.FINGERPRINT_PROPERTY_NAME].string_value or None
       elif kind == 'ExampleStatistics' and key == 'statistics':
         summary.statistics_uri = artifact.uri
+      elif kind == 'ExampleAnomalies' and node == DATA_GATE_NODE:
+        summary.data_gate_uri = artifact.uri
+        summary.data_gate_notes = data_gate_executor.read_report(artifact.uri).get('notes', [])
       elif kind == 'ExampleAnomalies':
         summary.anomalies = _anomalies(artifact.uri)
       elif kind == 'Model' and key == 'model':     # the Trainer's
@@ -162,6 +173,15 @@ def format_summary(summary: RunSummary) -> str:
                  f'{component.seconds:7.1f} s')
   lines.append(f'Quarantined files: {summary.quarantined}' + (
       f' (see {summary.quarantine_report})' if summary.quarantined else ''))
+  gate_failed = any(c.node_id == DATA_GATE_NODE and c.state == 'FAILED'
+                    for c in summary.components)
+  if summary.data_gate_problems or gate_failed:
+    lines.append('Data gate FAILED: the data set cannot be used for training' +
+                 (':' if summary.data_gate_problems else ' (the problems are in the log).'))
+    lines.extend(f'  - {problem}' for problem in summary.data_gate_problems)
+  elif summary.data_gate_uri:
+    lines.append('Data gate: passed')
+  lines.extend(f'  note: {note}' for note in summary.data_gate_notes)
   if summary.anomalies:
     lines.append('Data anomalies found by ExampleValidator:')
     lines.extend(f'  - {anomaly}' for anomaly in summary.anomalies)

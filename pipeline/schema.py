@@ -6,7 +6,8 @@ from typing import List
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-LABEL_FEATURE = 'label'
+from components.data_gate import labels
+
 
 
 def load(schema_file: str) -> schema_pb2.Schema:
@@ -16,14 +17,10 @@ def load(schema_file: str) -> schema_pb2.Schema:
 
 def class_names(schema_file: str) -> List[str]:
   """The label domain, in the order that defines class ids."""
-  schema = load(schema_file)
-  for feature in schema.feature:
-    if feature.name == LABEL_FEATURE and feature.HasField('string_domain'):
-      return list(feature.string_domain.value)
-  for domain in schema.string_domain:
-    if domain.name == LABEL_FEATURE:
-      return list(domain.value)
-  raise ValueError(f'{schema_file}: no string domain for feature {LABEL_FEATURE!r}')
+  try:
+    return labels.domain(load(schema_file))
+  except ValueError as error:
+    raise ValueError(f'{schema_file}: {error}') from None
 
 
 def class_folders(data_dir: str) -> List[str]:
@@ -40,7 +37,7 @@ def derive(template_file: str, classes: List[str]) -> str:
     raise ValueError(f'A classifier needs at least two classes, got {classes}')
   schema = load(template_file)
   for feature in schema.feature:
-    if feature.name == LABEL_FEATURE:
+    if feature.name == labels.LABEL_FEATURE:
       del feature.string_domain.value[:]
       feature.string_domain.value.extend(classes)
   return text_format.MessageToString(schema)

@@ -103,7 +103,7 @@ def test_every_pipeline_node_is_a_task(spec):
   nodes = {node.id for node in dag.create_pipeline(
       _config(), code_root='/pipeline').components}
   expected = {'ImageExampleGen', 'StatisticsGen', 'ImportSchemaGen',
-              'ExampleValidator', 'Transform', 'Trainer', 'Evaluator',
+              'ExampleValidator', 'DataGate', 'Transform', 'Trainer', 'Evaluator',
               'RegistryPusher', *RESOLVER_TASKS}
   assert nodes == expected - set(RESOLVER_TASKS) | {'latest_blessed_model_resolver'}
   assert set(_tasks(spec)) == expected
@@ -111,12 +111,14 @@ def test_every_pipeline_node_is_a_task(spec):
   assert baseline['taskOutputArtifact']['producerTask'] == RESOLVER_TASKS[1]
   assert set(_tasks(spec)['RegistryPusher']['dependentTasks']) == {
       'Evaluator', 'ImageExampleGen', 'Trainer', 'Transform'}
+  # Transform waits for the data gate (a task dependency, not a data one).
+  assert 'DataGate' in _tasks(spec)['Transform']['dependentTasks']
 
 
 def test_every_container_runs_the_configured_image(spec):
   executors = spec['pipelineSpec']['deploymentSpec']['executors']
   containers = {name: e['container'] for name, e in executors.items() if 'container' in e}
-  assert len(containers) == 8
+  assert len(containers) == 9
   assert {name for name, e in executors.items() if 'resolver' in e} == {
       f'{task}_executor' for task in RESOLVER_TASKS}
   for container in containers.values():
@@ -127,7 +129,7 @@ def test_every_container_runs_the_configured_image(spec):
 
 
 def test_custom_executors_are_code_in_the_image(spec):
-  for task in ('ImageExampleGen', 'RegistryPusher'):
+  for task in ('ImageExampleGen', 'DataGate', 'RegistryPusher'):
     args = _container(spec, task)['args']
     class_path = args[args.index('--executor_class_path') + 1]
     module = class_path.rsplit('.', 1)[0]

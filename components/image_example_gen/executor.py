@@ -20,6 +20,7 @@ from typing import Any, Dict, Iterable, List, Tuple
 
 import apache_beam as beam
 import tensorflow as tf
+from google.protobuf import struct_pb2
 from tfx.components.example_gen import base_example_gen_executor
 from tfx.components.example_gen import utils as example_gen_utils
 from tfx.proto import example_gen_pb2
@@ -31,15 +32,79 @@ from components import image_codec
 
 QUARANTINE_FILE = 'quarantine.jsonl'
 QUARANTINED_COUNT_PROPERTY = 'quarantined_count'
+# One JSON line per image (content hash) found under two or more labels; the
+# DataGate component (components/data_gate/) reads it and stops the run.
+LABEL_CONFLICTS_FILE = 'label_conflicts.jsonl'
+LABEL_CONFLICT_COUNT_PROPERTY = 'label_conflict_count'
 _OK = 'ok'
 _QUARANTINED = 'quarantined'
 
 
 def list_files(split_root: str) -> List[str]:
-  """Every regular file below `split_root`, sorted, hidden ones included."""
-  paths = []
-  for directory, _, files in tf.io.gfile.walk(split_root):
-    paths.extend(os.path.join(directory, name) for name in files)
+  """Every entry below `split_root` that ingest must account for, sorted.
+
+  Hidden files and folders are included (and later quarantined). On a local
+  file system symlinks are handled so that nothing hangs, repeats or vanishes:
+
+  * a symlink to a file is listed like a file (read through the link; its
+    label is the class folder the link is in). A broken one, or a loop of
+    file symlinks, is listed too and quarantined as 'broken symlink'.
+  * the real folders under the root are walked first, without following
+    links; then each symlink to a folder, in sorted order, is followed only
+    if its target neither is, lies inside nor contains a folder already
+    read. Otherwise (a loop back to an ancestor, a second path to folders
+    already read) the link itself is listed as one entry and quarantined as
+    'symlink to a folder already read', so a file reachable twice is ingested
+    once, always through its path without folder symlinks when it has one.
+
+  "Count in" is therefore precisely: the non-directory entries of the tree
+  (files, file symlinks, broken symlinks, sockets...) walked through real
+  folders and followed folder symlinks, plus one per folder symlink not
+  followed. Every entry becomes exactly one example or one quarantine line,
+  so ingested + quarantined == len(list_files(root)) (asserted against an
+  independent count by tests/test_hostile_ingest.py).
+  Object stores (paths with '://') have no symlinks: plain recursive listing.
+  """
+  if '://' in split_root:
+    paths = []
+    for directory, _, files in tf.io.gfile.walk(split_root):
+      paths.extend(os.path.join(directory, name) for name in files)
+    return sorted(paths)
+  if not os.path.isdir(split_root):
+    return []
+  paths, read, links = [], [], []   # read: real paths of the folders walked
+
+  def walk(top: str) -> None:
+    stack = [top]
+    while stack:
+      directory = stack.pop()
+      read.append(os.path.realpath(directory))
+      try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+      except OSError:
+        paths.append(directory)   # unreadable folder: quarantined with reason
+        continue
+      for entry in entries:
+        path = os.path.join(directory, entry.name)
+        if entry.is_dir(follow_symlinks=False):
+          stack.append(path)
+        elif entry.is_symlink() and os.path.isdir(path):
+          links.append(path)
+        else:
+          paths.append(path)
+
+  def overlaps(real: str) -> bool:
+    return any(real == seen or real.startswith(seen + os.sep) or
+               seen.startswith(real + os.sep) for seen in read)
+
+  walk(split_root)
+  while links:
+    links.sort()
+    link = links.pop(0)
+    if overlaps(os.path.realpath(link)):
+      paths.append(link)
+    else:
+      walk(link)
   return sorted(paths)
 
 
@@ -48,51 +113,109 @@ def _split_root(input_base: str, pattern: str) -> str:
   return os.path.normpath(os.path.join(input_base, pattern.split('*')[0]))
 
 
-class _ReadImage(beam.DoFn):
-  """Reads one file; emits the example's fields or a quarantine record."""
+def _error_text(error: Exception) -> str:
+  """The useful line of a TensorFlow error (no graph node or traceback noise)."""
+  text = str(getattr(error, 'message', error))
+  for marker in ('assertion failed: [', "Summarized data: b'", 'Summarized data: '):
+    if marker in text:
+      text = text.split(marker, 1)[1]
+      break
+  text = text.split('\n')[0].rstrip("]'")
+  if text.startswith('{{function_node'):
+    text = text.split('}}', 1)[-1].strip()
+  return text
 
-  def __init__(self, input_base: str, split_root: str):
+
+def max_image_pixels(exec_properties: Dict[str, Any]) -> int:
+  """`max_image_pixels` from the component's custom_config (a packed Struct)."""
+  raw = exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY)
+  if raw:
+    custom = proto_utils.json_to_proto(raw, example_gen_pb2.CustomConfig())
+    values = struct_pb2.Struct()
+    if custom.custom_config.Unpack(values) and 'max_image_pixels' in values:
+      return int(values['max_image_pixels'])
+  return image_codec.DEFAULT_MAX_PIXELS
+
+
+class _ReadImage(beam.DoFn):
+  """Reads one file; emits the example's fields or a quarantine record.
+
+  The decision is taken with the transform graph's own functions: the header
+  size guard (`image_codec.declared_size`, against `max_image_pixels`) before
+  anything is decoded, then `image_codec.decode_rgb`, whose output shape
+  (upright after EXIF orientation) is recorded as height and width.
+  """
+
+  def __init__(self, input_base: str, split_root: str,
+               max_pixels: int = image_codec.DEFAULT_MAX_PIXELS):
     self._input_base = input_base
     self._split_root = split_root
+    self._max_pixels = max_pixels
+    self._declared_size = self._decoded_shape = None
+
+  def setup(self):
+    spec = tf.TensorSpec([], tf.string)
+    self._declared_size = tf.function(image_codec.declared_size,
+                                      input_signature=[spec])
+    self._decoded_shape = tf.function(
+        lambda encoded: tf.shape(image_codec.decode_rgb(encoded, self._max_pixels)),
+        input_signature=[spec])
+
+  def _reason(self, path: str, parts: List[str]):
+    """(reason, None) to quarantine, or (None, record fields) to ingest."""
+    if len(parts) < 2:
+      return 'not inside a class folder', None
+    if any(part.startswith('.') for part in parts):
+      return 'hidden file or folder', None
+    if os.path.islink(path) and not os.path.exists(path):
+      return 'broken symlink (missing target, or a loop of symlinks)', None
+    if os.path.isdir(path):
+      if os.path.islink(path):
+        return ('symlink to a folder already read (a loop, or a second path '
+                'to the same images): not followed'), None
+      return 'unreadable folder', None
+    try:
+      with tf.io.gfile.GFile(path, 'rb') as f:
+        encoded = f.read()
+    except (OSError, tf.errors.OpError) as error:
+      return f'unreadable: {_error_text(error)}', None
+    if not encoded:
+      return 'empty file', None
+    image_format = image_codec.sniff_format(encoded)
+    if image_format is None:
+      return ('not a supported image format (supported: '
+              f'{", ".join(image_codec.SUPPORTED_FORMATS)})'), None
+    try:
+      height, width, frames = self._declared_size(tf.constant(encoded)).numpy()
+      pixels = int(height) * int(width) * int(frames)
+      if pixels > self._max_pixels:
+        return (f'too large: the {image_format} header declares {width}x{height} '
+                f'pixels x {frames} frame(s) = {pixels} pixels, more than '
+                f'max_image_pixels={self._max_pixels}; not decoded'), None
+      height, width, _ = self._decoded_shape(tf.constant(encoded)).numpy()
+    except (tf.errors.InvalidArgumentError, ValueError) as error:
+      return f'undecodable {image_format}: {_error_text(error)}', None
+    return None, (encoded, image_format, int(height), int(width))
 
   def process(self, path: str) -> Iterable[Any]:
+    if self._declared_size is None:
+      self.setup()
     source_path = os.path.relpath(path, self._input_base)
     parts = os.path.relpath(path, self._split_root).split(os.sep)
-    reason = None
-    if len(parts) < 2:
-      reason = 'not inside a class folder'
-    elif any(part.startswith('.') for part in parts):
-      reason = 'hidden file or folder'
-    if reason is None:
-      try:
-        with tf.io.gfile.GFile(path, 'rb') as f:
-          encoded = f.read()
-      except (OSError, tf.errors.OpError) as error:
-        reason = f'unreadable: {error}'
-    if reason is None:
-      image_format = image_codec.sniff_format(encoded)
-      if not encoded:
-        reason = 'empty file'
-      elif image_format is None:
-        reason = ('not a supported image format (supported: '
-                  f'{", ".join(image_codec.SUPPORTED_FORMATS)})')
-    if reason is None:
-      try:
-        height, width, _ = image_codec.decode_rgb(tf.constant(encoded)).shape
-      except (tf.errors.InvalidArgumentError, ValueError) as error:
-        reason = f'undecodable {image_format}: {getattr(error, "message", error)}'
+    reason, fields = self._reason(path, parts)
     if reason is not None:
       logging.warning('Quarantined %s: %s', source_path, reason)
       yield beam.pvalue.TaggedOutput(
           _QUARANTINED, {'path': source_path, 'reason': reason})
       return
+    encoded, image_format, height, width = fields
     yield {
         'image': encoded,
         'label': parts[0],
         'image_id': hashlib.sha256(encoded).hexdigest(),
         'source_path': source_path,
-        'height': int(height),
-        'width': int(width),
+        'height': height,
+        'width': width,
         'format': image_format,
     }
 
@@ -168,6 +291,21 @@ def _StratifiedSplit(records: beam.PCollection,
       _split_index, len(weights), boundaries=beam.pvalue.AsDict(boundaries))
 
 
+def _id_label_path(record: Dict[str, Any]) -> Tuple[str, Tuple[str, str]]:
+  return record['image_id'], (record['label'], record['source_path'])
+
+
+def _label_conflict(
+    id_and_entries: Tuple[str, Iterable[Tuple[str, str]]]) -> Iterable[Dict[str, Any]]:
+  """The image `image_id` if its copies carry more than one label."""
+  image_id, entries = id_and_entries
+  entries = sorted(entries, key=lambda entry: (entry[1], entry[0]))
+  labels = sorted({label for label, _ in entries})
+  if len(labels) > 1:
+    yield {'image_id': image_id, 'labels': labels,
+           'paths': [path for _, path in entries]}
+
+
 class Executor(base_example_gen_executor.BaseExampleGenExecutor):
   """ExampleGen executor for a folder of images, one sub-folder per class."""
 
@@ -178,7 +316,14 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
     examples = artifact_utils.get_single_instance(
         output_dict[standard_component_specs.EXAMPLES_KEY])
     self._quarantine_path = os.path.join(examples.uri, QUARANTINE_FILE)
+    self._label_conflicts_path = os.path.join(examples.uri, LABEL_CONFLICTS_FILE)
     super().Do(input_dict, output_dict, exec_properties)
+    with tf.io.gfile.GFile(self._label_conflicts_path) as f:
+      conflicts = sum(1 for line in f if line.strip())
+    examples.set_int_custom_property(LABEL_CONFLICT_COUNT_PROPERTY, conflicts)
+    if conflicts:
+      logging.warning('%d image(s) appear under more than one label; see %s',
+                      conflicts, self._label_conflicts_path)
     with tf.io.gfile.GFile(self._quarantine_path) as f:
       quarantined = sum(1 for line in f if line.strip())
     examples.set_int_custom_property(QUARANTINED_COUNT_PROPERTY, quarantined)
@@ -210,7 +355,8 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
           | f'ListFiles[{split.name}]' >> beam.Create(paths)
           | f'Reshuffle[{split.name}]' >> beam.Reshuffle()
           | f'ReadImages[{split.name}]' >> beam.ParDo(
-              _ReadImage(input_base, root)).with_outputs(_QUARANTINED, main=_OK))
+              _ReadImage(input_base, root, max_image_pixels(exec_properties))
+          ).with_outputs(_QUARANTINED, main=_OK))
       read_splits.append(outputs[_OK])
       quarantines.append(outputs[_QUARANTINED])
 
@@ -228,6 +374,17 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
      | 'QuarantineToJson' >> beam.Map(json.dumps, sort_keys=True)
      | 'WriteQuarantine' >> beam.io.WriteToText(
          self._quarantine_path, num_shards=1, shard_name_template=''))
+
+    # The same image (content hash) under two labels, over all splits: only
+    # (id, label, path) triples are grouped, never image bytes.
+    (read_splits
+     | 'MergeReadImages' >> beam.Flatten()
+     | 'IdLabelPath' >> beam.Map(_id_label_path)
+     | 'GroupById' >> beam.GroupByKey()
+     | 'LabelConflicts' >> beam.FlatMap(_label_conflict)
+     | 'LabelConflictToJson' >> beam.Map(json.dumps, sort_keys=True)
+     | 'WriteLabelConflicts' >> beam.io.WriteToText(
+         self._label_conflicts_path, num_shards=1, shard_name_template=''))
 
     return {
         name: records | f'ToExample[{name}]' >> beam.Map(_to_example)

@@ -50,20 +50,6 @@ def _class_weights(labels: np.ndarray, num_classes: int) -> Dict[int, float]:
   return {i: float(w) for i, w in enumerate(weights)}
 
 
-def _check_classes(class_names: List[str], expected: List[str],
-                   train_counts: np.ndarray) -> None:
-  """Stops training with a clear message when the data does not fit the schema."""
-  unknown = class_names[len(expected):]
-  if unknown:
-    raise ValueError(
-        f'Training data has label(s) {unknown} that are not in the schema\'s '
-        f'label domain {expected}. Add them to the schema (or remove the '
-        'folders) and rerun.')
-  if np.count_nonzero(train_counts) < 2:
-    raise ValueError('Training needs images of at least two classes; the '
-                     f'train split has {dict(zip(class_names, train_counts))}.')
-
-
 class _EpochTimer(tf_keras.callbacks.Callback):
   """Adds each epoch's wall time to the history: `seconds` in all, and
   `train_seconds` spent on training batches before validation starts."""
@@ -108,7 +94,6 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                         training['batch_size'], shuffle=False, seed=0)
   train_labels = np.concatenate([y.numpy() for _, y in train])
   train_counts = np.bincount(train_labels, minlength=num_classes)
-  _check_classes(class_names, config['class_names'], train_counts)
   logging.info('Train images per class: %s', dict(zip(class_names, train_counts.tolist())))
   class_weight = (_class_weights(train_labels, num_classes)
                   if training['class_weights'] else None)

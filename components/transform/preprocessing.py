@@ -24,14 +24,18 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor],
                      custom_config: Dict[str, Any]) -> Dict[str, tf.Tensor]:
   """Decodes, resizes and normalizes images; maps class names to ids.
 
-  custom_config: `model.backbone` (name), `image_size` (pixels) and `class_names`
-  (the schema's label domain). Class names become reserved vocabulary tokens
-  so that class ids follow the schema's order on every run, whatever the class
-  frequencies; a label outside the domain would get an id after them. At
-  serving time there is no label: the TFT layer prunes what needs it.
+  custom_config: `model.backbone` (name), `image_size` (pixels), `class_names`
+  (the schema's label domain) and optionally `max_image_pixels` (the
+  decompression-bomb limit, `data.max_image_pixels`). Class names become
+  reserved vocabulary tokens so that class ids follow the schema's order on
+  every run, whatever the class frequencies; a label outside the domain would
+  get an id after them. At serving time there is no label: the TFT layer
+  prunes what needs it.
   """
   encoded = tf.reshape(inputs[IMAGE_KEY], [-1])
-  images = image_codec.decode_and_resize(encoded, custom_config['image_size'])
+  images = image_codec.decode_and_resize(
+      encoded, custom_config['image_size'],
+      custom_config.get('max_image_pixels', image_codec.DEFAULT_MAX_PIXELS))
   normalize = get_backbone(custom_config['model']['backbone']).normalize
   labels = tf.reshape(inputs[LABEL_KEY], [-1])
   return {

@@ -13,21 +13,19 @@ the report is still written; programming errors are not caught here.
 
 import dataclasses
 import datetime
-import glob
 import json
 import math
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
 import tensorflow as tf
-from tensorflow_metadata.proto.v0 import statistics_pb2
 from tfx.utils import path_utils
 
 from components.backbones import get_backbone
+from components.data_gate import labels
 from components.image_example_gen.component import has_fixed_split
 from components.registry_pusher import registry
 from components.trainer import task
-from components.transform import preprocessing
 from pipeline import schema
 from pipeline.config import Config, to_dict
 from pipeline.report import scoring
@@ -87,50 +85,8 @@ def wilson_interval(successes: int, n: int, z: float = _Z95) -> Tuple[float, flo
   return max(0.0, center - half), min(1.0, center + half)
 
 
-def label_counts_from_statistics(statistics_uri: str) -> Dict[str, Dict[str, int]]:
-  """Images per class per split from StatisticsGen's `label` string stats.
-
-  Raises ValueError when a split's label values are truncated (more classes
-  than the statistics keep), so the caller can count the examples instead.
-  """
-  counts = {}
-  for split_dir in sorted(glob.glob(os.path.join(statistics_uri, 'Split-*'))):
-    split = os.path.basename(split_dir)[len('Split-'):]
-    stats = statistics_pb2.DatasetFeatureStatisticsList()
-    with open(os.path.join(split_dir, 'FeatureStats.pb'), 'rb') as f:
-      stats.ParseFromString(f.read())
-    label = next(feature for dataset in stats.datasets for feature in dataset.features
-                 if list(feature.path.step) == [preprocessing.LABEL_KEY]
-                 or feature.name == preprocessing.LABEL_KEY)
-    string_stats = label.string_stats
-    values = ({b.label: b.sample_count for b in string_stats.rank_histogram.buckets}
-              or {v.value: v.frequency for v in string_stats.top_values})
-    if len(values) < string_stats.unique:
-      raise ValueError(f'label statistics of split {split} list {len(values)} of '
-                       f'{string_stats.unique} classes')
-    counts[split] = {name: int(round(count)) for name, count in values.items()}
-  if not counts:
-    raise ValueError(f'no split statistics under {statistics_uri}')
-  return counts
-
-
 def example_files(examples_uri: str, split: str) -> List[str]:
   return sorted(tf.io.gfile.glob(os.path.join(examples_uri, f'Split-{split}', '*')))
-
-
-def label_counts_from_examples(examples_uri: str) -> Dict[str, Dict[str, int]]:
-  """Images per class per split, counted from the examples (reads every record)."""
-  counts = {}
-  for split_dir in sorted(tf.io.gfile.glob(os.path.join(examples_uri, 'Split-*'))):
-    split = os.path.basename(split_dir.rstrip('/'))[len('Split-'):]
-    split_counts: Dict[str, int] = {}
-    for record in tf.data.TFRecordDataset(example_files(examples_uri, split),
-                                          compression_type='GZIP'):
-      label = scoring.feature_value(tf.train.Example.FromString(record.numpy()),
-                                    preprocessing.LABEL_KEY)
-      split_counts[label] = split_counts.get(label, 0) + 1
-    counts[split] = split_counts
-  return counts
 
 
 def read_quarantine(path: str) -> List[Dict[str, str]]:
@@ -226,16 +182,16 @@ def gather(config: Config, summary: RunSummary, gallery_size: int = 12) -> Facts
   # The model's classes (the transform graph's vocabulary) when evaluated.
   class_names = list(summary.evaluation.get('per_class', {})) or intended_classes
 
-  split_counts, counts_source = None, 'statistics (StatisticsGen)'
-  if summary.statistics_uri:
-    try:
-      split_counts = label_counts_from_statistics(summary.statistics_uri)
-    except (*READ_ERRORS, StopIteration) as error:
-      missing.append(f'label statistics, counted from the examples instead: {error}')
-  if split_counts is None and summary.examples_uri:
-    counts_source = 'examples (ImageExampleGen)'
-    split_counts = attempt('images per class', label_counts_from_examples,
-                           summary.examples_uri)
+  split_counts, counts_source = None, ''
+  if summary.examples_uri:
+    counted = attempt('images per class', labels.count, summary.statistics_uri or '',
+                      summary.examples_uri, labels.split_names(summary.examples_uri))
+    if counted:
+      split_counts, source, why = counted
+      counts_source = {labels.FROM_STATISTICS: 'statistics (StatisticsGen)',
+                       labels.FROM_EXAMPLES: 'examples (ImageExampleGen)'}[source]
+      if why:
+        missing.append(f'label statistics, counted from the examples instead: {why}')
 
   quarantine: List[Dict[str, str]] = []
   if summary.quarantine_report:

@@ -47,7 +47,8 @@ def headline(facts: facts_lib.Facts) -> Banner:
     return Banner('bad', 'NOT BLESSED: nothing was pushed', [measured, *failed])
   return Banner('neutral', 'NOT EVALUATED: the run did not reach the Evaluator',
                 [f'{c.node_id}: {c.state}' for c in summary.components
-                 if c.state not in ('COMPLETE', 'CACHED')])
+                 if c.state not in ('COMPLETE', 'CACHED')] +
+                [f'Data gate: {problem}' for problem in summary.data_gate_problems])
 
 
 def overview(facts: facts_lib.Facts) -> Section:

@@ -1,0 +1,1 @@
+"""DataGate: stops a run before Transform when the data set cannot train a classifier."""

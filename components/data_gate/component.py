@@ -1,0 +1,59 @@
+"""DataGate: dataset-level checks between ExampleGen and Transform.
+
+ExampleValidator reports anomalies against the schema but never stops a run;
+the gate does, with one error that lists every problem at once: fewer than two
+classes, a class below `data.min_images_per_class`, a class missing from a
+split, labels outside the schema's domain, and the same image under two labels.
+Its inputs are the examples (their `label_conflicts.jsonl`), the statistics
+(images per class and split), the schema (the class list) and the validator's
+anomalies (so the validator's findings are recorded before the gate decides).
+The DAG makes Transform wait for it (`add_upstream_node`), so nothing is
+transformed or trained on data that failed.
+
+Its output is a standard `ExampleAnomalies` artifact, as TFX's other
+validators (ExampleValidator, DistributionValidator) write: an empty
+`Split-<name>/SchemaDiff.pb` per split (a published gate found no problem) and
+`data_gate.json` with the counts it checked. A custom artifact type would need
+an importable one-dot `module.Class` name to run on Vertex AI Pipelines.
+Custom properties: `passed` (1), `problem_count`, `class_count`, `image_count`.
+"""
+
+from tfx import types
+from tfx.dsl.components.base import base_component
+from tfx.dsl.components.base import executor_spec
+from tfx.types import standard_artifacts
+from tfx.types.component_spec import ChannelParameter
+from tfx.types.component_spec import ExecutionParameter
+
+from components.data_gate import executor
+
+
+class DataGateSpec(types.ComponentSpec):
+  PARAMETERS = {
+      'min_images_per_class': ExecutionParameter(type=int),
+  }
+  INPUTS = {
+      'examples': ChannelParameter(type=standard_artifacts.Examples),
+      'statistics': ChannelParameter(type=standard_artifacts.ExampleStatistics),
+      'schema': ChannelParameter(type=standard_artifacts.Schema),
+      'anomalies': ChannelParameter(type=standard_artifacts.ExampleAnomalies,
+                                    optional=True),
+  }
+  OUTPUTS = {
+      'result': ChannelParameter(type=standard_artifacts.ExampleAnomalies),
+  }
+
+
+class DataGate(base_component.BaseComponent):
+  """Fails the run, listing every problem, when the data cannot train a classifier."""
+
+  SPEC_CLASS = DataGateSpec
+  EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+
+  def __init__(self, examples: types.BaseChannel, statistics: types.BaseChannel,
+               schema: types.BaseChannel, min_images_per_class: int,
+               anomalies: types.BaseChannel = None):
+    super().__init__(spec=DataGateSpec(
+        examples=examples, statistics=statistics, schema=schema,
+        anomalies=anomalies, min_images_per_class=min_images_per_class,
+        result=types.Channel(type=standard_artifacts.ExampleAnomalies)))

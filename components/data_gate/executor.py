@@ -1,0 +1,216 @@
+"""Executor of DataGate: every dataset-level problem, found at once, in one error.
+
+Images per class and split come from StatisticsGen's `label` rank histogram
+(complete up to 1000 classes); when it is truncated the examples' labels are
+counted instead. Images under two labels come from ImageExampleGen's
+`label_conflicts.jsonl`. The findings are written to `data_gate.json` in the
+output artifact (a standard ExampleAnomalies, see component.py); problems
+then fail the execution with a `DataGateError` whose message lists them all.
+"""
+
+import collections
+import json
+import logging
+import os
+from typing import Any, Dict, List, Optional
+
+import tensorflow as tf
+from tensorflow_metadata.proto.v0 import anomalies_pb2
+from tfx import types
+from tfx.dsl.components.base import base_executor
+from tfx.types import artifact_utils
+from tfx.utils import io_utils
+
+from components.data_gate import labels
+from components.image_example_gen import executor as example_gen_executor
+
+TRAIN_SPLIT, EVAL_SPLIT = 'train', 'eval'
+REPORT_FILE = 'data_gate.json'
+ANOMALIES_FILE = 'SchemaDiff.pb'
+# Lines per rule in the error message; data_gate.json keeps them all.
+MAX_LINES_PER_RULE = 20
+_HEADER = 'The data set cannot be used for training; the data gate found'
+_BULLET = '  - '
+_FOOTER = ('Fix the image folders (or the schema, data.schema_file, or '
+           'data.min_images_per_class) and run again.')
+
+
+class DataGateError(ValueError):
+  """The data gate's verdict: every problem, one per `  - ` line."""
+
+  def __init__(self, message: str):
+    super().__init__(message)
+
+  @classmethod
+  def from_problems(cls, problems: List[str]) -> 'DataGateError':
+    return cls('\n'.join([f'{_HEADER} {len(problems)} problem(s):',
+                          *[_BULLET + problem for problem in problems], _FOOTER]))
+
+  @property
+  def message(self) -> str:
+    """The gate's text alone (a runner may have appended where it ran)."""
+    text = str(self.args[0]) if self.args else ''
+    start = text.find(_HEADER)
+    end = text.find(_FOOTER, max(start, 0))
+    return text[max(start, 0):end + len(_FOOTER)] if end >= 0 else text
+
+  @property
+  def problems(self) -> List[str]:
+    return [line[len(_BULLET):] for line in self.message.splitlines()
+            if line.startswith(_BULLET)]
+
+  @classmethod
+  def find(cls, error: Optional[BaseException]) -> Optional['DataGateError']:
+    """The gate's error behind `error` (itself, a cause, or a re-raised copy
+    whose text still holds the gate's message), or None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+      seen.add(id(error))
+      if isinstance(error, cls):
+        return cls(error.message)
+      if _HEADER in str(error) and _FOOTER in str(error):
+        return cls(cls(str(error)).message)
+      error = error.__cause__ or error.__context__
+    return None
+
+
+def read_label_conflicts(examples_uri: str) -> Optional[List[Dict[str, Any]]]:
+  """ImageExampleGen's images under two or more labels; None when the examples
+  predate the check (no `label_conflicts.jsonl`)."""
+  path = os.path.join(examples_uri, example_gen_executor.LABEL_CONFLICTS_FILE)
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def _per_split(label: str, counts: Dict[str, Dict[str, int]]) -> str:
+  return ', '.join(f'{split} {counts[split].get(label, 0)}' for split in counts)
+
+
+def _capped(lines: List[str], what: str) -> List[str]:
+  if len(lines) <= MAX_LINES_PER_RULE:
+    return lines
+  return lines[:MAX_LINES_PER_RULE] + [
+      f'... and {len(lines) - MAX_LINES_PER_RULE} more {what} (all in {REPORT_FILE})']
+
+
+def find_problems(classes: List[str], counts: Dict[str, Dict[str, int]],
+                  conflicts: List[Dict[str, Any]],
+                  min_images_per_class: int) -> List[str]:
+  """Every reason the data cannot train and evaluate a classifier over `classes`.
+
+  `counts`: split -> label -> images; `conflicts`: label_conflicts.jsonl's rows.
+  """
+  totals: Dict[str, int] = collections.Counter()
+  for split_counts in counts.values():
+    totals.update(split_counts)
+  train = counts.get(TRAIN_SPLIT, {})
+  evaluation = counts.get(EVAL_SPLIT, {})
+  domain = set(classes)
+  problems: List[str] = []
+
+  trained = [name for name in classes if train.get(name, 0) > 0]
+  if len(trained) < 2:
+    have = (', '.join(f'{name!r}: {train[name]} images' for name in trained)
+            if trained else 'none')
+    problems.append(f'fewer than two classes have training images ({have}); '
+                    'a classifier needs at least two')
+
+  unknown = sorted(label for label in totals if label not in domain)
+  problems += _capped([
+      f'label {label!r} is not in the schema\'s label domain {classes} '
+      f'({totals[label]} images: {_per_split(label, counts)}); add it to the '
+      'schema or remove its folder' for label in unknown], 'unknown labels')
+
+  problems += _capped([
+      f'class {name!r} has {totals.get(name, 0)} images '
+      f'({_per_split(name, counts)}), fewer than data.min_images_per_class = '
+      f'{min_images_per_class}' for name in classes
+      if totals.get(name, 0) < min_images_per_class], 'small classes')
+
+  if EVAL_SPLIT in counts:
+    problems += _capped([
+        f'class {name!r} has {train[name]} train images but none in the eval '
+        'split, so the model cannot be evaluated on it'
+        for name in classes if train.get(name, 0) > 0 and not evaluation.get(name)],
+        'classes missing from eval')
+  problems += _capped([
+      f'class {name!r} has {evaluation[name]} eval images but none in the train '
+      'split' for name in classes if evaluation.get(name, 0) > 0 and not train.get(name)],
+      'classes missing from train')
+
+  problems += _capped([
+      f'the same image (sha256 {conflict["image_id"][:12]}...) is labeled '
+      f'{" and ".join(repr(label) for label in conflict["labels"])}: '
+      f'{", ".join(conflict["paths"])}' for conflict in conflicts],
+      'images under two labels')
+  return problems
+
+
+class Executor(base_executor.BaseExecutor):
+  """Checks the data set; writes data_gate.json; fails on any problem."""
+
+  def Do(self, input_dict: Dict[str, List[types.Artifact]],
+         output_dict: Dict[str, List[types.Artifact]],
+         exec_properties: Dict[str, Any]) -> None:
+    self._log_startup(input_dict, output_dict, exec_properties)
+    examples = artifact_utils.get_single_instance(input_dict['examples'])
+    statistics = artifact_utils.get_single_instance(input_dict['statistics'])
+    schema_uri = artifact_utils.get_single_uri(input_dict['schema'])
+    result = artifact_utils.get_single_instance(output_dict['result'])
+    min_images = int(exec_properties['min_images_per_class'])
+
+    classes = labels.domain(io_utils.SchemaReader().read(
+        io_utils.get_only_uri_in_dir(schema_uri)))
+    splits = artifact_utils.decode_split_names(examples.split_names)
+    counts, counts_source, why = labels.count(statistics.uri, examples.uri, splits)
+    if why:
+      logging.info('Counting labels in the examples: %s', why)
+    conflicts = read_label_conflicts(examples.uri)
+    notes = [] if conflicts is not None else [
+        'images under two labels were not checked: the examples were made before '
+        'ImageExampleGen wrote label_conflicts.jsonl (rerun with '
+        'pipeline.enable_cache=false to check them)']
+    problems = find_problems(classes, counts, conflicts or [], min_images)
+
+    report = {
+        'passed': not problems,
+        'problems': problems,
+        'notes': notes,
+        'classes': classes,
+        'min_images_per_class': min_images,
+        'images_per_class': counts,
+        'counts_from': counts_source,
+        'label_conflicts': conflicts,
+        'examples_uri': examples.uri,
+    }
+    with tf.io.gfile.GFile(os.path.join(result.uri, REPORT_FILE), 'w') as f:
+      json.dump(report, f, indent=1, sort_keys=True)
+    result.split_names = artifact_utils.encode_split_names(splits)
+    if not problems:    # what ExampleAnomalies readers expect: none, per split
+      for split in splits:
+        io_utils.write_bytes_file(
+            os.path.join(artifact_utils.get_split_uri([result], split), ANOMALIES_FILE),
+            anomalies_pb2.Anomalies().SerializeToString())
+    result.set_int_custom_property('passed', int(not problems))
+    result.set_int_custom_property('problem_count', len(problems))
+    result.set_int_custom_property('class_count', len(classes))
+    result.set_int_custom_property(
+        'image_count', sum(sum(split.values()) for split in counts.values()))
+    for note in notes:
+      logging.warning('Data gate: %s', note)
+    if problems:
+      raise DataGateError.from_problems(problems)
+    logging.info('Data gate passed: %d classes, images per split %s', len(classes),
+                 {split: sum(c.values()) for split, c in counts.items()})
+
+
+def read_report(result_uri: str) -> Dict[str, Any]:
+  """The data_gate.json a passing gate wrote ({} when it is gone)."""
+  path = os.path.join(result_uri, REPORT_FILE)
+  if not tf.io.gfile.exists(path):
+    return {}
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
+

@@ -1,0 +1,97 @@
+"""The `label` feature: the schema's classes, and images per class and split.
+
+Shared by the DataGate, the run report and the pipeline's configuration.
+Counts are read from StatisticsGen's `label` rank histogram (complete up to
+1000 classes); when it is missing or truncated, from the examples.
+"""
+
+import collections
+import os
+from typing import Dict, List, Tuple
+
+import tensorflow as tf
+from tensorflow_metadata.proto.v0 import schema_pb2
+from tensorflow_metadata.proto.v0 import statistics_pb2
+
+LABEL_FEATURE = 'label'
+STATISTICS_FILE = 'FeatureStats.pb'
+FROM_STATISTICS, FROM_EXAMPLES = 'statistics', 'examples'
+
+Counts = Dict[str, Dict[str, int]]     # split -> label -> images
+
+
+def domain(schema: schema_pb2.Schema) -> List[str]:
+  """The schema's classes: the `label` feature's string domain, in id order."""
+  for feature in schema.feature:
+    if feature.name == LABEL_FEATURE:
+      if feature.HasField('string_domain'):
+        return list(feature.string_domain.value)
+      for string_domain in schema.string_domain:
+        if string_domain.name == (feature.domain or LABEL_FEATURE):
+          return list(string_domain.value)
+  raise ValueError(f'The schema has no string domain for feature {LABEL_FEATURE!r}')
+
+
+def _split_dir(uri: str, split: str) -> str:
+  return os.path.join(uri, f'Split-{split}')
+
+
+def split_names(uri: str) -> List[str]:
+  """The splits an artifact holds (its Split-* folders), sorted."""
+  return sorted(os.path.basename(path.rstrip('/'))[len('Split-'):]
+                for path in tf.io.gfile.glob(os.path.join(uri, 'Split-*')))
+
+
+def from_statistics(statistics_uri: str, splits: List[str]) -> Counts:
+  """Images per label per split from the statistics' `label` string stats.
+
+  Raises ValueError when a split's histogram is truncated (more labels than
+  the statistics keep).
+  """
+  counts = {}
+  for split in splits:
+    stats = statistics_pb2.DatasetFeatureStatisticsList()
+    with tf.io.gfile.GFile(os.path.join(_split_dir(statistics_uri, split),
+                                        STATISTICS_FILE), 'rb') as f:
+      stats.ParseFromString(f.read())
+    features = [feature for dataset in stats.datasets for feature in dataset.features
+                if list(feature.path.step) == [LABEL_FEATURE]
+                or feature.name == LABEL_FEATURE]
+    if not features:       # an empty split has no feature statistics
+      counts[split] = {}
+      continue
+    string_stats = features[0].string_stats
+    values = ({b.label: b.sample_count for b in string_stats.rank_histogram.buckets}
+              or {v.value: v.frequency for v in string_stats.top_values})
+    if len(values) < string_stats.unique:
+      raise ValueError(f'the label statistics of split {split} list {len(values)} '
+                       f'of {string_stats.unique} labels')
+    counts[split] = {label: int(round(count)) for label, count in values.items()}
+  return counts
+
+
+def from_examples(examples_uri: str, splits: List[str]) -> Counts:
+  """Images per label per split, counted from the examples' `label` feature."""
+  spec = {LABEL_FEATURE: tf.io.FixedLenFeature([], tf.string)}
+  counts = {}
+  for split in splits:
+    files = tf.io.gfile.glob(os.path.join(_split_dir(examples_uri, split), '*'))
+    counter = collections.Counter()
+    if files:
+      labels = (tf.data.TFRecordDataset(files, compression_type='GZIP')
+                .batch(4096)
+                .map(lambda records: tf.io.parse_example(records, spec)[LABEL_FEATURE]))
+      for batch in labels.as_numpy_iterator():
+        counter.update(label.decode('utf-8') for label in batch)
+    counts[split] = dict(counter)
+  return counts
+
+
+def count(statistics_uri: str, examples_uri: str,
+          splits: List[str]) -> Tuple[Counts, str, str]:
+  """(counts, where from, why not from the statistics or ''): the statistics
+  when they are complete, else the examples."""
+  try:
+    return from_statistics(statistics_uri, splits), FROM_STATISTICS, ''
+  except (ValueError, OSError, tf.errors.OpError) as error:
+    return from_examples(examples_uri, splits), FROM_EXAMPLES, str(error)
