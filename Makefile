@@ -12,7 +12,7 @@ UV         := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 export TF_CPP_MIN_LOG_LEVEL ?= 1
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: env run test bench lock clean
+.PHONY: env run test test-faults bench lock clean
 
 env: $(VENV)/.synced
 
@@ -33,7 +33,12 @@ run: env
 	$(PY) -m pipeline run $(ARGS)
 
 test: env
-	$(PY) -m pytest tests $(ARGS)
+	$(PY) -m pytest -m "not faults" tests $(ARGS)
+
+# Killed and concurrent runs of the real pipeline (tests/test_faults.py,
+# about 12 minutes on 2 cores): not part of `make test`.
+test-faults: env
+	$(PY) -m pytest -m faults tests $(ARGS)
 
 bench: env
 	$(PY) bench/pipeline_timing.py $(ARGS)

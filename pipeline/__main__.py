@@ -19,6 +19,9 @@ def _parser() -> argparse.ArgumentParser:
   run.add_argument('--output', help='output folder; sets pipeline.output_dir')
   run.add_argument('--orchestrator', choices=('local', 'beam'), default='local',
                    help="TFX's LocalDagRunner (default) or BeamDagRunner")
+  run.add_argument('--wait', action='store_true',
+                   help='when another run is using the output folder, wait for '
+                   'it to end instead of failing at once')
   _add_config_arguments(run)
 
   predict = commands.add_parser('predict', help='score images with a pushed model')
@@ -137,7 +140,12 @@ def _run_command(args) -> int:
     overrides.append(f'pipeline.output_dir={os.path.abspath(args.output)}')
   config = config_lib.load_config(args.config, overrides)
   from pipeline import run_summary, runner  # pylint: disable=g-import-not-at-top
-  summary = runner.run_local(config, args.orchestrator)
+  try:
+    summary = runner.run_local(config, args.orchestrator, wait=args.wait)
+  except runner.RunLockedError as error:
+    # Nothing was run nor written: one line, and the usage-error exit code.
+    print(f'error: {error}', file=sys.stderr)
+    return 2
   print(run_summary.format_summary(summary))
   return 0
 

@@ -36,10 +36,10 @@ def sample_copy():
 E2E_CLASSES = ['trouser', 'bag', 'sneaker']
 
 
-@pytest.fixture(scope='session')
-def e2e_workspace(tmp_path_factory):
+def make_e2e_workspace(root):
+  """A 3-class copy of the sample, its schema, and the small settings
+  (64 px, 4 epochs) of every real run in the tests, under `root`."""
   from pipeline import config as config_lib, schema  # pylint: disable=g-import-not-at-top
-  root = tmp_path_factory.mktemp('e2e')
   data_dir = copy_sample(str(root / 'images'), E2E_CLASSES, 15)
   schema_file = root / 'schema.pbtxt'
   schema_file.write_text(schema.derive(config_lib.DataConfig.schema_file, E2E_CLASSES))
@@ -51,6 +51,11 @@ def e2e_workspace(tmp_path_factory):
   ]
   return {'root': root, 'data': data_dir, 'overrides': overrides,
           'output_dir': str(root / 'outputs')}
+
+
+@pytest.fixture(scope='session')
+def e2e_workspace(tmp_path_factory):
+  return make_e2e_workspace(tmp_path_factory.mktemp('e2e'))
 
 
 def run_e2e_pipeline(workspace, *extra, orchestrator='local'):

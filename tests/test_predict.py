@@ -83,6 +83,10 @@ def _predict(capsys, *argv):
   return code, captured.out, captured.err
 
 
+NOT_AN_IMAGE = ('not a usable image: Unknown image file format. '
+                'One of JPEG, PNG, GIF, BMP required.')
+
+
 def test_jsonl_scores_files_and_folders_in_order_and_reports_failures(
     model_dir, images, capsys):
   code, out, err = _predict(capsys, '--model', model_dir, '--batch-size', '2',
@@ -94,7 +98,7 @@ def test_jsonl_scores_files_and_folders_in_order_and_reports_failures(
   assert [row['path'] for row in rows] == [
       images['single'], images['notes'], images['a'], images['b'], images['missing']]
   assert rows[1] == {'path': images['notes'], 'error':
-                     'not a decodable image (JPEG, PNG, GIF or BMP expected)'}
+                     NOT_AN_IMAGE}
   assert rows[4] == {'path': images['missing'],
                      'error': 'unreadable: No such file or directory'}
   for row in (rows[0], rows[2], rows[3]):
@@ -127,7 +131,7 @@ def test_csv_output_file_with_top_k_cells_and_error_column(
   assert scored['class_id'] == str(LABELS.index(scored['class_name']))
   assert failed == {'path': images['notes'], 'class_name': '', 'class_id': '',
                     'probability': '', 'top_k': '', 'error':
-                    'not a decodable image (JPEG, PNG, GIF or BMP expected)'}
+                    NOT_AN_IMAGE}
 
 
 def test_csv_and_jsonl_carry_the_same_numbers(model_dir, images, capsys):

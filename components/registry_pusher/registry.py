@@ -8,7 +8,9 @@
 Versions are integers that only grow. On a local or mounted filesystem a
 version is assembled in a hidden staging folder and published with one atomic
 rename, so a reader (TF Serving polls for integer folder names) never sees a
-half-written version; TF Serving ignores the hidden staging folders.
+half-written version; TF Serving ignores the hidden staging folders. A
+publisher killed half way leaves its staging folder behind; the next publish
+removes it (see `_remove_abandoned_staging`).
 
 The registry may also live in object storage (gs://, s3://: the Vertex AI
 target), through tf.io.gfile. Object stores have no folder rename, so there a
@@ -17,9 +19,13 @@ at that moment can see an incomplete version. Scheduled runs never overlap
 (one run at a time), so only one publisher writes at once.
 """
 
+import fcntl
 import json
+import logging
 import os
 import posixpath
+import shutil
+import time
 import uuid
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -28,6 +34,8 @@ import tensorflow as tf
 LABELS_FILE = 'labels.txt'
 RECORD_FILE = 'model_record.json'
 _STAGING_PREFIX = '.staging-'
+_LOCK_SUFFIX = '.lock'
+_ABANDONED_AFTER_SECONDS = 3600
 # Record key naming the Trainer output a version was copied from.
 MODEL_URI_KEY = 'model_artifact_uri'
 
@@ -98,22 +106,50 @@ def publish(saved_model_dir: str, registry_dir: str, model_name: str,
     _write_version(saved_model_dir, destination, class_names, record, version,
                    extra_files)
     return version
+  _remove_abandoned_staging(model_dir)
   staging = os.path.join(model_dir, f'{_STAGING_PREFIX}{uuid.uuid4().hex}')
-  try:
-    _write_version(saved_model_dir, staging, class_names, record, version,
-                   extra_files)
-    while True:
-      try:
-        os.rename(staging, os.path.join(model_dir, str(version)))
-        return version
-      except OSError:
-        if not os.path.isdir(os.path.join(model_dir, str(version))):
-          raise
-        version += 1
-        _write_record(staging, record, version)
-  finally:
-    if tf.io.gfile.exists(staging):
-      tf.io.gfile.rmtree(staging)
+  # Held while this publisher works: a killed publisher's lock is released by
+  # the OS, which is how the next publish knows its staging folder is litter.
+  with open(staging + _LOCK_SUFFIX, 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      _write_version(saved_model_dir, staging, class_names, record, version,
+                     extra_files)
+      while True:
+        try:
+          os.rename(staging, os.path.join(model_dir, str(version)))
+          return version
+        except OSError:
+          if not os.path.isdir(os.path.join(model_dir, str(version))):
+            raise
+          version += 1
+          _write_record(staging, record, version)
+    finally:
+      if os.path.exists(staging):
+        shutil.rmtree(staging)
+      os.remove(staging + _LOCK_SUFFIX)
+
+
+def _remove_abandoned_staging(model_dir: str) -> None:
+  """Removes staging folders left by publishers that were killed (their lock is
+  free), and lock-less ones older than an hour (left before locks existed)."""
+  for name in os.listdir(model_dir):
+    path = os.path.join(model_dir, name)
+    if not name.startswith(_STAGING_PREFIX):
+      continue
+    if name.endswith(_LOCK_SUFFIX):
+      with open(path, 'a') as lock:
+        try:
+          fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+          continue              # a live publisher
+        shutil.rmtree(path[:-len(_LOCK_SUFFIX)], ignore_errors=True)
+        os.remove(path)
+      logging.info('Removed the staging folder of a killed publish: %s', path)
+    elif (os.path.isdir(path) and not os.path.exists(path + _LOCK_SUFFIX)
+          and time.time() - os.path.getmtime(path) > _ABANDONED_AFTER_SECONDS):
+      shutil.rmtree(path, ignore_errors=True)
+      logging.info('Removed an abandoned staging folder: %s', path)
 
 
 def _is_object_store(path: str) -> bool:

@@ -28,15 +28,28 @@ PIXELS_INPUT = 'pixels'
 
 def _predictions(model: tf_keras.Model, class_names: tf.Tensor,
                  raw_features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-  transformed = model.tft_layer(raw_features)
-  probabilities = model(transformed[preprocessing.TRANSFORMED_IMAGE_KEY],
-                        training=False)
-  class_id = tf.argmax(probabilities, axis=-1)
-  return {
-      'probabilities': probabilities,
-      'class_id': class_id,
-      'class_name': tf.gather(class_names, class_id),
-  }
+  """Probabilities, top class id and name; an empty batch gives empty outputs
+  (the backbone itself would fail on it with a misleading shape error)."""
+  def predict():
+    transformed = model.tft_layer(raw_features)
+    probabilities = model(transformed[preprocessing.TRANSFORMED_IMAGE_KEY],
+                          training=False)
+    class_id = tf.argmax(probabilities, axis=-1)
+    return {
+        'probabilities': probabilities,
+        'class_id': class_id,
+        'class_name': tf.gather(class_names, class_id),
+    }
+
+  def empty():
+    return {
+        'probabilities': tf.zeros([0, class_names.shape[0]], tf.float32),
+        'class_id': tf.zeros([0], tf.int64),
+        'class_name': tf.zeros([0], tf.string),
+    }
+
+  batch_size = tf.shape(raw_features[preprocessing.IMAGE_KEY])[0]
+  return tf.cond(batch_size > 0, predict, empty)
 
 
 def make_signatures(
