@@ -29,6 +29,8 @@ JPEG EXIF orientation (tag 0x0112) is applied after decoding, so a phone photo
 comes out upright, as a person (and `PIL.ImageOps.exif_transpose`) sees it.
 """
 
+import re
+
 import tensorflow as tf
 
 # Formats TensorFlow's decoder reads, by their leading magic bytes.
@@ -268,3 +270,22 @@ def decode_and_resize(encoded: tf.Tensor, image_size: int,
   return tf.map_fn(
       one, encoded,
       fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32))
+
+
+def error_text(error: Exception) -> str:
+  """The decoder's own words ('Input is empty.', 'Image too large: ...') from a
+  TensorFlow error, eager or graph, without node names, op traces or stacks."""
+  text = str(getattr(error, 'message', error))
+  # Graph errors read 'Graph execution error:', 'Detected at node ...', an
+  # indented stack, then the message: its last unindented line.
+  lines = [line for line in text.split('\n')
+           if line.strip() and not line[0].isspace()
+           and not line.startswith(('Graph execution error', 'Detected at node',
+                                    '<stack traces'))]
+  text = re.sub(r'^\{\{[^}]*\}\}\s*', '', lines[-1] if lines else text)
+  text = text.split(' [[')[0].split(' [Op:')[0].strip()
+  for marker in ('assertion failed: [', "Summarized data: b'", 'Summarized data: '):
+    if marker in text:
+      text = text.split(marker, 1)[1]
+      break
+  return text.rstrip("]'")

@@ -17,13 +17,13 @@ import contextlib
 import csv
 import json
 import os
-import re
 import sys
 from typing import Dict, Iterable, Iterator, List, Sequence, TextIO
 
 import numpy as np
 import tensorflow as tf
 
+from components import image_codec
 from components.registry_pusher import registry
 from components.trainer import signatures
 
@@ -63,22 +63,6 @@ def read_list(list_file: str) -> List[str]:
   return [line.strip() for line in lines if line.strip()]
 
 
-def _reason(error: tf.errors.InvalidArgumentError) -> str:
-  """The decoder's own words ('Input is empty.', 'Image too large: ...'),
-  without TensorFlow's graph node and op trace."""
-  # Graph errors read 'Graph execution error:', 'Detected at node ...', an
-  # indented stack, then the message: its last unindented line.
-  lines = [line for line in error.message.split('\n')
-           if line.strip() and not line[0].isspace()
-           and not line.startswith(('Graph execution error', 'Detected at node',
-                                    '<stack traces'))]
-  text = re.sub(r'^\{\{[^}]*\}\}\s*', '', lines[-1] if lines else error.message)
-  text = text.split(' [[')[0].split(' [Op:')[0].strip()
-  if text.startswith('assertion failed: [') and text.endswith(']'):
-    text = text[len('assertion failed: ['):-1]
-  return text
-
-
 class Predictor:
   """Holds a loaded SavedModel and scores encoded images in batches."""
 
@@ -98,7 +82,8 @@ class Predictor:
       outputs = self._score(contents)
     except tf.errors.InvalidArgumentError as error:
       if len(contents) == 1:
-        return [{'path': paths[0], 'error': f'not a usable image: {_reason(error)}'}]
+        return [{'path': paths[0],
+                 'error': f'not a usable image: {image_codec.error_text(error)}'}]
       return [row for path, content in zip(paths, contents)
               for row in self.predict([path], [content])]
     rows = []

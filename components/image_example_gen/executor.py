@@ -113,19 +113,6 @@ def _split_root(input_base: str, pattern: str) -> str:
   return os.path.normpath(os.path.join(input_base, pattern.split('*')[0]))
 
 
-def _error_text(error: Exception) -> str:
-  """The useful line of a TensorFlow error (no graph node or traceback noise)."""
-  text = str(getattr(error, 'message', error))
-  for marker in ('assertion failed: [', "Summarized data: b'", 'Summarized data: '):
-    if marker in text:
-      text = text.split(marker, 1)[1]
-      break
-  text = text.split('\n')[0].rstrip("]'")
-  if text.startswith('{{function_node'):
-    text = text.split('}}', 1)[-1].strip()
-  return text
-
-
 def max_image_pixels(exec_properties: Dict[str, Any]) -> int:
   """`max_image_pixels` from the component's custom_config (a packed Struct)."""
   raw = exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY)
@@ -178,7 +165,7 @@ class _ReadImage(beam.DoFn):
       with tf.io.gfile.GFile(path, 'rb') as f:
         encoded = f.read()
     except (OSError, tf.errors.OpError) as error:
-      return f'unreadable: {_error_text(error)}', None
+      return f'unreadable: {image_codec.error_text(error)}', None
     if not encoded:
       return 'empty file', None
     image_format = image_codec.sniff_format(encoded)
@@ -194,7 +181,7 @@ class _ReadImage(beam.DoFn):
                 f'max_image_pixels={self._max_pixels}; not decoded'), None
       height, width, _ = self._decoded_shape(tf.constant(encoded)).numpy()
     except (tf.errors.InvalidArgumentError, ValueError) as error:
-      return f'undecodable {image_format}: {_error_text(error)}', None
+      return f'undecodable {image_format}: {image_codec.error_text(error)}', None
     return None, (encoded, image_format, int(height), int(width))
 
   def process(self, path: str) -> Iterable[Any]:
