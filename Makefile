@@ -29,8 +29,10 @@ endef
 $(VENV)/.synced: $(LOCK)
 	$(call make_venv,$(VENV),$(LOCK))
 
+# `make run` also learns from the bundled unlabeled pool; RUN_ARGS= runs without.
+RUN_ARGS   ?= --unlabeled data/fashion_mnist_unlabeled
 run: env
-	$(PY) -m pipeline run $(ARGS)
+	$(PY) -m pipeline run $(RUN_ARGS) $(ARGS)
 
 test: env
 	$(PY) -m pytest -m "not faults" tests $(ARGS)
@@ -43,9 +45,41 @@ test-faults: env
 bench: env
 	$(PY) bench/pipeline_timing.py $(ARGS)
 
+# Label-efficiency benchmark (bench/label_efficiency.py; not part of `make
+# test`): the core env, plus Animal-MNIST from bench.lock installed with
+# --no-deps (its wheel declares tensorflow, pandas, scikit-learn and numpy
+# unpinned; core.lock pins them and must stay as it is), plus the Debian
+# package with the Fashion-MNIST train and test files.
+BENCH_LOCK     := requirements/bench.lock
+FMNIST_PACKAGE := dataset-fashion-mnist
+FMNIST_TRAIN   := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+.PHONY: bench-env bench-labels lock-bench
+
+bench-env: $(VENV)/.bench-synced $(FMNIST_TRAIN)
+
+# Redone after every core sync, which removes packages outside core.lock.
+$(VENV)/.bench-synced: $(VENV)/.synced $(BENCH_LOCK)
+	$(UV) pip install --python $(PY) --no-deps --require-hashes -r $(BENCH_LOCK)
+	@touch $@
+
+$(FMNIST_TRAIN):
+	@sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  { $$sudo apt-get update -qq && $$sudo apt-get install -y -qq $(FMNIST_PACKAGE); } \
+	  || { echo "Could not install the Debian package $(FMNIST_PACKAGE) (Fashion-MNIST);" \
+	            "install it, then rerun: sudo apt-get install -y $(FMNIST_PACKAGE)" >&2; exit 1; }
+	@test -f $@ || { echo "$(FMNIST_PACKAGE) is installed but $@ is missing" >&2; exit 1; }
+
+bench-labels: bench-env
+	$(PY) bench/label_efficiency.py $(ARGS)
+
+# Locks animal-mnist alone: its dependencies come from core.lock.
+lock-bench:
+	$(UV) pip compile --python "$(PYTHON310)" --no-deps --generate-hashes requirements/bench.in -o $(BENCH_LOCK)
+
 # Re-resolve the pinned stacks after editing requirements/*.in (the Airflow
 # group includes core.in, so both locks pin the same core versions).
-lock: lock-airflow
+lock: lock-airflow lock-bench
 	$(UV) pip compile --python "$(PYTHON310)" --generate-hashes requirements/core.in -o $(LOCK)
 
 clean:

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Regenerate the bundled Fashion-MNIST sample in data/fashion_mnist_sample/.
+"""Regenerate the bundled Fashion-MNIST sample in data/fashion_mnist_sample/
+and its unlabeled pool in data/fashion_mnist_unlabeled/.
 
 What: reads the Fashion-MNIST *test* split (t10k IDX files) and writes, for each
 of the 10 classes, the first N images in file order (default 40) as 28x28
@@ -7,7 +8,11 @@ grayscale PNGs to
 
     <output>/<class_name>/<class_name>_<index in the source file, 5 digits>.png
 
-one sub-folder per class, which is the layout the pipeline ingests.
+one sub-folder per class, which is the layout the pipeline ingests; then the
+next M images of each class (default 20) to one flat folder, named so that
+the class does not show (the pipeline's `--unlabeled` folder):
+
+    <unlabeled output>/unlabeled_<index in the source file, 5 digits>.png
 
 Why: the repository ships a small, license-clean sample so the pipeline runs
 out of the box without network access. The sample is a pure function of the
@@ -43,6 +48,9 @@ DEFAULT_SOURCE = '/usr/share/datasets/fashion-mnist'
 DEFAULT_OUTPUT = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), 'fashion_mnist_sample')
 DEFAULT_PER_CLASS = 40
+DEFAULT_UNLABELED_OUTPUT = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), 'fashion_mnist_unlabeled')
+DEFAULT_UNLABELED_PER_CLASS = 20
 
 # Filesystem-friendly class folder names, indexed by the original label id.
 CLASS_NAMES = (
@@ -137,14 +145,17 @@ def load_test_split(source: str):
   return images, labels
 
 
-def select(labels: np.ndarray, per_class: int) -> Dict[int, List[int]]:
-  """For each class id, the indices of its first `per_class` images."""
+def select(labels: np.ndarray, per_class: int,
+           skip: int = 0) -> Dict[int, List[int]]:
+  """For each class id, the indices of its `per_class` images after its
+  first `skip`."""
   selection = {}
   for class_id, name in enumerate(CLASS_NAMES):
-    indices = np.flatnonzero(labels == class_id)[:per_class].tolist()
+    indices = np.flatnonzero(labels == class_id)[skip:skip + per_class].tolist()
     if len(indices) < per_class:
       raise SampleError(f'Class {name!r} has only {len(indices)} images in '
-                        f'the test split; {per_class} requested.')
+                        f'the test split after its first {skip}; {per_class} '
+                        'requested.')
     selection[class_id] = indices
   return selection
 
@@ -158,6 +169,18 @@ def write_png(image: np.ndarray, path: str) -> int:
   return os.path.getsize(path)
 
 
+def remove_stale(folder: str, wanted: set) -> None:
+  """Drops PNGs left in `folder` by an earlier run with other options, so it
+  holds exactly this selection (the pipeline ingests every file it finds)."""
+  for stale in sorted(set(os.listdir(folder)) - wanted):
+    stale_path = os.path.join(folder, stale)
+    if stale.endswith('.png') and os.path.isfile(stale_path):
+      os.remove(stale_path)
+      log.info('Removed stale %s', stale_path)
+    else:
+      log.warning('Leaving unexpected entry %s in place', stale_path)
+
+
 def write_sample(images: np.ndarray, selection: Dict[int, List[int]],
                  output: str) -> int:
   """Writes the selected images under `output`; returns the total bytes."""
@@ -167,16 +190,7 @@ def write_sample(images: np.ndarray, selection: Dict[int, List[int]],
     name = CLASS_NAMES[class_id]
     class_dir = os.path.join(output, name)
     os.makedirs(class_dir, exist_ok=True)
-    wanted = {f'{name}_{index:05d}.png' for index in indices}
-    # Drop PNGs left by an earlier run with other options, so the folder holds
-    # exactly this sample (the pipeline ingests every file it finds).
-    for stale in sorted(set(os.listdir(class_dir)) - wanted):
-      stale_path = os.path.join(class_dir, stale)
-      if stale.endswith('.png') and os.path.isfile(stale_path):
-        os.remove(stale_path)
-        log.info('Removed stale %s', stale_path)
-      else:
-        log.warning('Leaving unexpected entry %s in place', stale_path)
+    remove_stale(class_dir, {f'{name}_{index:05d}.png' for index in indices})
     class_bytes = 0
     for index in indices:
       class_bytes += write_png(
@@ -191,6 +205,22 @@ def write_sample(images: np.ndarray, selection: Dict[int, List[int]],
   return total_bytes
 
 
+def write_unlabeled(images: np.ndarray, selection: Dict[int, List[int]],
+                    output: str) -> int:
+  """Writes the selected images of every class to one flat folder, named by
+  source index only; returns the total bytes."""
+  indices = sorted(index for class_indices in selection.values()
+                   for index in class_indices)
+  os.makedirs(output, exist_ok=True)
+  remove_stale(output, {f'unlabeled_{index:05d}.png' for index in indices})
+  total_bytes = sum(
+      write_png(images[index], os.path.join(output, f'unlabeled_{index:05d}.png'))
+      for index in indices)
+  log.info('Wrote %d unlabeled images, %d bytes in total, to %s', len(indices),
+           total_bytes, output)
+  return total_bytes
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
       prog='regenerate_sample.py',
@@ -198,8 +228,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
           'Write a deterministic Fashion-MNIST sample for the pipeline: from '
           'the test split (t10k), the first N images of each of the 10 '
           'classes in file order, as 28x28 grayscale PNGs in one sub-folder '
-          'per class (<output>/<class>/<class>_<source index>.png). Output '
-          'is byte-identical across runs.'),
+          'per class (<output>/<class>/<class>_<source index>.png), and the '
+          'next M of each class as an unlabeled pool in one flat folder '
+          '(<unlabeled output>/unlabeled_<source index>.png). Output is '
+          'byte-identical across runs.'),
       epilog=(
           f'Source files come from the Debian package {DEBIAN_PACKAGE} '
           f'(apt-get install -y {DEBIAN_PACKAGE}). Class folders: '
@@ -215,9 +247,19 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   parser.add_argument(
       '--per-class', type=int, default=DEFAULT_PER_CLASS, metavar='N',
       help=f'images per class (default: {DEFAULT_PER_CLASS})')
+  parser.add_argument(
+      '--unlabeled-output', default=DEFAULT_UNLABELED_OUTPUT, metavar='DIR',
+      help='flat folder for the unlabeled pool (default: '
+           'data/fashion_mnist_unlabeled next to this script)')
+  parser.add_argument(
+      '--unlabeled-per-class', type=int, default=DEFAULT_UNLABELED_PER_CLASS,
+      metavar='M', help='images per class in the unlabeled pool, the next M '
+      f'after the sample\'s N; 0 writes no pool (default: {DEFAULT_UNLABELED_PER_CLASS})')
   args = parser.parse_args(argv)
   if args.per_class < 1:
     parser.error('--per-class must be at least 1')
+  if args.unlabeled_per_class < 0:
+    parser.error('--unlabeled-per-class must be at least 0')
   return args
 
 
@@ -226,8 +268,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   args = parse_args(argv)
   try:
     images, labels = load_test_split(args.source)
-    selection = select(labels, args.per_class)
-    write_sample(images, selection, args.output)
+    write_sample(images, select(labels, args.per_class), args.output)
+    if args.unlabeled_per_class:
+      write_unlabeled(images, select(labels, args.unlabeled_per_class,
+                                     skip=args.per_class), args.unlabeled_output)
   except SampleError as e:
     log.error('%s', e)
     return 1

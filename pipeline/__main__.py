@@ -16,6 +16,9 @@ def _parser() -> argparse.ArgumentParser:
   run = commands.add_parser('run', help='run the whole pipeline locally')
   run.add_argument('--data', help='image folder (<class>/<image> or '
                    'train|eval/<class>/<image>); sets data.path')
+  run.add_argument('--unlabeled', metavar='DIR', help='folder of unlabeled '
+                   'images (any layout) for semi-supervised training and the '
+                   'label queue; sets data.unlabeled_path')
   run.add_argument('--output', help='output folder; sets pipeline.output_dir')
   run.add_argument('--orchestrator', choices=('local', 'beam'), default='local',
                    help="TFX's LocalDagRunner (default) or BeamDagRunner")
@@ -136,6 +139,8 @@ def _run_command(args) -> int:
   overrides = list(args.overrides)
   if args.data:
     overrides.append(f'data.path={os.path.abspath(args.data)}')
+  if args.unlabeled:
+    overrides.append(f'data.unlabeled_path={os.path.abspath(args.unlabeled)}')
   if args.output:
     overrides.append(f'pipeline.output_dir={os.path.abspath(args.output)}')
   config = config_lib.load_config(args.config, overrides)

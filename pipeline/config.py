@@ -43,6 +43,10 @@ class DataConfig:
   # costs 3 bytes a pixel (uint8 RGB), 12 as float32 while resizing: the default
   # 50 M pixels is ~150 MB decoded and ~600 MB float per image in flight.
   max_image_pixels: int = 50_000_000
+  # A folder of unlabeled images (any layout below it, every file is one
+  # image); '' = none. Ingested as the `unlabeled` split for semi-supervised
+  # training and the label queue, never used for evaluation.
+  unlabeled_path: str = ''
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,9 +74,10 @@ class AugmentationConfig:
 class TrainingConfig:
   """How the head is trained and, optionally, the backbone's top fine-tuned."""
   batch_size: int = 32
-  epochs: int = 20
+  # Head epochs are cheap on the feature cache: a few labels need many passes.
+  epochs: int = 100
   learning_rate: float = 3e-3
-  early_stopping_patience: int = 3
+  early_stopping_patience: int = 10
   # Second phase: unfreeze the top `fine_tune_layers` layers (BatchNorm stays
   # frozen) and train for `fine_tune_epochs` at `fine_tune_learning_rate`.
   fine_tune_epochs: int = 0
@@ -80,8 +85,39 @@ class TrainingConfig:
   fine_tune_learning_rate: float = 1e-5
   class_weights: bool = True
   seed: int = 42
-  # Caps on steps per epoch / evaluation steps; 0 means one pass over the split.
+  # Caps on steps per epoch / evaluation steps; 0 means one pass over the split
+  # (training without the feature cache only).
   max_steps_per_epoch: int = 0
+  # Train the head on the frozen backbone's cached features (computed once per
+  # image and view, components/trainer/feature_cache.py) instead of running
+  # the backbone every epoch; needed for semi-supervised training.
+  feature_cache: bool = True
+  # Augmented views cached per labeled image, besides the clean one; each
+  # epoch shows every image in one of its views. 0 by default: on the
+  # benchmark's data sets a frozen backbone's head scored lower on augmented
+  # views than on clean ones (docs/label_efficiency.md); raise it for data
+  # where augmentation helps. Fine-tuning (phase 2) always augments.
+  cached_views: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class SemiSupervisedConfig:
+  """FixMatch-style learning from the unlabeled split (`data.unlabeled_path`);
+  see components/trainer/head.py and docs/label_efficiency.md."""
+  # Used only when the run has unlabeled images.
+  enabled: bool = True
+  # A weak view's prediction becomes a pseudo-label at this confidence or more.
+  confidence_threshold: float = 0.95
+  # Weight of the unlabeled loss against the labeled one.
+  unlabeled_weight: float = 1.0
+  # Unlabeled images drawn per labeled image in each batch.
+  unlabeled_ratio: int = 3
+  # Strongly augmented views cached per unlabeled image (the classifier's
+  # augmentation ranges x strong_magnitude, plus Cutout of `cutout` x the
+  # side); the weak view that makes the pseudo-label is the clean image.
+  strong_views: int = 2
+  strong_magnitude: float = 2.5
+  cutout: float = 0.4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,6 +203,7 @@ class Config:
   model: ModelConfig = ModelConfig()
   augmentation: AugmentationConfig = AugmentationConfig()
   training: TrainingConfig = TrainingConfig()
+  semi_supervised: SemiSupervisedConfig = SemiSupervisedConfig()
   evaluation: EvaluationConfig = EvaluationConfig()
   pipeline: PipelineConfig = PipelineConfig()
   beam: BeamConfig = BeamConfig()
@@ -187,6 +224,16 @@ class Config:
         (self.training.batch_size > 0, 'training.batch_size must be positive'),
         (self.training.epochs > 0, 'training.epochs must be positive'),
         (self.training.fine_tune_epochs >= 0, 'training.fine_tune_epochs must be >= 0'),
+        (self.training.cached_views >= 0, 'training.cached_views must be >= 0'),
+        (0.0 < self.semi_supervised.confidence_threshold <= 1.0,
+         'semi_supervised.confidence_threshold must be in (0, 1]'),
+        (self.semi_supervised.unlabeled_weight >= 0.0,
+         'semi_supervised.unlabeled_weight must be >= 0'),
+        (self.semi_supervised.unlabeled_ratio >= 1,
+         'semi_supervised.unlabeled_ratio must be at least 1'),
+        (self.semi_supervised.strong_views >= 1,
+         'semi_supervised.strong_views must be at least 1'),
+        (0.0 <= self.semi_supervised.cutout < 1.0, 'semi_supervised.cutout must be in [0, 1)'),
         (0.0 <= self.evaluation.min_accuracy <= 1.0,
          'evaluation.min_accuracy must be in [0, 1]'),
         (self.evaluation.max_accuracy_drop >= 0.0,

@@ -10,6 +10,10 @@
                                 Trainer -> Evaluator (<- latest blessed model)
                                                 |
                                          RegistryPusher
+
+With `data.unlabeled_path`, ExampleGen also writes an `unlabeled` split: the
+DataGate validates it (ExampleValidator skips it), Transform transforms it,
+the Trainer reads it after `train`, the Evaluator never sees it.
 """
 
 import dataclasses
@@ -23,7 +27,8 @@ from tfx import v1 as tfx
 from components.backbones import get_backbone
 from components.data_gate.component import DataGate
 from components.evaluator.eval_config import make_eval_config
-from components.image_example_gen.component import ImageExampleGen, has_fixed_split
+from components.image_example_gen.component import (
+    UNLABELED_SPLIT, ImageExampleGen, has_fixed_split)
 from components.registry_pusher.component import RegistryPusher
 from components.trainer import signatures
 from components.transform import preprocessing
@@ -48,6 +53,7 @@ def components_config(config: Config) -> Dict[str, Any]:
       'model': dataclasses.asdict(config.model),
       'augmentation': dataclasses.asdict(config.augmentation),
       'training': dataclasses.asdict(config.training),
+      'semi_supervised': dataclasses.asdict(config.semi_supervised),
       'max_image_pixels': config.data.max_image_pixels,
   }
 
@@ -103,14 +109,19 @@ def create_pipeline(
       at_run_time(config.data.path), config.data.eval_fraction,
       fixed_split=(config.data.split == 'folders' or (
           config.data.split == 'auto' and has_fixed_split(config.data.path))),
-      max_image_pixels=config.data.max_image_pixels)
+      max_image_pixels=config.data.max_image_pixels,
+      unlabeled_dir=(at_run_time(config.data.unlabeled_path)
+                     if config.data.unlabeled_path else ''))
   statistics_gen = tfx.components.StatisticsGen(
       examples=example_gen.outputs['examples'])
   schema_gen = tfx.components.ImportSchemaGen(
       schema_file=at_run_time(config.data.schema_file))
+  # The unlabeled split has a placeholder label the schema's domain does not
+  # hold: the DataGate validates it in the schema's UNLABELED environment.
   example_validator = tfx.components.ExampleValidator(
       statistics=statistics_gen.outputs['statistics'],
-      schema=schema_gen.outputs['schema'])
+      schema=schema_gen.outputs['schema'],
+      exclude_splits=[UNLABELED_SPLIT])
 
   # Dataset-level checks (classes, sizes, splits, labels outside the schema,
   # images under two labels); Transform, and so everything after it, waits
@@ -134,6 +145,9 @@ def create_pipeline(
       examples=transform.outputs['transformed_examples'],
       transform_graph=transform.outputs['transform_graph'],
       schema=schema_gen.outputs['schema'],
+      # The Trainer reads train_files[0] as the labeled split, the rest as unlabeled.
+      train_args=(tfx.proto.TrainArgs(splits=['train', UNLABELED_SPLIT])
+                  if config.data.unlabeled_path else None),
       custom_config=custom_config)
 
   baseline_resolver = tfx.dsl.Resolver(
@@ -143,6 +157,8 @@ def create_pipeline(
           type=tfx.types.standard_artifacts.ModelBlessing),
   ).with_id('latest_blessed_model_resolver')
 
+  # No example_splits: TFX's Evaluator then evaluates the 'eval' split only,
+  # never the unlabeled one.
   evaluator = tfx.components.Evaluator(
       examples=example_gen.outputs['examples'],
       model=trainer.outputs['model'],

@@ -52,8 +52,9 @@ def check_paths(config: Config) -> None:
                      "'folders' (train/ + eval/) or 'stratified'; it cannot be "
                      'looked at while compiling')
   for key, path in (('data.path', config.data.path),
-                    ('data.schema_file', config.data.schema_file)):
-    if not is_remote(path) and dag.path_in_repo(path) is None:
+                    ('data.schema_file', config.data.schema_file),
+                    ('data.unlabeled_path', config.data.unlabeled_path)):
+    if path and not is_remote(path) and dag.path_in_repo(path) is None:
       raise ValueError(f'{key}={path} is neither remote (gs://...) nor inside '
                        f'{REPO_ROOT}, so the image does not hold it')
 

@@ -36,20 +36,36 @@ def sample_copy():
 E2E_CLASSES = ['trouser', 'bag', 'sneaker']
 
 
+def copy_unlabeled(destination: str, classes, skip: int, count: int) -> str:
+  """Copies `count` bundled images of each class after the first `skip`, into
+  one flat folder and under names that hide the class; returns the folder."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  os.makedirs(destination)
+  for name in classes:
+    for file_name in sorted(os.listdir(os.path.join(SAMPLE_DIR, name)))[skip:skip + count]:
+      shutil.copy(os.path.join(SAMPLE_DIR, name, file_name),
+                  os.path.join(destination, 'unlabeled_' + file_name.rsplit('_', 1)[1]))
+  return destination
+
+
 def make_e2e_workspace(root):
-  """A 3-class copy of the sample, its schema, and the small settings
-  (64 px, 4 epochs) of every real run in the tests, under `root`."""
+  """A 3-class copy of the sample, unlabeled images of the same classes, its
+  schema, and the small settings (64 px, 4 epochs) of every real run in the
+  tests, under `root`."""
   from pipeline import config as config_lib, schema  # pylint: disable=g-import-not-at-top
   data_dir = copy_sample(str(root / 'images'), E2E_CLASSES, 15)
+  unlabeled_dir = copy_unlabeled(str(root / 'unlabeled'), E2E_CLASSES, 15, 8)
   schema_file = root / 'schema.pbtxt'
   schema_file.write_text(schema.derive(config_lib.DataConfig.schema_file, E2E_CLASSES))
   overrides = [
       f'data.path={data_dir}', f'data.schema_file={schema_file}',
+      f'data.unlabeled_path={unlabeled_dir}',
       f'pipeline.output_dir={root / "outputs"}',
       'model.image_size=64', 'training.epochs=4', 'training.batch_size=8',
       'evaluation.min_accuracy=0.6', 'evaluation.max_accuracy_drop=0.05',
   ]
-  return {'root': root, 'data': data_dir, 'overrides': overrides,
+  return {'root': root, 'data': data_dir, 'unlabeled': unlabeled_dir,
+          'overrides': overrides,
           'output_dir': str(root / 'outputs')}
 
 

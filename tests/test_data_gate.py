@@ -7,14 +7,17 @@ Each case is a real pipeline run (LocalDagRunner, SQLite MLMD, real ExampleGen
 and StatisticsGen) up to DataGate on a small folder copied from the bundled
 sample; the duplicate-image case runs the whole pipeline through
 `runner.run_local` on BeamDagRunner, as `python -m pipeline run` would.
+The unlabeled split (data.unlabeled_path) is checked by the gate alone.
 """
 
+import io
 import json
 import logging
 import os
 import shutil
 
 import pytest
+from PIL import Image
 from tfx import v1 as tfx
 from tfx.orchestration.pipeline import RunOptions
 
@@ -22,16 +25,17 @@ from components.data_gate import executor as gate
 from components.image_example_gen import executor as example_gen_executor
 from pipeline import config as config_lib
 from pipeline import dag, report, run_summary, runner, schema
+from pipeline import __main__ as cli
 
 from conftest import copy_sample
 
 HEADER = 'The data set cannot be used for training; the data gate found'
 
 
-def _config(root, data_dir, classes, *extra):
+def _config(root, data_dir, classes, *extra, edit_schema=lambda text: text):
   schema_file = os.path.join(root, 'schema.pbtxt')
   with open(schema_file, 'w', encoding='utf-8') as f:
-    f.write(schema.derive(config_lib.DataConfig.schema_file, classes))
+    f.write(edit_schema(schema.derive(config_lib.DataConfig.schema_file, classes)))
   return config_lib.load_config(None, [
       f'data.path={data_dir}', f'data.schema_file={schema_file}',
       f'pipeline.output_dir={os.path.join(root, "out")}', *extra])
@@ -60,9 +64,55 @@ def _gate_case(tmp_path_factory, name, classes, per_class, schema_classes, *extr
   return config, _run_to_gate(config)
 
 
+def _unlabeled_case(tmp_path_factory, name, files, sneakers=3, **schema_edit):
+  """bag and trouser, and an unlabeled folder: `sneakers` sample sneakers in
+  a sub-folder, then `files` (name -> bytes, or a callable of the labeled
+  folder giving them)."""
+  root = str(tmp_path_factory.mktemp(name))
+  data_dir = copy_sample(os.path.join(root, 'images'), ['bag', 'trouser'], 6)
+  folder = os.path.join(root, 'unlabeled')
+  copy_sample(os.path.join(root, 'pool'), ['sneaker'], sneakers)
+  shutil.copytree(os.path.join(root, 'pool', 'sneaker'), os.path.join(folder, 'nested'))
+  for file_name, data in (files(data_dir) if callable(files) else files).items():
+    with open(os.path.join(folder, file_name), 'wb') as f:
+      f.write(data)
+  config = _config(root, data_dir, ['bag', 'trouser'], f'data.unlabeled_path={folder}',
+                   **schema_edit)
+  return config, _run_to_gate(config)
+
+
+def _first_bag(data_dir):
+  bag = os.path.join(data_dir, 'bag')
+  with open(os.path.join(bag, sorted(os.listdir(bag))[0]), 'rb') as f:
+    return {'a_bag.png': f.read()}
+
+
 @pytest.fixture(scope='module')
 def clean(tmp_path_factory):
-  return _gate_case(tmp_path_factory, 'clean', ['bag', 'trouser'], 6, ['bag', 'trouser'])
+  """Clean labeled images, and 4 unlabeled ones: 3 sneakers and a labeled bag's copy."""
+  return _unlabeled_case(tmp_path_factory, 'clean', _first_bag)
+
+
+@pytest.fixture(scope='module')
+def empty_unlabeled(tmp_path_factory):
+  """The unlabeled folder holds one file, and it is no image."""
+  return _unlabeled_case(tmp_path_factory, 'empty', {'notes.png': b'not an image'},
+                         sneakers=0)
+
+
+def _only_png(schema_text):
+  for image_format in ('jpeg', 'gif', 'bmp'):
+    schema_text = schema_text.replace(f'value: "{image_format}"', '')
+  return schema_text
+
+
+@pytest.fixture(scope='module')
+def unlabeled_outside_schema(tmp_path_factory):
+  """The schema allows only PNG; the unlabeled folder also holds a JPEG."""
+  jpeg = io.BytesIO()
+  Image.new('RGB', (28, 28), (90, 30, 200)).save(jpeg, format='JPEG')
+  return _unlabeled_case(tmp_path_factory, 'outside', {'photo.jpg': jpeg.getvalue()},
+                         edit_schema=_only_png)
 
 
 @pytest.fixture(scope='module')
@@ -139,8 +189,48 @@ def test_clean_data_passes_and_records_what_it_checked(clean):
   assert found['images_per_class'] == {'train': {'bag': 5, 'trouser': 5},
                                        'eval': {'bag': 1, 'trouser': 1}}
   assert found['counts_from'] == 'statistics'
-  assert found['label_conflicts'] == []
+  assert found['label_conflicts'] == []      # the bag's unlabeled copy is none
+  assert found['unlabeled_images'] == 4
   assert 'Data gate: passed' in run_summary.format_summary(summary)
+  # ExampleValidator skips the unlabeled split (its label '' is outside the domain).
+  assert summary.anomalies == []
+
+
+def test_an_empty_unlabeled_split_is_refused(empty_unlabeled):
+  _, error = empty_unlabeled
+  _assert_clear(error, [
+      'the unlabeled folder (data.unlabeled_path) gave no images: it is empty or '
+      'every file in it was quarantined (reasons in quarantine.jsonl)'])
+
+
+def test_unlabeled_images_are_validated_against_the_schema(unlabeled_outside_schema):
+  config, error = unlabeled_outside_schema
+  _assert_clear(error, [
+      "the unlabeled images do not match the schema: feature 'format': Examples "
+      'contain values missing from the schema: jpeg (~25%).'])
+  assert run_summary.summarize(config.pipeline.metadata_path).anomalies == []
+
+
+def test_unlabeled_split_needs_its_placeholder_label_and_schema_environment():
+  without_environments = schema.load(config_lib.DataConfig.schema_file)
+  del without_environments.default_environment[:]
+  assert gate.unlabeled_problems({'': 3, 'bag': 1}, 'not read', without_environments) == [
+      "the unlabeled split holds 1 images labeled 'bag'; unlabeled images carry "
+      "only the placeholder label ''",
+      'the schema has no UNLABELED environment to validate the unlabeled images '
+      'in; add default_environment: "LABELED", default_environment: "UNLABELED" '
+      'and, in the label feature, not_in_environment: "UNLABELED" (see '
+      'schema/schema.pbtxt)']
+
+
+def test_a_missing_unlabeled_folder_stops_the_run_before_it_starts(tmp_path, capsys):
+  missing = str(tmp_path / 'no_such_folder')
+  with pytest.raises(SystemExit) as exited:
+    cli.main(['run', '--unlabeled', missing, '--output', str(tmp_path / 'out')])
+  assert exited.value.code == 2
+  assert capsys.readouterr().err == (f'error: Unlabeled image folder {missing} does '
+                                     'not exist (data.unlabeled_path, --unlabeled)\n')
+  assert not os.path.exists(tmp_path / 'out')
 
 
 def test_a_single_class_is_refused(single_class):

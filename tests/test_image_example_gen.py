@@ -12,10 +12,12 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 from tfx import v1 as tfx
+from tfx.components.example_gen import utils as example_gen_utils
 import ml_metadata as mlmd
 
 from components.image_example_gen import executor
-from components.image_example_gen.component import ImageExampleGen, has_fixed_split
+from components.image_example_gen.component import (
+    UNLABELED_LABEL, UNLABELED_SPLIT, ImageExampleGen, has_fixed_split)
 
 
 def _encode(image: Image.Image, image_format: str) -> bytes:
@@ -70,21 +72,25 @@ def mixed_folder(tmp_path):
   return str(root), good, bad
 
 
-def _run_example_gen(data_dir, work_dir, eval_fraction=0.25):
-  metadata_path = os.path.join(work_dir, 'metadata.sqlite')
+def _examples_artifacts(work_dir):
+  store = mlmd.MetadataStore(tfx.orchestration.metadata.sqlite_metadata_connection_config(
+      os.path.join(work_dir, 'metadata.sqlite')))
+  return store.get_artifacts_by_type('Examples')
+
+
+def _run_example_gen(data_dir, work_dir, eval_fraction=0.25, unlabeled_dir='',
+                     enable_cache=False):
   tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
       pipeline_name='example-gen-test',
       pipeline_root=os.path.join(work_dir, 'root'),
       components=[ImageExampleGen(data_dir, eval_fraction,
-                                  fixed_split=has_fixed_split(data_dir))],
+                                  fixed_split=has_fixed_split(data_dir),
+                                  unlabeled_dir=unlabeled_dir)],
       metadata_connection_config=(
           tfx.orchestration.metadata.sqlite_metadata_connection_config(
-              metadata_path)),
-      enable_cache=False))
-  connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(
-      metadata_path)
-  store = mlmd.MetadataStore(connection)
-  return store.get_artifacts_by_type('Examples')[-1]
+              os.path.join(work_dir, 'metadata.sqlite'))),
+      enable_cache=enable_cache))
+  return _examples_artifacts(work_dir)[-1]
 
 
 def _read_split(uri, split):
@@ -174,3 +180,83 @@ def test_fixed_train_eval_layout_is_kept(sample_copy, tmp_path):
 ])
 def test_allocation_is_proportional_with_one_per_split(count, weights, expected):
   assert executor._allocate(count, weights) == expected  # pylint: disable=protected-access
+
+
+@pytest.fixture
+def unlabeled_folder(tmp_path, sample_copy):
+  """Labeled bag/trouser images and a folder of unlabeled ones: two at its
+  top, one nested, one the copy of a labeled image, one corrupt, one hidden."""
+  labeled = sample_copy(str(tmp_path / 'images'), ['bag', 'trouser'], 5)
+  pool = sample_copy(str(tmp_path / 'pool_source'), ['sneaker'], 3)
+  root = tmp_path / 'unlabeled'
+  sneakers = sorted(glob.glob(os.path.join(pool, 'sneaker', '*.png')))
+  files = {'a.png': sneakers[0], 'b.png': sneakers[1], 'batch 2/c.png': sneakers[2],
+           'labeled_copy.png': sorted(glob.glob(os.path.join(labeled, 'bag', '*')))[0]}
+  for relative, source in files.items():
+    with open(source, 'rb') as f:
+      _write(root / relative, f.read())
+  bad = {'batch 2/corrupt.png': b'\x89PNG\r\n\x1a\n' + b'\x00' * 20,
+         '.thumbs.png': b'hidden'}
+  for relative, data in bad.items():
+    _write(root / relative, data)
+  return labeled, str(root), set(files), {str(root / relative) for relative in bad}
+
+
+def _to_fixed_layout(labeled):
+  """Moves the class folders of `labeled` under train/, copies one image of
+  each to eval/."""
+  classes = os.listdir(labeled)
+  os.makedirs(os.path.join(labeled, 'train'))
+  for name in classes:
+    os.rename(os.path.join(labeled, name), os.path.join(labeled, 'train', name))
+    first = sorted(os.listdir(os.path.join(labeled, 'train', name)))[0]
+    with open(os.path.join(labeled, 'train', name, first), 'rb') as f:
+      _write(os.path.join(labeled, 'eval', name, first), f.read())
+
+
+@pytest.mark.parametrize('fixed', [False, True], ids=['stratified', 'fixed_split'])
+def test_unlabeled_folder_becomes_the_unlabeled_split(unlabeled_folder, tmp_path, fixed):
+  labeled, unlabeled, good, bad = unlabeled_folder
+  if fixed:
+    _to_fixed_layout(labeled)
+  artifact = _run_example_gen(labeled, str(tmp_path / 'work'), unlabeled_dir=unlabeled)
+
+  assert json.loads(artifact.properties['split_names'].string_value) == [
+      'train', 'eval', UNLABELED_SPLIT]
+  records = _read_split(artifact.uri, UNLABELED_SPLIT)
+  assert {r['source_path'].decode() for r in records} == good
+  assert {r['label'] for r in records} == {UNLABELED_LABEL.encode()}
+  assert all(r['format'] == b'png' and r['height'] == 28 for r in records)
+  labeled_count = sum(len(_read_split(artifact.uri, split)) for split in ('train', 'eval'))
+  assert labeled_count == (12 if fixed else 10)
+
+  with open(os.path.join(artifact.uri, executor.QUARANTINE_FILE)) as f:
+    quarantined = {row['path']: row['reason'] for row in map(json.loads, f)}
+  assert set(quarantined) == bad          # full paths: clearly the unlabeled folder's
+  assert 'undecodable png' in quarantined[os.path.join(unlabeled, 'batch 2', 'corrupt.png')]
+  assert 'hidden' in quarantined[os.path.join(unlabeled, '.thumbs.png')]
+  properties = artifact.custom_properties
+  assert properties[executor.UNLABELED_COUNT_PROPERTY].int_value == len(good)
+  assert properties[executor.QUARANTINED_COUNT_PROPERTY].int_value == len(bad)
+  # A labeled image's copy among the unlabeled ones is no label conflict.
+  assert properties[executor.LABEL_CONFLICT_COUNT_PROPERTY].int_value == 0
+
+
+def test_a_file_added_to_the_unlabeled_folder_invalidates_the_cache(
+    unlabeled_folder, tmp_path):
+  labeled, unlabeled, good, _ = unlabeled_folder
+  work = str(tmp_path / 'work')
+  first = _run_example_gen(labeled, work, unlabeled_dir=unlabeled, enable_cache=True)
+  _run_example_gen(labeled, work, unlabeled_dir=unlabeled, enable_cache=True)
+  assert len(_examples_artifacts(work)) == 1            # unchanged: from the cache
+  with open(os.path.join(unlabeled, 'a.png'), 'rb') as f:
+    _write(os.path.join(unlabeled, 'deep', 'er', 'new.png'), f.read())
+  second = _run_example_gen(labeled, work, unlabeled_dir=unlabeled, enable_cache=True)
+
+  assert second.id != first.id
+  fingerprint = lambda artifact: artifact.custom_properties[
+      example_gen_utils.FINGERPRINT_PROPERTY_NAME].string_value
+  assert f'\nsplit:{UNLABELED_SPLIT},num_files:6,' in fingerprint(first)
+  assert f'\nsplit:{UNLABELED_SPLIT},num_files:7,' in fingerprint(second)
+  assert second.custom_properties[
+      executor.UNLABELED_COUNT_PROPERTY].int_value == len(good) + 1

@@ -6,6 +6,10 @@ counted instead. Images under two labels come from ImageExampleGen's
 `label_conflicts.jsonl`. The findings are written to `data_gate.json` in the
 output artifact (a standard ExampleAnomalies, see component.py); problems
 then fail the execution with a `DataGateError` whose message lists them all.
+
+The `unlabeled` split (data.unlabeled_path), when there is one, takes no part
+in the class checks; ExampleValidator skips it, so the gate validates it
+against the schema's UNLABELED environment and refuses it when it is empty.
 """
 
 import collections
@@ -15,7 +19,9 @@ import os
 from typing import Any, Dict, List, Optional
 
 import tensorflow as tf
+import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import anomalies_pb2
+from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
@@ -23,10 +29,13 @@ from tfx.utils import io_utils
 
 from components.data_gate import labels
 from components.image_example_gen import executor as example_gen_executor
+from components.image_example_gen.component import UNLABELED_LABEL, UNLABELED_SPLIT
 
 TRAIN_SPLIT, EVAL_SPLIT = 'train', 'eval'
 REPORT_FILE = 'data_gate.json'
 ANOMALIES_FILE = 'SchemaDiff.pb'
+# The schema environment of the unlabeled split, where `label` is not expected.
+UNLABELED_ENVIRONMENT = 'UNLABELED'
 # Lines per rule in the error message; data_gate.json keeps them all.
 MAX_LINES_PER_RULE = 20
 _HEADER = 'The data set cannot be used for training; the data gate found'
@@ -148,6 +157,39 @@ def find_problems(classes: List[str], counts: Dict[str, Dict[str, int]],
   return problems
 
 
+def unlabeled_problems(found: Dict[str, int], statistics_uri: str,
+                       schema: schema_pb2.Schema) -> List[str]:
+  """Why the unlabeled split (`found`: label -> images) cannot be used: it has
+  no image, it holds a real label, or its statistics break the schema in the
+  UNLABELED environment. The `label` statistics (the placeholder's) are left
+  out of that check: TFDV reports a present column the environment excludes."""
+  if not sum(found.values()):
+    return ['the unlabeled folder (data.unlabeled_path) gave no images: it is '
+            'empty or every file in it was quarantined (reasons in quarantine.jsonl)']
+  problems = [f'the unlabeled split holds {found[label]} images labeled {label!r}; '
+              f'unlabeled images carry only the placeholder label {UNLABELED_LABEL!r}'
+              for label in sorted(found) if label != UNLABELED_LABEL]
+  if UNLABELED_ENVIRONMENT not in schema.default_environment:
+    return problems + [
+        f'the schema has no {UNLABELED_ENVIRONMENT} environment to validate the '
+        'unlabeled images in; add default_environment: "LABELED", '
+        f'default_environment: "{UNLABELED_ENVIRONMENT}" and, in the label feature, '
+        f'not_in_environment: "{UNLABELED_ENVIRONMENT}" (see schema/schema.pbtxt)']
+  stats = labels.read_statistics(statistics_uri, UNLABELED_SPLIT)
+  for dataset in stats.datasets:
+    kept = [feature for feature in dataset.features if not labels.is_label(feature)]
+    del dataset.features[:]
+    dataset.features.extend(kept)
+  anomalies = tfdv.validate_statistics(stats, schema, environment=UNLABELED_ENVIRONMENT)
+  found_anomalies = [f'feature {name!r}: {info.description}'
+                     for name, info in sorted(anomalies.anomaly_info.items())]
+  if anomalies.HasField('dataset_anomaly_info'):
+    found_anomalies.append(anomalies.dataset_anomaly_info.description)
+  return problems + _capped([
+      f'the unlabeled images do not match the schema: {anomaly.strip()}'
+      for anomaly in found_anomalies], 'anomalies of the unlabeled split')
+
+
 class Executor(base_executor.BaseExecutor):
   """Checks the data set; writes data_gate.json; fails on any problem."""
 
@@ -161,18 +203,21 @@ class Executor(base_executor.BaseExecutor):
     result = artifact_utils.get_single_instance(output_dict['result'])
     min_images = int(exec_properties['min_images_per_class'])
 
-    classes = labels.domain(io_utils.SchemaReader().read(
-        io_utils.get_only_uri_in_dir(schema_uri)))
+    schema = io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(schema_uri))
+    classes = labels.domain(schema)
     splits = artifact_utils.decode_split_names(examples.split_names)
     counts, counts_source, why = labels.count(statistics.uri, examples.uri, splits)
     if why:
       logging.info('Counting labels in the examples: %s', why)
+    unlabeled = counts.pop(UNLABELED_SPLIT, None)    # None: no unlabeled folder
     conflicts = read_label_conflicts(examples.uri)
     notes = [] if conflicts is not None else [
         'images under two labels were not checked: the examples were made before '
         'ImageExampleGen wrote label_conflicts.jsonl (rerun with '
         'pipeline.enable_cache=false to check them)']
     problems = find_problems(classes, counts, conflicts or [], min_images)
+    if unlabeled is not None:
+      problems += unlabeled_problems(unlabeled, statistics.uri, schema)
 
     report = {
         'passed': not problems,
@@ -181,6 +226,7 @@ class Executor(base_executor.BaseExecutor):
         'classes': classes,
         'min_images_per_class': min_images,
         'images_per_class': counts,
+        'unlabeled_images': None if unlabeled is None else sum(unlabeled.values()),
         'counts_from': counts_source,
         'label_conflicts': conflicts,
         'examples_uri': examples.uri,
@@ -202,8 +248,9 @@ class Executor(base_executor.BaseExecutor):
       logging.warning('Data gate: %s', note)
     if problems:
       raise DataGateError.from_problems(problems)
-    logging.info('Data gate passed: %d classes, images per split %s', len(classes),
-                 {split: sum(c.values()) for split, c in counts.items()})
+    logging.info('Data gate passed: %d classes, images per split %s%s', len(classes),
+                 {split: sum(c.values()) for split, c in counts.items()},
+                 '' if unlabeled is None else f', {sum(unlabeled.values())} unlabeled')
 
 
 def read_report(result_uri: str) -> Dict[str, Any]:

@@ -42,6 +42,20 @@ def split_names(uri: str) -> List[str]:
                 for path in tf.io.gfile.glob(os.path.join(uri, 'Split-*')))
 
 
+def read_statistics(statistics_uri: str,
+                    split: str) -> statistics_pb2.DatasetFeatureStatisticsList:
+  """StatisticsGen's statistics of one split."""
+  stats = statistics_pb2.DatasetFeatureStatisticsList()
+  with tf.io.gfile.GFile(os.path.join(_split_dir(statistics_uri, split),
+                                      STATISTICS_FILE), 'rb') as f:
+    stats.ParseFromString(f.read())
+  return stats
+
+
+def is_label(feature: statistics_pb2.FeatureNameStatistics) -> bool:
+  return list(feature.path.step) == [LABEL_FEATURE] or feature.name == LABEL_FEATURE
+
+
 def from_statistics(statistics_uri: str, splits: List[str]) -> Counts:
   """Images per label per split from the statistics' `label` string stats.
 
@@ -50,13 +64,9 @@ def from_statistics(statistics_uri: str, splits: List[str]) -> Counts:
   """
   counts = {}
   for split in splits:
-    stats = statistics_pb2.DatasetFeatureStatisticsList()
-    with tf.io.gfile.GFile(os.path.join(_split_dir(statistics_uri, split),
-                                        STATISTICS_FILE), 'rb') as f:
-      stats.ParseFromString(f.read())
+    stats = read_statistics(statistics_uri, split)
     features = [feature for dataset in stats.datasets for feature in dataset.features
-                if list(feature.path.step) == [LABEL_FEATURE]
-                or feature.name == LABEL_FEATURE]
+                if is_label(feature)]
     if not features:       # an empty split has no feature statistics
       counts[split] = {}
       continue

@@ -2,15 +2,18 @@
 
 This is the TFX way to add a new input format: the standard component (and so
 its driver, which fingerprints the input files for caching and span tracking)
-with a custom Beam executor.
+with a custom Beam executor. The driver also fingerprints the optional folder
+of unlabeled images, which becomes the `unlabeled` split (UNLABELED_SPLIT,
+label UNLABELED_LABEL).
 """
 
 import os
+from typing import List
 
 import tensorflow as tf
 from google.protobuf import any_pb2, struct_pb2
 from tfx import v1 as tfx
-from tfx.components.example_gen import driver, input_processor
+from tfx.components.example_gen import driver, input_processor, utils
 from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.io import fileio
@@ -23,6 +26,9 @@ from components.image_example_gen import executor
 # driver fingerprints what it matches, so added, removed or touched images
 # invalidate the cache; the executor itself walks class folders recursively.
 _CLASS_FILES = '*/*'
+# The split of the unlabeled folder's images, and the label they carry.
+UNLABELED_SPLIT = executor.UNLABELED_SPLIT
+UNLABELED_LABEL = executor.UNLABELED_LABEL
 
 
 def has_fixed_split(data_dir: str) -> bool:
@@ -31,12 +37,11 @@ def has_fixed_split(data_dir: str) -> bool:
              for split in ('train', 'eval'))
 
 
-def _fingerprint(split_name: str, pattern: str) -> str:
-  """TFX's `io_utils.generate_fingerprint` (same text, so caches carry over),
-  except that an entry it cannot stat (a broken symlink, a symlink loop) counts
-  with its link's own size and time instead of failing the whole run; the
-  executor quarantines such entries with their reason."""
-  files = fileio.glob(pattern)
+def _fingerprint(split_name: str, files: List[str]) -> str:
+  """TFX's `io_utils.generate_fingerprint` of `files` (same text, so caches
+  carry over), except that an entry it cannot stat (a broken symlink, a
+  symlink loop) counts with its link's own size and time instead of failing
+  the whole run; the executor quarantines such entries with their reason."""
   total_bytes = xor_checksum = sum_checksum = 0
   for path in files:
     try:
@@ -57,18 +62,30 @@ class _InputProcessor(input_processor.FileBasedInputProcessor):
 
   def resolve_span_and_version(self):
     self._fingerprint = '\n'.join(
-        _fingerprint(split.name, os.path.join(self._input_base_uri, split.pattern))
+        _fingerprint(split.name,
+                     fileio.glob(os.path.join(self._input_base_uri, split.pattern)))
         for split in self._splits)
     return 0, None
 
 
 class _Driver(driver.FileBasedDriver):
   """The stock driver fails the run on a broken symlink in a class folder (it
-  stats every file to fingerprint the input); this one fingerprints it."""
+  stats every file to fingerprint the input); this one fingerprints it. It
+  also fingerprints every file of the unlabeled folder, which is no input
+  split, so that adding, removing or touching one invalidates the cache."""
 
   def get_input_processor(self, splits, range_config=None, input_base_uri=None):
     assert input_base_uri
     return _InputProcessor(input_base_uri, splits, range_config)
+
+  def resolve_exec_properties(self, exec_properties, pipeline_info, component_info):
+    exec_properties = super().resolve_exec_properties(
+        exec_properties, pipeline_info, component_info)
+    unlabeled_dir = executor.unlabeled_dir(exec_properties)
+    if unlabeled_dir:
+      exec_properties[utils.FINGERPRINT_PROPERTY_NAME] += '\n' + _fingerprint(
+          UNLABELED_SPLIT, executor.list_files(unlabeled_dir))
+    return exec_properties
 
 
 class _ImageFileBasedExampleGen(FileBasedExampleGen):
@@ -78,14 +95,16 @@ class _ImageFileBasedExampleGen(FileBasedExampleGen):
 def ImageExampleGen(data_dir: str, eval_fraction: float,  # pylint: disable=invalid-name
                     fixed_split: bool,
                     max_image_pixels: int = image_codec.DEFAULT_MAX_PIXELS,
-                    ) -> FileBasedExampleGen:
+                    unlabeled_dir: str = '') -> FileBasedExampleGen:
   """Ingests `data_dir` (`<class>/<image>`, or `train|eval/<class>/<image>`
   when `fixed_split`; decided by the caller, who can see the folder even when
   `data_dir` is the path the folder will have inside a container).
 
   `max_image_pixels` (`data.max_image_pixels`): images whose header declares
   more pixels are quarantined undecoded; it reaches the executor through
-  `custom_config` (a packed Struct).
+  `custom_config` (a packed Struct), as does `unlabeled_dir`
+  (`data.unlabeled_path`): a folder of unlabeled images, any layout, ingested
+  as the extra split UNLABELED_SPLIT ('' = none).
   """
   if fixed_split:
     input_config = tfx.proto.Input(splits=[
@@ -102,8 +121,10 @@ def ImageExampleGen(data_dir: str, eval_fraction: float,  # pylint: disable=inva
         tfx.proto.SplitConfig.Split(name='eval', hash_buckets=eval_buckets),
     ]))
   packed = any_pb2.Any()
-  packed.Pack(struct_pb2.Struct(fields={
-      'max_image_pixels': struct_pb2.Value(number_value=max_image_pixels)}))
+  values = {'max_image_pixels': struct_pb2.Value(number_value=max_image_pixels)}
+  if unlabeled_dir:     # only then, so runs without one keep their cache
+    values['unlabeled_dir'] = struct_pb2.Value(string_value=unlabeled_dir)
+  packed.Pack(struct_pb2.Struct(fields=values))
   return _ImageFileBasedExampleGen(
       input_base=data_dir,
       input_config=input_config,

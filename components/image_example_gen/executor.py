@@ -10,6 +10,12 @@ is stratified per class and keyed on the image's content hash: each class is
 spread over the splits in proportion to their hash buckets, every split gets
 at least one image of every class that has enough images, the assignment is
 the same on every run, and identical images always land in the same split.
+
+An optional folder of unlabeled images (`unlabeled_dir` in the custom config;
+any layout, every file one image) becomes one more split, `unlabeled`, whose
+examples carry the placeholder label '' and a `source_path` relative to that
+folder. Its files are judged like the labeled ones (no class folder needed)
+and quarantined into the same `quarantine.jsonl`, under their full path.
 """
 
 import hashlib
@@ -36,6 +42,11 @@ QUARANTINED_COUNT_PROPERTY = 'quarantined_count'
 # DataGate component (components/data_gate/) reads it and stops the run.
 LABEL_CONFLICTS_FILE = 'label_conflicts.jsonl'
 LABEL_CONFLICT_COUNT_PROPERTY = 'label_conflict_count'
+# The split of the unlabeled folder's images and the label they carry. They
+# never take part in the label-conflict check, nor in evaluation.
+UNLABELED_SPLIT = 'unlabeled'
+UNLABELED_LABEL = ''
+UNLABELED_COUNT_PROPERTY = 'unlabeled_count'
 _OK = 'ok'
 _QUARANTINED = 'quarantined'
 
@@ -113,15 +124,27 @@ def _split_root(input_base: str, pattern: str) -> str:
   return os.path.normpath(os.path.join(input_base, pattern.split('*')[0]))
 
 
-def max_image_pixels(exec_properties: Dict[str, Any]) -> int:
-  """`max_image_pixels` from the component's custom_config (a packed Struct)."""
+def _custom_config(exec_properties: Dict[str, Any], key: str, default: Any) -> Any:
+  """One value of the component's custom_config (a packed Struct), or `default`.
+
+  Read by both the executor and the driver (component.py)."""
   raw = exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY)
   if raw:
     custom = proto_utils.json_to_proto(raw, example_gen_pb2.CustomConfig())
     values = struct_pb2.Struct()
-    if custom.custom_config.Unpack(values) and 'max_image_pixels' in values:
-      return int(values['max_image_pixels'])
-  return image_codec.DEFAULT_MAX_PIXELS
+    if custom.custom_config.Unpack(values) and key in values:
+      return values[key]
+  return default
+
+
+def max_image_pixels(exec_properties: Dict[str, Any]) -> int:
+  return int(_custom_config(exec_properties, 'max_image_pixels',
+                            image_codec.DEFAULT_MAX_PIXELS))
+
+
+def unlabeled_dir(exec_properties: Dict[str, Any]) -> str:
+  """The folder of unlabeled images, '' when there is none."""
+  return _custom_config(exec_properties, 'unlabeled_dir', '')
 
 
 class _ReadImage(beam.DoFn):
@@ -131,13 +154,20 @@ class _ReadImage(beam.DoFn):
   size guard (`image_codec.declared_size`, against `max_image_pixels`) before
   anything is decoded, then `image_codec.decode_rgb`, whose output shape
   (upright after EXIF orientation) is recorded as height and width.
+
+  Labeled files take their label from their class folder and are named
+  relative to `input_base`; unlabeled ones (`labeled=False`, `input_base` is
+  then their folder) need no class folder, carry UNLABELED_LABEL, and are
+  quarantined under their full path, so the list tells them apart.
   """
 
   def __init__(self, input_base: str, split_root: str,
-               max_pixels: int = image_codec.DEFAULT_MAX_PIXELS):
+               max_pixels: int = image_codec.DEFAULT_MAX_PIXELS,
+               labeled: bool = True):
     self._input_base = input_base
     self._split_root = split_root
     self._max_pixels = max_pixels
+    self._labeled = labeled
     self._declared_size = self._decoded_shape = None
 
   def setup(self):
@@ -150,7 +180,7 @@ class _ReadImage(beam.DoFn):
 
   def _reason(self, path: str, parts: List[str]):
     """(reason, None) to quarantine, or (None, record fields) to ingest."""
-    if len(parts) < 2:
+    if self._labeled and len(parts) < 2:
       return 'not inside a class folder', None
     if any(part.startswith('.') for part in parts):
       return 'hidden file or folder', None
@@ -191,14 +221,14 @@ class _ReadImage(beam.DoFn):
     parts = os.path.relpath(path, self._split_root).split(os.sep)
     reason, fields = self._reason(path, parts)
     if reason is not None:
-      logging.warning('Quarantined %s: %s', source_path, reason)
-      yield beam.pvalue.TaggedOutput(
-          _QUARANTINED, {'path': source_path, 'reason': reason})
+      shown = source_path if self._labeled else path
+      logging.warning('Quarantined %s: %s', shown, reason)
+      yield beam.pvalue.TaggedOutput(_QUARANTINED, {'path': shown, 'reason': reason})
       return
     encoded, image_format, height, width = fields
     yield {
         'image': encoded,
-        'label': parts[0],
+        'label': parts[0] if self._labeled else UNLABELED_LABEL,
         'image_id': hashlib.sha256(encoded).hexdigest(),
         'source_path': source_path,
         'height': height,
@@ -293,8 +323,22 @@ def _label_conflict(
            'paths': [path for _, path in entries]}
 
 
+def _read_folder(pipeline: beam.Pipeline, name: str, root: str,
+                 read_image: _ReadImage) -> Tuple[List[str], Any]:
+  """(the files listed under `root`, the ParDo's tagged outputs)."""
+  paths = list_files(root)
+  logging.info('Split %r: %d file(s) under %s', name, len(paths), root)
+  return paths, (
+      pipeline
+      | f'ListFiles[{name}]' >> beam.Create(paths)
+      | f'Reshuffle[{name}]' >> beam.Reshuffle()
+      | f'ReadImages[{name}]' >> beam.ParDo(read_image).with_outputs(
+          _QUARANTINED, main=_OK))
+
+
 class Executor(base_example_gen_executor.BaseExampleGenExecutor):
-  """ExampleGen executor for a folder of images, one sub-folder per class."""
+  """ExampleGen executor for a folder of images, one sub-folder per class,
+  plus an optional folder of unlabeled images."""
 
   def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
     raise NotImplementedError('GenerateExamplesByBeam is overridden instead.')
@@ -304,6 +348,8 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         output_dict[standard_component_specs.EXAMPLES_KEY])
     self._quarantine_path = os.path.join(examples.uri, QUARANTINE_FILE)
     self._label_conflicts_path = os.path.join(examples.uri, LABEL_CONFLICTS_FILE)
+    self._examples = examples
+    self._unlabeled_paths = None     # listed by GenerateExamplesByBeam
     super().Do(input_dict, output_dict, exec_properties)
     with tf.io.gfile.GFile(self._label_conflicts_path) as f:
       conflicts = sum(1 for line in f if line.strip())
@@ -312,11 +358,17 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
       logging.warning('%d image(s) appear under more than one label; see %s',
                       conflicts, self._label_conflicts_path)
     with tf.io.gfile.GFile(self._quarantine_path) as f:
-      quarantined = sum(1 for line in f if line.strip())
-    examples.set_int_custom_property(QUARANTINED_COUNT_PROPERTY, quarantined)
-    if quarantined:
-      logging.warning('%d file(s) were quarantined; reasons in %s', quarantined,
+      quarantine = [json.loads(line) for line in f if line.strip()]
+    examples.set_int_custom_property(QUARANTINED_COUNT_PROPERTY, len(quarantine))
+    if quarantine:
+      logging.warning('%d file(s) were quarantined; reasons in %s', len(quarantine),
                       self._quarantine_path)
+    if self._unlabeled_paths is not None:
+      # Every listed file is an example or a quarantine line (under its path).
+      unlabeled = len(self._unlabeled_paths) - sum(
+          row['path'] in self._unlabeled_paths for row in quarantine)
+      examples.set_int_custom_property(UNLABELED_COUNT_PROPERTY, unlabeled)
+      logging.info('%d unlabeled image(s) in split %r', unlabeled, UNLABELED_SPLIT)
 
   def GenerateExamplesByBeam(
       self, pipeline: beam.Pipeline,
@@ -331,19 +383,12 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
     split_names = example_gen_utils.generate_output_split_names(
         input_config, output_config)
 
+    max_pixels = max_image_pixels(exec_properties)
     read_splits, quarantines = [], []
     for split in input_config.splits:
       root = _split_root(input_base, split.pattern)
-      paths = list_files(root)
-      logging.info('Split pattern %r: %d file(s) under %s', split.pattern,
-                   len(paths), root)
-      outputs = (
-          pipeline
-          | f'ListFiles[{split.name}]' >> beam.Create(paths)
-          | f'Reshuffle[{split.name}]' >> beam.Reshuffle()
-          | f'ReadImages[{split.name}]' >> beam.ParDo(
-              _ReadImage(input_base, root, max_image_pixels(exec_properties))
-          ).with_outputs(_QUARANTINED, main=_OK))
+      _, outputs = _read_folder(pipeline, split.name, root,
+                                _ReadImage(input_base, root, max_pixels))
       read_splits.append(outputs[_OK])
       quarantines.append(outputs[_QUARANTINED])
 
@@ -355,6 +400,24 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
           weights)
     else:
       record_splits = read_splits
+    examples = {
+        name: records | f'ToExample[{name}]' >> beam.Map(_to_example)
+        for name, records in zip(split_names, record_splits)
+    }
+
+    unlabeled_root = unlabeled_dir(exec_properties)
+    if unlabeled_root:
+      paths, outputs = _read_folder(
+          pipeline, UNLABELED_SPLIT, unlabeled_root,
+          _ReadImage(unlabeled_root, unlabeled_root, max_pixels, labeled=False))
+      self._unlabeled_paths = set(paths)
+      # The base executor named the splits of the input and output configs
+      # just before; the split's output folder is looked up by name.
+      self._examples.split_names = artifact_utils.encode_split_names(
+          split_names + [UNLABELED_SPLIT])
+      quarantines.append(outputs[_QUARANTINED])
+      examples[UNLABELED_SPLIT] = (
+          outputs[_OK] | f'ToExample[{UNLABELED_SPLIT}]' >> beam.Map(_to_example))
 
     (quarantines
      | 'MergeQuarantine' >> beam.Flatten()
@@ -362,8 +425,8 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
      | 'WriteQuarantine' >> beam.io.WriteToText(
          self._quarantine_path, num_shards=1, shard_name_template=''))
 
-    # The same image (content hash) under two labels, over all splits: only
-    # (id, label, path) triples are grouped, never image bytes.
+    # The same image (content hash) under two labels, over the labeled splits:
+    # only (id, label, path) triples are grouped, never image bytes.
     (read_splits
      | 'MergeReadImages' >> beam.Flatten()
      | 'IdLabelPath' >> beam.Map(_id_label_path)
@@ -372,8 +435,4 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
      | 'LabelConflictToJson' >> beam.Map(json.dumps, sort_keys=True)
      | 'WriteLabelConflicts' >> beam.io.WriteToText(
          self._label_conflicts_path, num_shards=1, shard_name_template=''))
-
-    return {
-        name: records | f'ToExample[{name}]' >> beam.Map(_to_example)
-        for name, records in zip(split_names, record_splits)
-    }
+    return examples

@@ -8,6 +8,9 @@
 - `from_pixels`: decoded, resized RGB pixels -> probabilities; the same model
   without the decoder, for runtimes that cannot decode images in the graph
   (the RegistryPusher converts this one to TensorFlow Lite).
+- `embeddings_from_examples`: serialized raw tf.Examples -> the pooled backbone
+  features (`embedding`) and probabilities; the LabelQueue ranks unlabeled
+  images with both (uncertainty, and diversity in feature space).
 """
 
 from typing import Callable, Dict, List, Optional
@@ -16,12 +19,14 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
 
+from components.trainer.model import POOLED_FEATURES_LAYER
 from components.transform import preprocessing
 
 SERVING_SIGNATURE = 'serving_default'
 EXAMPLES_SIGNATURE = 'from_examples'
 TRANSFORM_SIGNATURE = 'transform_features'
 PIXELS_SIGNATURE = 'from_pixels'
+EMBEDDINGS_SIGNATURE = 'embeddings_from_examples'
 SERVING_INPUT = 'images'
 PIXELS_INPUT = 'pixels'
 
@@ -82,10 +87,21 @@ def make_signatures(
   def transform_features(examples):
     return model.tft_layer(tf.io.parse_example(examples, raw_spec))
 
+  embed = tf_keras.Model(model.inputs, [model.get_layer(POOLED_FEATURES_LAYER).output,
+                                        model.output])
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
+  def embed_examples(examples):
+    transformed = model.tft_layer(tf.io.parse_example(examples, unlabeled_spec))
+    embedding, probabilities = embed(
+        transformed[preprocessing.TRANSFORMED_IMAGE_KEY], training=False)
+    return {'embedding': embedding, 'probabilities': probabilities}
+
   exported = {
       SERVING_SIGNATURE: serve_images.get_concrete_function(),
       EXAMPLES_SIGNATURE: serve_examples.get_concrete_function(),
       TRANSFORM_SIGNATURE: transform_features.get_concrete_function(),
+      EMBEDDINGS_SIGNATURE: embed_examples.get_concrete_function(),
   }
   if normalize is not None:
     # Float RGB in [0, 255], resized to the model's input like Transform does

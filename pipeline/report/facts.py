@@ -23,7 +23,7 @@ from tfx.utils import path_utils
 
 from components.backbones import get_backbone
 from components.data_gate import labels
-from components.image_example_gen.component import has_fixed_split
+from components.image_example_gen.component import UNLABELED_SPLIT, has_fixed_split
 from components.registry_pusher import registry
 from components.trainer import task
 from pipeline import schema
@@ -67,6 +67,7 @@ class Facts:
   accuracy_interval: Optional[Tuple[float, float]]  # 95% Wilson
   baseline_version: Optional[int]       # registry version of the baseline
   scoring: Optional[scoring.Scoring]    # the eval split scored again
+  unlabeled_count: Optional[int] = None  # images of the unlabeled split, if any
   missing: List[str] = dataclasses.field(default_factory=list)
 
   @property
@@ -182,12 +183,14 @@ def gather(config: Config, summary: RunSummary, gallery_size: int = 12) -> Facts
   # The model's classes (the transform graph's vocabulary) when evaluated.
   class_names = list(summary.evaluation.get('per_class', {})) or intended_classes
 
-  split_counts, counts_source = None, ''
+  split_counts, counts_source, unlabeled_count = None, '', None
   if summary.examples_uri:
     counted = attempt('images per class', labels.count, summary.statistics_uri or '',
                       summary.examples_uri, labels.split_names(summary.examples_uri))
     if counted:
       split_counts, source, why = counted
+      unlabeled = split_counts.pop(UNLABELED_SPLIT, None)    # no classes to count
+      unlabeled_count = None if unlabeled is None else sum(unlabeled.values())
       counts_source = {labels.FROM_STATISTICS: 'statistics (StatisticsGen)',
                        labels.FROM_EXAMPLES: 'examples (ImageExampleGen)'}[source]
       if why:
@@ -230,7 +233,7 @@ def gather(config: Config, summary: RunSummary, gallery_size: int = 12) -> Facts
       image_size=(config.model.image_size or
                   get_backbone(config.model.backbone).default_image_size),
       split_counts=ordered_counts(split_counts or {}, class_names),
-      counts_source=counts_source,
+      counts_source=counts_source, unlabeled_count=unlabeled_count,
       quarantine=quarantine, history=history,
       checks=threshold_checks(evaluation, config.evaluation.min_accuracy,
                               config.evaluation.max_accuracy_drop),

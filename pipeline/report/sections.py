@@ -118,6 +118,9 @@ def data_section(facts: facts_lib.Facts) -> Section:
         Table(['Class', *splits], rows),
         Paragraph(f'Counted from the {facts.counts_source}.'),
     ]
+  if facts.unlabeled_count is not None:
+    blocks.append(Paragraph(f'{facts.unlabeled_count} images without labels '
+                            '(data.unlabeled_path), never evaluated.', lead='Unlabeled.'))
   blocks.append(Paragraph(
       f'{summary.quarantined} file(s) were not ingested' +
       (f'; the list is in {summary.quarantine_report}.' if summary.quarantined else '.'),
