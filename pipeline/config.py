@@ -121,6 +121,16 @@ class SemiSupervisedConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class LabelingConfig:
+  """The LabelQueue (components/label_queue/, docs/labeling.md): which
+  unlabeled images to label next, when the run has an unlabeled split."""
+  queue_size: int = 20
+  # Diversity is sought among the queue_size x candidate_factor most uncertain.
+  candidate_factor: int = 5
+  uncertainty: str = 'margin'      # margin | entropy
+
+
+@dataclasses.dataclass(frozen=True)
 class EvaluationConfig:
   """The quality gate the Evaluator applies before anything is pushed."""
   # A model is blessed only if its eval accuracy is at least this ...
@@ -204,6 +214,7 @@ class Config:
   augmentation: AugmentationConfig = AugmentationConfig()
   training: TrainingConfig = TrainingConfig()
   semi_supervised: SemiSupervisedConfig = SemiSupervisedConfig()
+  labeling: LabelingConfig = LabelingConfig()
   evaluation: EvaluationConfig = EvaluationConfig()
   pipeline: PipelineConfig = PipelineConfig()
   beam: BeamConfig = BeamConfig()
@@ -225,6 +236,10 @@ class Config:
         (self.training.epochs > 0, 'training.epochs must be positive'),
         (self.training.fine_tune_epochs >= 0, 'training.fine_tune_epochs must be >= 0'),
         (self.training.cached_views >= 0, 'training.cached_views must be >= 0'),
+        (self.training.feature_cache or not (self.data.unlabeled_path
+                                             and self.semi_supervised.enabled),
+         'semi-supervised training (data.unlabeled_path with semi_supervised.enabled) '
+         'runs on the feature cache: set training.feature_cache=true'),
         (0.0 < self.semi_supervised.confidence_threshold <= 1.0,
          'semi_supervised.confidence_threshold must be in (0, 1]'),
         (self.semi_supervised.unlabeled_weight >= 0.0,
@@ -234,6 +249,10 @@ class Config:
         (self.semi_supervised.strong_views >= 1,
          'semi_supervised.strong_views must be at least 1'),
         (0.0 <= self.semi_supervised.cutout < 1.0, 'semi_supervised.cutout must be in [0, 1)'),
+        (self.labeling.queue_size >= 1 and self.labeling.candidate_factor >= 1,
+         'labeling.queue_size and candidate_factor must be at least 1'),
+        (self.labeling.uncertainty in ('margin', 'entropy'),
+         "labeling.uncertainty must be 'margin' or 'entropy'"),
         (0.0 <= self.evaluation.min_accuracy <= 1.0,
          'evaluation.min_accuracy must be in [0, 1]'),
         (self.evaluation.max_accuracy_drop >= 0.0,

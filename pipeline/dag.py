@@ -8,12 +8,13 @@
         +--------------------> Transform <--------------------+
                                    |
                                 Trainer -> Evaluator (<- latest blessed model)
-                                                |
-                                         RegistryPusher
+                                   |            |
+                 (LabelQueue)  <---+     RegistryPusher
 
 With `data.unlabeled_path`, ExampleGen also writes an `unlabeled` split: the
 DataGate validates it (ExampleValidator skips it), Transform transforms it,
-the Trainer reads it after `train`, the Evaluator never sees it.
+the Trainer learns from it after `train`, the Evaluator never sees it, and
+the LabelQueue ranks it: which images to label next.
 """
 
 import dataclasses
@@ -29,6 +30,7 @@ from components.data_gate.component import DataGate
 from components.evaluator.eval_config import make_eval_config
 from components.image_example_gen.component import (
     UNLABELED_SPLIT, ImageExampleGen, has_fixed_split)
+from components.label_queue.component import LabelQueue
 from components.registry_pusher.component import RegistryPusher
 from components.trainer import signatures
 from components.transform import preprocessing
@@ -174,13 +176,23 @@ def create_pipeline(
       registry_dir=config.pipeline.registry,
       model_name=config.pipeline.model_name)
 
+  components = [
+      example_gen, statistics_gen, schema_gen, example_validator,
+      data_gate, transform, trainer, baseline_resolver, evaluator, pusher,
+  ]
+  if config.data.unlabeled_path:
+    components.append(LabelQueue(
+        model=trainer.outputs['model'], examples=example_gen.outputs['examples'],
+        transform_graph=transform.outputs['transform_graph'],
+        unlabeled_dir=at_run_time(config.data.unlabeled_path),
+        queue_size=config.labeling.queue_size,
+        candidate_factor=config.labeling.candidate_factor,
+        uncertainty=config.labeling.uncertainty))
+
   return tfx.dsl.Pipeline(
       pipeline_name=config.pipeline.name,
       pipeline_root=config.pipeline.pipeline_root,
-      components=[
-          example_gen, statistics_gen, schema_gen, example_validator,
-          data_gate, transform, trainer, baseline_resolver, evaluator, pusher,
-      ],
+      components=components,
       enable_cache=config.pipeline.enable_cache,
       metadata_connection_config=metadata_connection_config,
       beam_pipeline_args=beam_pipeline_args(config))

@@ -18,6 +18,7 @@ from tfx.components.example_gen import utils as example_gen_utils
 from components.data_gate import executor as data_gate_executor
 from components.evaluator import results
 from components.image_example_gen import executor as example_gen_executor
+from components.label_queue import executor as label_queue_executor
 from components.transform import preprocessing
 
 DATA_GATE_NODE = 'DataGate'
@@ -62,6 +63,10 @@ class RunSummary:
   data_gate_uri: Optional[str] = None
   data_gate_notes: List[str] = dataclasses.field(default_factory=list)
   data_gate_problems: List[str] = dataclasses.field(default_factory=list)
+  # The LabelQueue's output folder (label_queue.csv, contact_sheet.png) and
+  # how many images it queued, when the run had unlabeled images.
+  label_queue_uri: Optional[str] = None
+  label_queue_size: int = 0
 
 
 def _anomalies(uri: str) -> List[str]:
@@ -158,6 +163,9 @@ def summarize(metadata_path: str) -> RunSummary:
       elif kind == 'PushedModel' and props['pushed'].int_value == 1:
         summary.pushed_to = props['pushed_destination'].string_value
         summary.pushed_version = int(props['pushed_version'].string_value)
+      elif kind == 'InferenceResult' and key == 'queue':   # the LabelQueue's
+        summary.label_queue_uri = artifact.uri
+        summary.label_queue_size = props[label_queue_executor.QUEUED_PROPERTY].int_value
       elif kind == 'TransformGraph':
         class_names = preprocessing.read_class_names(artifact.uri)
   if summary.blessed is not None and class_names and summary.evaluation_uri:
@@ -203,6 +211,10 @@ def format_summary(summary: RunSummary) -> str:
     lines.extend(f'  - {reason}' for reason in evaluation.get('failures', []))
   else:
     lines.append('The run did not reach the Evaluator.')
+  if summary.label_queue_uri:
+    lines.append(f'Label next: {summary.label_queue_size} unlabeled images ranked in '
+                 f'{os.path.join(summary.label_queue_uri, label_queue_executor.QUEUE_CSV)}'
+                 f' (contact sheet: {label_queue_executor.CONTACT_SHEET})')
   if summary.report_path:
     lines.append(f'Report: {summary.report_path}')
   return '\n'.join(lines)

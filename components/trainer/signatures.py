@@ -13,6 +13,7 @@
   images with both (uncertainty, and diversity in feature space).
 """
 
+import contextlib
 from typing import Callable, Dict, List, Optional
 
 import tensorflow as tf
@@ -115,3 +116,24 @@ def make_signatures(
 
     exported[PIXELS_SIGNATURE] = serve_pixels.get_concrete_function()
   return exported
+
+
+@contextlib.contextmanager
+def session_function(saved_model_dir: str, signature_name: str):
+  """A function: serialized examples -> the signature's outputs as numpy arrays.
+
+  Imports the signature's graph into a TF1 session, about 3x faster to load
+  than `tf.saved_model.load` for batch scoring (the report, the LabelQueue).
+  """
+  graph = tf.Graph()
+  session = tf.compat.v1.Session(graph=graph)
+  try:
+    with graph.as_default():
+      meta_graph = tf.compat.v1.saved_model.load(
+          session, [tf.saved_model.SERVING], saved_model_dir)
+    signature = meta_graph.signature_def[signature_name]
+    (input_name,) = [tensor.name for tensor in signature.inputs.values()]
+    fetches = {key: tensor.name for key, tensor in signature.outputs.items()}
+    yield lambda examples: session.run(fetches, {input_name: examples})
+  finally:
+    session.close()

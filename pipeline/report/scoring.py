@@ -9,7 +9,6 @@ imports the signatures' graph, about 3x faster than `tf.saved_model.load`,
 which rebuilds every Keras object of the model.
 """
 
-import contextlib
 import dataclasses
 import heapq
 from typing import List, Optional
@@ -52,29 +51,12 @@ def feature_value(example: tf.train.Example, name: str) -> str:
   return values[0].decode('utf-8') if values else ''
 
 
-@contextlib.contextmanager
-def _signature(saved_model_dir: str, signature_name: str):
-  """A function: serialized examples -> the signature's outputs as numpy arrays."""
-  graph = tf.Graph()
-  session = tf.compat.v1.Session(graph=graph)
-  try:
-    with graph.as_default():
-      meta_graph = tf.compat.v1.saved_model.load(
-          session, [tf.saved_model.SERVING], saved_model_dir)
-    signature = meta_graph.signature_def[signature_name]
-    (input_name,) = [tensor.name for tensor in signature.inputs.values()]
-    fetches = {key: tensor.name for key, tensor in signature.outputs.items()}
-    yield lambda examples: session.run(fetches, {input_name: examples})
-  finally:
-    session.close()
-
-
 def score_split(saved_model_dir: str, files: List[str], class_names: List[str],
                 top_n: int = 12, max_examples: int = MAX_EXAMPLES) -> Scoring:
   """Predicts every example in `files` (GZIP TFRecords of raw tf.Examples)."""
   if not files:
     raise ValueError('no example files to score')
-  with _signature(saved_model_dir, signatures.EXAMPLES_SIGNATURE) as predict:
+  with signatures.session_function(saved_model_dir, signatures.EXAMPLES_SIGNATURE) as predict:
     class_ids = {name: i for i, name in enumerate(class_names)}
     matrix = [[0] * len(class_names) for _ in class_names]
     heap: List[tuple] = []          # (probability, order, Mistake): the top_n kept
