@@ -7,8 +7,9 @@ Counts are read from StatisticsGen's `label` rank histogram (complete up to
 
 import collections
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, Iterator, List, Tuple
 
+import numpy as np
 import tensorflow as tf
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tensorflow_metadata.proto.v0 import statistics_pb2
@@ -80,19 +81,28 @@ def from_statistics(statistics_uri: str, splits: List[str]) -> Counts:
   return counts
 
 
+def split_records(examples_uri: str, split: str) -> tf.data.Dataset:
+  """A split's serialized tf.Examples (ImageExampleGen writes GZIP TFRecords)."""
+  files = sorted(tf.io.gfile.glob(os.path.join(_split_dir(examples_uri, split), '*')))
+  return tf.data.TFRecordDataset(files, compression_type='GZIP')
+
+
+def string_values(examples_uri: str, split: str, feature: str) -> Iterator[np.ndarray]:
+  """Batches of one single-valued string feature over a split's examples."""
+  spec = {feature: tf.io.FixedLenFeature([], tf.string)}
+  yield from (split_records(examples_uri, split)
+              .batch(4096)
+              .map(lambda records: tf.io.parse_example(records, spec)[feature])
+              .as_numpy_iterator())
+
+
 def from_examples(examples_uri: str, splits: List[str]) -> Counts:
   """Images per label per split, counted from the examples' `label` feature."""
-  spec = {LABEL_FEATURE: tf.io.FixedLenFeature([], tf.string)}
   counts = {}
   for split in splits:
-    files = tf.io.gfile.glob(os.path.join(_split_dir(examples_uri, split), '*'))
     counter = collections.Counter()
-    if files:
-      labels = (tf.data.TFRecordDataset(files, compression_type='GZIP')
-                .batch(4096)
-                .map(lambda records: tf.io.parse_example(records, spec)[LABEL_FEATURE]))
-      for batch in labels.as_numpy_iterator():
-        counter.update(label.decode('utf-8') for label in batch)
+    for batch in string_values(examples_uri, split, LABEL_FEATURE):
+      counter.update(label.decode('utf-8') for label in batch)
     counts[split] = dict(counter)
   return counts
 

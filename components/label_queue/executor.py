@@ -33,6 +33,7 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
+from components.data_gate import labels
 from components.image_example_gen.component import UNLABELED_SPLIT
 from components.label_queue import ranking
 from components.trainer import signatures
@@ -54,22 +55,11 @@ _ID, _SOURCE = 'image_id', 'source_path'
 _TEXT_FIELDS = (preprocessing.IMAGE_KEY, _ID, _SOURCE)
 
 
-def _split_records(examples: types.Artifact, split: str) -> tf.data.Dataset:
-  """The split's serialized tf.Examples (ImageExampleGen writes GZIP TFRecords)."""
-  files = tf.io.gfile.glob(os.path.join(artifact_utils.get_split_uri([examples], split), '*'))
-  return tf.data.TFRecordDataset(sorted(files), compression_type='GZIP')
-
-
 def labeled_ids(examples: types.Artifact, splits: List[str]) -> Set[bytes]:
   """The image_ids of every example in `splits`."""
-  spec = {_ID: tf.io.FixedLenFeature([], tf.string)}
-  found: Set[bytes] = set()
-  for split in splits:
-    batches = _split_records(examples, split).batch(4096).map(
-        lambda records: tf.io.parse_example(records, spec)[_ID])
-    for batch in batches.as_numpy_iterator():
-      found.update(batch)
-  return found
+  return {image_id for split in splits
+          for batch in labels.string_values(examples.uri, split, _ID)
+          for image_id in batch}
 
 
 def shortlist_pool(model_dir: str, records: tf.data.Dataset, skip: Set[bytes], size: int,
@@ -184,7 +174,7 @@ class Executor(base_executor.BaseExecutor):
 
     labeled = labeled_ids(examples, [split for split in splits if split != UNLABELED_SPLIT])
     shortlist, counts = shortlist_pool(
-        model_dir, _split_records(examples, UNLABELED_SPLIT), labeled,
+        model_dir, labels.split_records(examples.uri, UNLABELED_SPLIT), labeled,
         queue_size * candidate_factor, method)
     picks = [] if shortlist is None else ranking.select(
         shortlist['probabilities'], shortlist['embedding'], shortlist[_ID],
