@@ -9,6 +9,7 @@ the values they need through `custom_config`, never through module constants.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import typing
 from typing import Any, Mapping, Sequence
@@ -271,24 +272,52 @@ class Config:
     return self
 
 
+# String keys whose default is empty take an empty value as well (`--set
+# data.unlabeled_path=`, or `unlabeled_path:` in a file): it means none. Every
+# other key refuses one, which is usually an unset shell variable; so do these,
+# whose empty default stands for a path derived from another key.
+_EMPTY_REFUSED = {'pipeline.registry_dir': 'leave it out for <output_dir>/registry'}
+_BOOLS = {'true': True, 'yes': True, 'on': True, 'false': False, 'no': False, 'off': False}
+
+
+class _Text(str):
+  """A `--set` value as written: read by its key's declared type, never as
+  YAML (to which a cron such as `*/5 * * * *` is a broken alias)."""
+
+
 def load_config(config_file: str | None = None,
                 overrides: Sequence[str] = ()) -> Config:
   """Defaults, then the YAML file, then `section.key=value` overrides."""
   values: dict[str, dict[str, Any]] = {}
   if config_file:
     with open(config_file, encoding='utf-8') as f:
-      loaded = yaml.safe_load(f) or {}
+      try:
+        loaded = yaml.safe_load(f) or {}
+      except yaml.YAMLError as error:
+        raise ValueError(f'{config_file}: not valid YAML: {_yaml_problem(error)}; '
+                         'quote a value that starts with * & ! or holds ": "') from None
     if not isinstance(loaded, Mapping):
       raise ValueError(f'{config_file}: expected a mapping of sections')
     for section, section_values in loaded.items():
+      if not isinstance(section_values or {}, Mapping):
+        raise ValueError(f'{config_file}: section {section!r} must be a mapping')
       values.setdefault(section, {}).update(section_values or {})
   for override in overrides:
     key, sep, raw = override.partition('=')
     section, dot, name = key.strip().partition('.')
     if not sep or not dot:
       raise ValueError(f'--set {override!r}: expected section.key=value')
-    values.setdefault(section, {})[name] = yaml.safe_load(raw)
+    values.setdefault(section, {})[name] = _Text(raw)
   return _build(Config, values).validate()
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+  """What PyYAML found and where, on one line (its own message takes five)."""
+  mark = getattr(error, 'problem_mark', None)
+  what = ': '.join(part for part in (getattr(error, 'context', None),
+                                     getattr(error, 'problem', None)) if part)
+  return (what or str(error).splitlines()[0]) + (
+      f' (line {mark.line + 1}, column {mark.column + 1})' if mark else '')
 
 
 def _build(cls: type, values: Mapping[str, Any], prefix: str = '') -> Any:
@@ -307,22 +336,61 @@ def _build(cls: type, values: Mapping[str, Any], prefix: str = '') -> Any:
         raise ValueError(f'{prefix}{name} must be a mapping')
       kwargs[name] = _build(hint, value, f'{prefix}{name}.')
     else:
-      kwargs[name] = _coerce(value, hint, f'{prefix}{name}')
+      kwargs[name] = _coerce(value, hint, f'{prefix}{name}', fields[name].default)
   return dataclasses.replace(cls(), **kwargs)
 
 
-def _coerce(value: Any, hint: Any, key: str) -> Any:
-  origin = typing.get_origin(hint)
-  if origin is tuple:
-    items = value if isinstance(value, (list, tuple)) else [value]
+def _coerce(value: Any, hint: Any, key: str, default: Any) -> Any:
+  """`value` (from YAML, or a `--set` text) as `key`'s type `hint`."""
+  if isinstance(value, _Text):
+    value = _parse(value, hint, key)
+  if typing.get_origin(hint) is tuple:
+    items = value if isinstance(value, (list, tuple)) else [] if value is None else [value]
     return tuple(str(item) for item in items)
+  if value is None or value == '':     # `key=`, or `key:` with nothing after it
+    if hint is not str:
+      raise ValueError(f'{key} must be {hint.__name__}, got an empty value')
+    if default != '' or key in _EMPTY_REFUSED:
+      note = _EMPTY_REFUSED.get(key)
+      raise ValueError(f'{key} must not be empty' + (f' ({note})' if note else ''))
+    return ''
   if hint is float and isinstance(value, int) and not isinstance(value, bool):
-    return float(value)
-  if hint is str and value is None:
-    return 'none'
+    value = float(value)
   if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
     raise ValueError(f'{key} must be {hint.__name__}, got {value!r}')
+  if hint is float and not math.isfinite(value):
+    raise ValueError(f'{key} must be a finite float, got {value!r}')
   return value
+
+
+def _parse(text: str, hint: Any, key: str) -> Any:
+  """A `--set` text as `key`'s type: a string as written, without quotes
+  around it; a list in YAML's flow style, `[--a, --b]`, or one item."""
+  text = text.strip()
+  if len(text) >= 2 and text[0] == text[-1] and text[0] in '\'"':
+    text = text[1:-1]
+  if hint is str:
+    return text
+  if not text:
+    return None
+  if typing.get_origin(hint) is tuple:
+    if not text.startswith('['):
+      return [text]
+    try:
+      items = yaml.safe_load(text)
+    except yaml.YAMLError:
+      items = None
+    if not isinstance(items, list):
+      raise ValueError(f'{key} must be a list such as [--a, --b], got {text!r}')
+    return items
+  if hint is bool:
+    if text.lower() not in _BOOLS:
+      raise ValueError(f'{key} must be bool, got {text!r}')
+    return _BOOLS[text.lower()]
+  try:
+    return hint(text)
+  except ValueError:
+    raise ValueError(f'{key} must be {hint.__name__}, got {text!r}') from None
 
 
 def to_dict(config: Config) -> dict[str, Any]:

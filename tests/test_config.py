@@ -40,6 +40,72 @@ def test_bad_values_fail_with_the_key_name(override, message):
   assert message in str(error.value)
 
 
+def test_set_values_are_read_by_the_keys_type_not_as_yaml():
+  config = config_lib.load_config(None, [
+      'deploy.schedule=*/5 * * * *', 'deploy.timezone="Europe/Berlin"',
+      'gcp.project=12345', 'training.learning_rate=3e-3',
+      'training.class_weights=False', 'model.weights=none', 'beam.extra_args='])
+  assert config.deploy.schedule == '*/5 * * * *'
+  assert config.deploy.timezone == 'Europe/Berlin'     # quotes around a value go
+  assert config.gcp.project == '12345'
+  assert config.training.learning_rate == 0.003
+  assert config.training.class_weights is False
+  assert config.model.weights == 'none'
+  assert config.beam.extra_args == ()
+
+
+def test_an_empty_value_is_empty_only_where_empty_means_none(tmp_path):
+  config = config_lib.load_config(None, ['data.unlabeled_path=', 'gcp.project='])
+  assert config.data.unlabeled_path == '' and config.gcp.project == ''
+  path = tmp_path / 'run.yaml'
+  path.write_text('data:\n  unlabeled_path:\ngcp:\n  service_account: ""\n')
+  config = config_lib.load_config(str(path))
+  assert config.data.unlabeled_path == '' and config.gcp.service_account == ''
+
+
+@pytest.mark.parametrize('key, message', [
+    ('pipeline.registry_dir', 'pipeline.registry_dir must not be empty (leave it out '
+     'for <output_dir>/registry)'),
+    ('pipeline.output_dir', 'pipeline.output_dir must not be empty'),
+    ('data.path', 'data.path must not be empty'),
+    ('deploy.schedule', 'deploy.schedule must not be empty'),
+    ('training.epochs', 'training.epochs must be int, got an empty value'),
+    ('evaluation.min_accuracy', 'evaluation.min_accuracy must be float, got an empty value'),
+    ('training.class_weights', 'training.class_weights must be bool, got an empty value'),
+])
+def test_an_empty_value_elsewhere_is_refused(key, message, tmp_path):
+  with pytest.raises(ValueError) as error:
+    config_lib.load_config(None, [f'{key}='])
+  assert str(error.value) == message
+  section, name = key.split('.')
+  path = tmp_path / 'run.yaml'
+  path.write_text(f'{section}:\n  {name}:\n')
+  with pytest.raises(ValueError) as error:
+    config_lib.load_config(str(path))
+  assert str(error.value) == message
+
+
+@pytest.mark.parametrize('override, message', [
+    ('training.learning_rate=nan', 'training.learning_rate must be a finite float'),
+    ('training.batch_size=8.5', "training.batch_size must be int, got '8.5'"),
+    ('training.class_weights=maybe', "training.class_weights must be bool, got 'maybe'"),
+    ('beam.extra_args=[--a, [--b', 'beam.extra_args must be a list'),
+])
+def test_bad_set_values_fail_in_one_line(override, message):
+  with pytest.raises(ValueError) as error:
+    config_lib.load_config(None, [override])
+  assert message in str(error.value) and '\n' not in str(error.value)
+
+
+def test_a_yaml_file_that_does_not_parse_fails_in_one_line(tmp_path):
+  path = tmp_path / 'run.yaml'
+  path.write_text('deploy:\n  schedule: */5 * * * *\n')
+  with pytest.raises(ValueError) as error:
+    config_lib.load_config(str(path))
+  assert str(error.value).startswith(f'{path}: not valid YAML')
+  assert 'line 2' in str(error.value) and '\n' not in str(error.value)
+
+
 def test_schema_for_new_data_lists_its_class_folders(tmp_path):
   for name in ('dog', 'cat', '.hidden'):
     (tmp_path / name).mkdir()
@@ -55,6 +121,10 @@ def test_schema_for_new_data_lists_its_class_folders(tmp_path):
 @pytest.mark.parametrize('argv, message', [
     (['run', '--data', '/nonexistent/images'], 'Image folder /nonexistent/images does not exist'),
     (['run', '--set', 'model.dropout=2'], 'model.dropout must be in [0, 1)'),
+    (['run', '--set', 'pipeline.registry_dir='], 'pipeline.registry_dir must not be empty'),
+    (['run', '--set', 'training.epochs='], 'training.epochs must be int, got an empty value'),
+    (['run', '--set', 'deploy.schedule=*/5 * *'],
+     'deploy.schedule must be a 5-field cron expression'),
     (['predict', '--model', '/nonexistent/model', 'x.png'], 'No published version'),
 ])
 def test_cli_reports_bad_input_in_one_line(argv, message):
