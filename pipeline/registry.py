@@ -42,6 +42,8 @@ import re
 import tempfile
 from typing import Any, Dict, Iterator, List, Optional, Union
 
+from components.registry_pusher import registry as published
+
 LATEST = 'latest'
 ALIASES_DIR = 'aliases'
 _LOCK_FILE = '.lock'
@@ -70,40 +72,17 @@ def validate_alias(alias: str) -> str:
   return alias
 
 
-def _published():
-  """The low-level registry (components/registry_pusher/registry.py). Imported
-  on first use: it brings TensorFlow (tf.io.gfile), which alias changes on a
-  local registry do without, so `registry promote` starts in a fraction of a second."""
-  from components.registry_pusher import registry  # pylint: disable=g-import-not-at-top
-  return registry
-
-
-def _gfile():
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  return tf.io.gfile
-
-
-def _is_remote(path: str) -> bool:
-  return '://' in path   # gs://, s3://: read through tf.io.gfile
-
-
 def _isdir(path: str) -> bool:
-  if _is_remote(path):
-    return _gfile().isdir(path)
+  if published.is_object_store(path):
+    return published.gfile().isdir(path)
   return os.path.isdir(path)
-
-
-def _listdir(path: str) -> List[str]:
-  if _is_remote(path):
-    return [name.rstrip('/') for name in _gfile().listdir(path)]
-  return os.listdir(path)
 
 
 def _read_json(path: str) -> Optional[Any]:
   """The file's JSON value, or None when there is no such file."""
   try:
-    if _is_remote(path):
-      gfile = _gfile()
+    if published.is_object_store(path):
+      gfile = published.gfile()
       if not gfile.exists(path):
         return None
       with gfile.GFile(path) as f:
@@ -130,27 +109,23 @@ class Registry:
 
   def __init__(self, registry_dir: str, model_name: str):
     self.registry_dir = registry_dir
-    self.model_name = model_name
+    self.model_name = published.validate_model_name(model_name)
     self.model_dir = os.path.join(registry_dir, model_name)
     self.aliases_dir = os.path.join(self.model_dir, ALIASES_DIR)
 
   # Versions.
 
   def version_numbers(self) -> List[int]:
-    return _published().versions(self.registry_dir, self.model_name)
+    return published.versions(self.registry_dir, self.model_name)
 
   def _check_version(self, version: int) -> int:
-    if not _isdir(os.path.join(self.model_dir, str(version))):
-      numbers = self.version_numbers()
-      raise FileNotFoundError(
-          f'No version {version} of {self.model_name!r} in {self.registry_dir} '
-          f'(published: {", ".join(map(str, numbers)) or "none"})')
+    published.version_dir(self.registry_dir, self.model_name, version)
     return version
 
   def record(self, version: int) -> Dict[str, Any]:
     """A version's model_record.json (metrics, data fingerprint, pipeline run)."""
     path = os.path.join(self.model_dir, str(self._check_version(version)))
-    return {**_published().read_record(path), 'version': version}
+    return {**published.read_record(path), 'version': version}
 
   def versions(self) -> List[Dict[str, Any]]:
     """The records of every published version, oldest first."""
@@ -158,20 +133,16 @@ class Registry:
 
   def latest(self) -> ModelRef:
     """The newest version; published versions are all blessed."""
-    numbers = self.version_numbers()
-    if not numbers:
-      raise FileNotFoundError(
-          f'No published version of {self.model_name!r} under {self.registry_dir}')
-    return self.get(numbers[-1])
+    return self.get(published.latest_version(self.registry_dir, self.model_name))
 
   def get(self, version: int) -> ModelRef:
     record = self.record(version)
     path = os.path.join(self.model_dir, str(version))
-    return ModelRef(version, path, _published().read_labels(path), record)
+    return ModelRef(version, path, published.read_labels(path), record)
 
   def resolve(self, ref: Union[int, str]) -> ModelRef:
     """A version number, `latest` or an alias -> the version's SavedModel and labels."""
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+    if isinstance(ref, int) or published.is_version_number(ref):
       return self.get(int(ref))
     if ref == LATEST:
       return self.latest()
@@ -184,7 +155,17 @@ class Registry:
     return os.path.join(self.aliases_dir, f'{validate_alias(alias)}.json')
 
   def _read_alias(self, alias: str) -> Optional[Dict[str, Any]]:
-    return _read_json(self._alias_file(alias))
+    """The alias file's state; its version must be a version number (the file
+    may have been edited by hand): resolving it checks that it is published."""
+    path = self._alias_file(alias)
+    state = _read_json(path)
+    if state is None:
+      return None
+    version = state.get('version') if isinstance(state, dict) else None
+    if isinstance(version, bool) or not isinstance(version, int):
+      raise ValueError(f'Alias file {path} is invalid: its version {version!r} is not '
+                       'a version number')
+    return state
 
   def alias(self, alias: str) -> Dict[str, Any]:
     """{'alias', 'version', 'updated_at', 'history': [entries, oldest first]}."""
@@ -201,9 +182,7 @@ class Registry:
 
   def aliases(self) -> Dict[str, Dict[str, Any]]:
     """Every alias's current state, by name."""
-    if not _isdir(self.aliases_dir):
-      return {}
-    names = sorted(name[:-len('.json')] for name in _listdir(self.aliases_dir)
+    names = sorted(name[:-len('.json')] for name in published.listdir(self.aliases_dir)
                    if name.endswith('.json') and not name.startswith('.'))
     return {name: self.alias(name) for name in names if _ALIAS_PATTERN.fullmatch(name)}
 
@@ -221,7 +200,8 @@ class Registry:
     """
     _check_reason(reason)
     validate_alias(alias)
-    version = (self._check_version(int(version)) if str(version).isdigit() else
+    version = (self._check_version(int(version))
+               if isinstance(version, int) or published.is_version_number(version) else
                self.resolve(version).version)
     with self._locked():
       state = self._read_alias(alias)
@@ -248,7 +228,7 @@ class Registry:
   @contextlib.contextmanager
   def _locked(self) -> Iterator[None]:
     """Exclusive lock serializing the alias writers of this model."""
-    if _is_remote(self.registry_dir):
+    if published.is_object_store(self.registry_dir):
       raise ValueError(f'Aliases can only be changed in a registry on a local or '
                        f'mounted filesystem, not {self.registry_dir}')
     os.makedirs(self.aliases_dir, exist_ok=True)
@@ -288,12 +268,14 @@ class Registry:
     served = {self.latest().version, *aliases.values()}
     for state in states.values():
       served.update(_promotion_stack(state['history'])[-2:])
-    served = sorted(v for v in served if _isdir(os.path.join(self.model_dir, str(v))))
+    served = sorted(v for v in served
+                    if published.is_published(self.registry_dir, self.model_name, v))
     config = model_server_config_pb2.ModelServerConfig()
     model = config.model_config_list.config.add()
     model.name = self.model_name
     model.base_path = base_path or (
-        self.model_dir if _is_remote(self.model_dir) else os.path.abspath(self.model_dir))
+        self.model_dir if published.is_object_store(self.model_dir)
+        else os.path.abspath(self.model_dir))
     model.model_platform = 'tensorflow'
     model.model_version_policy.specific.versions.extend(served)
     for name, version in sorted(aliases.items()):
@@ -406,7 +388,7 @@ def version_rows(registry: Registry, metadata_path: str) -> List[Dict[str, Any]]
   if os.path.isfile(metadata_path):
     from pipeline import lineage  # pylint: disable=g-import-not-at-top
     baselines = lineage.baseline_model_uris(metadata_path, records)
-  model_uri = _published().MODEL_URI_KEY
+  model_uri = published.MODEL_URI_KEY
   by_uri = {r.get(model_uri): r['version'] for r in records}
   aliases = registry.aliases_by_version()
   rows = []

@@ -2,13 +2,16 @@
 
 import multiprocessing
 import os
+import re
 import shutil
 import threading
+import uuid
 
 import pytest
 import tensorflow as tf
 
 from components.registry_pusher import registry
+from pipeline.registry import Registry
 
 
 @pytest.fixture(scope='module')
@@ -43,17 +46,23 @@ def test_versions_grow_and_carry_labels_and_record(saved_model, tmp_path):
 
 def test_reader_never_sees_a_partial_version(saved_model, tmp_path):
   registry_dir = str(tmp_path)
-  incomplete, done = [], threading.Event()
+  model_dir = os.path.join(registry_dir, 'm')
+  incomplete, in_progress, errors, done = [], [], [], threading.Event()
 
   def watch():
-    while not done.is_set():
-      for version in registry.versions(registry_dir, 'm'):
-        path = registry.version_dir(registry_dir, 'm', version)
-        needed = ['saved_model.pb', registry.LABELS_FILE, registry.RECORD_FILE,
-                  os.path.join('assets', 'padding.bin')]
-        if not all(os.path.exists(os.path.join(path, n)) for n in needed) or (
-            os.path.getsize(os.path.join(path, 'assets', 'padding.bin')) != 8 << 20):
-          incomplete.append(version)
+    try:
+      while not done.is_set():
+        if any(name.startswith('.staging-') for name in registry.listdir(model_dir)):
+          in_progress.append(registry.versions(registry_dir, 'm'))
+        for version in registry.versions(registry_dir, 'm'):
+          path = registry.version_dir(registry_dir, 'm', version)
+          needed = ['saved_model.pb', registry.LABELS_FILE, registry.RECORD_FILE,
+                    registry.PUBLISHED_FILE, os.path.join('assets', 'padding.bin')]
+          if not all(os.path.exists(os.path.join(path, n)) for n in needed) or (
+              os.path.getsize(os.path.join(path, 'assets', 'padding.bin')) != 8 << 20):
+            incomplete.append(version)
+    except Exception as error:  # pylint: disable=broad-except
+      errors.append(error)       # reported by the test, not as a thread warning
 
   watcher = threading.Thread(target=watch)
   watcher.start()
@@ -63,6 +72,8 @@ def test_reader_never_sees_a_partial_version(saved_model, tmp_path):
   finally:
     done.set()
     watcher.join()
+  assert errors == []
+  assert in_progress, 'the watcher never polled while a publish was in progress'
   assert incomplete == []
   assert registry.versions(registry_dir, 'm') == [1, 2, 3, 4, 5]
 
@@ -103,3 +114,192 @@ def test_object_store_registry_through_gfile(saved_model):
   assert registry.read_labels(newest) == ['a', 'b']
   assert tf.io.gfile.exists(os.path.join(newest, 'saved_model.pb'))
   assert tf.io.gfile.exists(os.path.join(newest, 'assets', 'padding.bin'))
+
+
+def _fake_saved_model(path):
+  """A folder with a SavedModel's file layout (publishing copies files; it
+  does not load them)."""
+  files = ['saved_model.pb', 'fingerprint.pb', 'variables/variables.index',
+           'variables/variables.data-00000-of-00001', 'assets/vocab.txt']
+  for relative in files:
+    os.makedirs(os.path.dirname(os.path.join(path, relative)), exist_ok=True)
+    with open(os.path.join(path, relative), 'wb') as f:
+      f.write(os.urandom(100))
+  return str(path)
+
+
+def test_versions_are_ascii_digit_folders(tmp_path):
+  model_dir = tmp_path / 'm'
+  for name in ('1', '²', '٣', '02x', '.staging-1', 'aliases'):
+    (model_dir / name).mkdir(parents=True)
+  assert registry.versions(str(tmp_path), 'm') == [1]
+  assert registry.version_dir(str(tmp_path), 'm') == str(model_dir / '1')
+  with pytest.raises(FileNotFoundError, match='No version 2 of'):
+    registry.version_dir(str(tmp_path), 'm', 2)
+
+
+@pytest.mark.parametrize('name', ['..', '.', '../other', 'a/b', '', '.hidden', 'm\n'])
+def test_model_names_stay_inside_the_registry(tmp_path, name):
+  source = _fake_saved_model(tmp_path / 'model')
+  with pytest.raises(ValueError, match='Invalid model name'):
+    registry.publish(source, str(tmp_path / 'registry'), name, ['a'], {})
+  with pytest.raises(ValueError, match='Invalid model name'):
+    registry.versions(str(tmp_path / 'registry'), name)
+  with pytest.raises(ValueError, match='Invalid model name'):
+    Registry(str(tmp_path / 'registry'), name)
+  assert not (tmp_path / 'other').exists()
+
+
+class _FakeClaims(registry.Claims):
+  """Create-if-absent under a lock, as Cloud Storage's if_generation_match=0."""
+
+  def __init__(self):
+    super().__init__()
+    self._lock = threading.Lock()
+    self.refused = []
+
+  def claim(self, path):
+    with self._lock:
+      if tf.io.gfile.exists(path):
+        self.refused.append(path)
+        return False
+      with tf.io.gfile.GFile(path, 'w') as f:
+        f.write('')
+      return True
+
+
+@pytest.fixture
+def object_store(monkeypatch):
+  """TF's in-memory filesystem as an object store: its folder rename is taken
+  away (it has one; gs:// has not) and number claims are atomic (_FakeClaims)."""
+  def no_rename(*args, **kwargs):
+    raise AssertionError(f'object stores have no rename: {args} {kwargs}')
+  monkeypatch.setattr(tf.io.gfile, 'rename', no_rename)
+  claims = _FakeClaims()
+  monkeypatch.setattr(registry, 'claims_for', lambda registry_dir: claims)
+  return f'ram://registry-{uuid.uuid4().hex}', claims
+
+
+def test_object_store_publishers_racing_for_a_number_get_distinct_versions(
+    tmp_path, object_store, monkeypatch):
+  registry_dir, claims = object_store
+  source = _fake_saved_model(tmp_path / 'model')
+  model_dir = os.path.join(registry_dir, 'm')
+  # Both publishers list the model folder before either claims: both pick 1.
+  listdir, listed, barrier = tf.io.gfile.listdir, set(), threading.Barrier(2)
+
+  def listdir_together(path):
+    names = listdir(path)
+    if path == model_dir and threading.get_ident() not in listed and len(listed) < 2:
+      listed.add(threading.get_ident())
+      barrier.wait(timeout=30)
+    return names
+  monkeypatch.setattr(tf.io.gfile, 'listdir', listdir_together)
+  results, errors = [], []
+
+  def publish(run):
+    try:
+      results.append(registry.publish(source, registry_dir, 'm', ['a'], {'run': run}))
+    except Exception as error:  # pylint: disable=broad-except
+      errors.append(error)
+  publishers = [threading.Thread(target=publish, args=(run,)) for run in ('x', 'y')]
+  for thread in publishers:
+    thread.start()
+  for thread in publishers:
+    thread.join()
+  assert errors == []
+  assert sorted(results) == [1, 2]
+  assert claims.refused == [os.path.join(model_dir, '1', registry.CLAIM_FILE)]
+  assert registry.versions(registry_dir, 'm') == [1, 2]
+  runs = {registry.read_record(registry.version_dir(registry_dir, 'm', v))['run']
+          for v in (1, 2)}
+  assert runs == {'x', 'y'}
+
+
+def test_object_store_publish_killed_after_its_record_is_never_read(
+    tmp_path, object_store, monkeypatch):
+  registry_dir, _ = object_store
+  source = _fake_saved_model(tmp_path / 'model')
+  assert registry.publish(source, registry_dir, 'm', ['a'], {'model_artifact_uri': 'u1'}) == 1
+  write_record = registry._write_record  # pylint: disable=protected-access
+
+  def write_then_die(*args):
+    write_record(*args)
+    raise KeyboardInterrupt('killed after model_record.json')
+  monkeypatch.setattr(registry, '_write_record', write_then_die)
+  with pytest.raises(KeyboardInterrupt):
+    registry.publish(source, registry_dir, 'm', ['a'], {'model_artifact_uri': 'u2'})
+  monkeypatch.setattr(registry, '_write_record', write_record)
+  unfinished = os.path.join(registry_dir, 'm', '2')
+  assert tf.io.gfile.exists(os.path.join(unfinished, registry.RECORD_FILE))
+  # Every reader skips it: versions, latest, find_version, the Registry API.
+  assert registry.versions(registry_dir, 'm') == [1]
+  assert registry.version_dir(registry_dir, 'm').endswith('/m/1')
+  assert registry.find_version(registry_dir, 'm', 'u2') is None
+  api = Registry(registry_dir, 'm')
+  assert api.latest().version == 1
+  assert [record['version'] for record in api.versions()] == [1]
+  with pytest.raises(FileNotFoundError, match='No version 2 of'):
+    api.resolve('2')
+  # The rerun publishes a complete version under the next number.
+  assert registry.publish(source, registry_dir, 'm', ['a'], {'model_artifact_uri': 'u2'}) == 3
+  assert registry.find_version(registry_dir, 'm', 'u2') == 3
+  assert api.latest().version == 3
+  assert registry.versions(registry_dir, 'm') == [1, 3]
+  newest = registry.version_dir(registry_dir, 'm')
+  for relative in ('saved_model.pb', 'variables/variables.index', registry.LABELS_FILE,
+                   registry.PUBLISHED_FILE):
+    assert tf.io.gfile.exists(os.path.join(newest, relative)), relative
+
+
+def test_local_publish_fsyncs_every_file_and_folder(tmp_path, monkeypatch):
+  source = _fake_saved_model(tmp_path / 'model')
+  registry_dir = str(tmp_path / 'registry')
+  model_dir = os.path.join(registry_dir, 'm')
+  synced, fsync = [], os.fsync
+
+  def recording_fsync(fd):
+    path = os.readlink(f'/proc/self/fd/{fd}')
+    synced.append((path, os.path.isdir(os.path.join(model_dir, '1'))))
+    fsync(fd)
+  monkeypatch.setattr(os, 'fsync', recording_fsync)
+  assert registry.publish(source, registry_dir, 'm', ['a'], {}) == 1
+  published = os.path.join(model_dir, '1')
+  files = sorted(os.path.relpath(os.path.join(d, n), published)
+                 for d, _, names in os.walk(published) for n in names)
+  folders = sorted(os.path.relpath(d, published) for d, _, _ in os.walk(published))
+  staged = {}
+  for path, _ in synced:
+    inside = re.fullmatch(r'.*/\.staging-[0-9a-f]{32}(/(.*))?', path)
+    if inside:
+      staged[inside.group(2) or '.'] = path
+  assert len(files) == 8 and set(files) <= set(staged), (files, sorted(staged))
+  assert set(folders) <= set(staged), (folders, sorted(staged))
+  # The marker is synced after everything else, the model folder after the rename.
+  before_marker = [p for p, _ in synced][:[p for p, _ in synced].index(
+      staged[registry.PUBLISHED_FILE])]
+  assert {staged[f] for f in files if f != registry.PUBLISHED_FILE} <= set(before_marker)
+  assert synced[-1] == (model_dir, True)
+  assert not any(after for _, after in synced[:-1])
+
+
+def test_cleanup_between_lock_creation_and_lock_does_not_fail_the_publish(
+    tmp_path, monkeypatch):
+  source = _fake_saved_model(tmp_path / 'model')
+  registry_dir = str(tmp_path / 'registry')
+  model_dir = os.path.join(registry_dir, 'm')
+  flock, interleaved = registry.fcntl.flock, []
+
+  def cleanup_then_flock(fd, operation):
+    # The publisher's blocking lock: a concurrent publish's cleanup runs first.
+    if operation == registry.fcntl.LOCK_EX and not interleaved:
+      interleaved.append(sorted(os.listdir(model_dir)))
+      registry._remove_abandoned_staging(model_dir)  # pylint: disable=protected-access
+      interleaved.append(sorted(os.listdir(model_dir)))
+    return flock(fd, operation)
+  monkeypatch.setattr(registry.fcntl, 'flock', cleanup_then_flock)
+  assert registry.publish(source, registry_dir, 'm', ['a'], {}) == 1
+  assert len(interleaved[0]) == 1 and interleaved[0][0].endswith('.lock')
+  assert interleaved[1] == []                   # the cleanup took the lock file
+  assert sorted(os.listdir(model_dir)) == ['1']
+  assert registry.versions(registry_dir, 'm') == [1]
