@@ -445,3 +445,60 @@ def test_bad_references_and_alias_names_are_clear_errors(registry_dir, tmp_path,
     registry.resolve('nope')
   with pytest.raises(FileNotFoundError, match=r'published: 1, 2, 3'):
     registry.resolve(4)
+
+
+# Input from outside (model names, alias files) on a small registry of fake models.
+
+@pytest.fixture
+def small_registry(tmp_path):
+  """Versions 1 and 2 of a fake SavedModel (the CLI reads files, it loads no model)."""
+  from components.registry_pusher import registry as published  # pylint: disable=g-import-not-at-top
+  source = tmp_path / 'model'
+  (source / 'variables').mkdir(parents=True)
+  for name in ('saved_model.pb', 'variables/variables.index'):
+    (source / name).write_bytes(b'x')
+  root = str(tmp_path / 'registry')
+  for _ in range(2):
+    published.publish(str(source), root, MODEL, ['a', 'b'], {})
+  return root
+
+
+@pytest.mark.parametrize('model', ['..', '../..', '.', 'a/../b', '.hidden'])
+def test_cli_refuses_model_names_outside_the_registry(small_registry, tmp_path, model,
+                                                      capsys):
+  code, out, err = _cli(capsys, 'list', '--registry', small_registry, '--model', model,
+                        '--metadata', str(tmp_path / 'none.sqlite'))
+  assert (code, out) == (2, '')
+  assert err.startswith(f'error: Invalid model name {model!r}') and len(
+      err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize('version, message', [
+    ('"../1"', "is invalid: its version '../1' is not a version number"),
+    ('true', 'is invalid: its version True is not a version number'),
+    ('null', 'is invalid: its version None is not a version number'),
+    ('7', 'No version 7 of'),
+])
+def test_hand_edited_alias_files_are_clear_errors(small_registry, tmp_path, version,
+                                                   message, capsys):
+  aliases = os.path.join(small_registry, MODEL, 'aliases')
+  os.makedirs(aliases)
+  with open(os.path.join(aliases, 'production.json'), 'w', encoding='utf-8') as f:
+    f.write('{"version": %s, "history": []}' % version)
+  where = ('--registry', small_registry, '--metadata', str(tmp_path / 'none.sqlite'))
+  for argv in (('show', 'production'), ('promote', 'staging', 'production', '--reason', 'r')):
+    code, out, err = _cli(capsys, *argv, *where)
+    assert (code, out) == (2, ''), argv
+    assert err.startswith('error: ') and message in err, (argv, err)
+    assert len(err.strip().splitlines()) == 1, err
+  assert not os.path.exists(os.path.join(aliases, 'staging.json'))
+
+
+def test_non_ascii_digits_are_not_versions(small_registry, tmp_path, capsys):
+  os.makedirs(os.path.join(small_registry, MODEL, '²'))
+  registry = Registry(small_registry, MODEL)
+  assert registry.version_numbers() == [1, 2]
+  assert registry.latest().version == 2
+  code, _, err = _cli(capsys, 'show', '²', '--registry', small_registry,
+                      '--metadata', str(tmp_path / 'none.sqlite'))
+  assert code == 2 and err.startswith("error: Invalid alias '²'"), err
