@@ -150,9 +150,9 @@ def _run_command(args) -> int:
   except runner.RunLockedError as error:
     # Nothing was run nor written: one line, and the usage-error exit code.
     print(f'error: {error}', file=sys.stderr)
-    return 2
+    return runner.EXIT_USAGE
   print(run_summary.format_summary(summary))
-  return 0
+  return runner.exit_code(summary)
 
 
 def _kubeflow_command(args) -> int:

@@ -32,8 +32,25 @@ ORCHESTRATORS = ('local', 'beam')
 RUN_LOCK_FILE = '.run.lock'
 
 
+# Exit codes of `python -m pipeline run` (README, "Exit codes"), so that a
+# scheduler can tell a run that published from one that ran but did not.
+EXIT_PUSHED = 0        # blessed and published, or the same model already was
+EXIT_FAILED = 1        # a step failed
+EXIT_USAGE = 2         # bad config or input, a data set the gate refused, folder locked
+EXIT_NOT_BLESSED = 3   # the run completed; the Evaluator did not bless the model
+
+
 class RunLockedError(RuntimeError):
   """Another run holds the output folder: this one did not start."""
+
+
+def exit_code(summary: run_summary.RunSummary) -> int:
+  """The exit code of a run that ended without an error, from its outcome."""
+  if summary.blessed and summary.pushed_version is not None:
+    return EXIT_PUSHED
+  if summary.blessed is False:
+    return EXIT_NOT_BLESSED
+  return EXIT_FAILED     # no verdict, or blessed but not published
 
 
 def run_local(config: Config, orchestrator: str = 'local',
