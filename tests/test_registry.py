@@ -180,6 +180,36 @@ def object_store(monkeypatch):
   return f'ram://registry-{uuid.uuid4().hex}', claims
 
 
+def test_gcs_claims_are_uploads_with_a_generation_match_precondition(monkeypatch):
+  """The real client library's API, with the client's transport replaced: the
+  claim is an upload that only succeeds if no object exists (generation 0)."""
+  from google.api_core import exceptions  # pylint: disable=g-import-not-at-top
+  from google.cloud import storage  # pylint: disable=g-import-not-at-top
+  stored, uploads = set(), []
+
+  class FakeBlob:
+    def __init__(self, bucket, name):
+      self.key = (bucket, name)
+
+    def upload_from_string(self, data, if_generation_match=None):
+      uploads.append((self.key, data, if_generation_match))
+      if if_generation_match == 0 and self.key in stored:
+        raise exceptions.PreconditionFailed('At least one of the pre-conditions failed')
+      stored.add(self.key)
+
+  class FakeClient:
+    def bucket(self, name):
+      return type('FakeBucket', (), {'blob': lambda _, blob: FakeBlob(name, blob)})()
+  monkeypatch.setattr(storage, 'Client', FakeClient)
+  claims = registry.claims_for('gs://bucket/registry')
+  assert isinstance(claims, registry.GcsClaims)
+  assert claims.claim('gs://bucket/registry/m/1/CLAIM') is True
+  assert claims.claim('gs://bucket/registry/m/1/CLAIM') is False
+  assert claims.claim('gs://bucket/registry/m/2/CLAIM') is True
+  assert uploads == [(('bucket', 'registry/m/1/CLAIM'), b'', 0)] * 2 + [
+      (('bucket', 'registry/m/2/CLAIM'), b'', 0)]
+
+
 def test_object_store_publishers_racing_for_a_number_get_distinct_versions(
     tmp_path, object_store, monkeypatch):
   registry_dir, claims = object_store
