@@ -12,7 +12,7 @@ UV         := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 export TF_CPP_MIN_LOG_LEVEL ?= 1
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: env run test test-faults bench lock clean
+.PHONY: env run test test-core test-faults test-quick bench lock clean
 
 env: $(VENV)/.synced
 
@@ -34,13 +34,28 @@ RUN_ARGS   ?= --unlabeled data/fashion_mnist_unlabeled
 run: env
 	$(PY) -m pipeline run $(RUN_ARGS) $(ARGS)
 
-test: env
-	$(PY) -m pytest -m "not faults" tests $(ARGS)
+# Every pytest run lists its 25 slowest tests, so CI's log shows where the time goes.
+PYTEST     := $(PY) -m pytest --durations=25
+# The one end-to-end run `make test-quick` keeps (the session's first run).
+E2E_SMOKE  := tests/test_pipeline_e2e.py::test_first_run_executes_every_component_blesses_and_pushes
 
-# Killed and concurrent runs of the real pipeline (tests/test_faults.py,
-# about 12 minutes on 2 cores): not part of `make test`.
+# What CI runs: the core tests (unit, end-to-end and fault tests), then the
+# Airflow tests in their own venv. Any pytest exit code but 0 fails it,
+# including 5 (no tests collected).
+test: test-core test-airflow
+
+test-core: env
+	$(PYTEST) tests $(ARGS)
+
+# Killed and concurrent runs of the real pipeline (tests/test_faults.py).
 test-faults: env
-	$(PY) -m pytest -m faults tests $(ARGS)
+	$(PYTEST) -m faults tests $(ARGS)
+
+# Minutes instead of most of an hour: the tests that need no full pipeline run
+# (pytest.ini's `pipeline` and `faults` markers), then one end-to-end run.
+test-quick: env
+	$(PYTEST) -m "not pipeline and not faults" tests $(ARGS)
+	$(PYTEST) $(E2E_SMOKE) $(ARGS)
 
 bench: env
 	$(PY) bench/pipeline_timing.py $(ARGS)
@@ -86,7 +101,7 @@ clean:
 	rm -rf outputs
 
 # Airflow target (docs/orchestrators.md): Airflow 2 lives in its own venv and
-# lock group, kept out of the core environment and out of `make test`.
+# lock group, kept out of the core environment; `make test` runs its tests last.
 AIRFLOW_VENV := .venv-airflow
 AIRFLOW_PY   := $(AIRFLOW_VENV)/bin/python
 AIRFLOW_LOCK := requirements/airflow.lock
@@ -101,7 +116,7 @@ $(AIRFLOW_VENV)/.synced: $(AIRFLOW_LOCK)
 # A real Airflow on SQLite in a temporary AIRFLOW_HOME: DAG import, structure,
 # and one `airflow dags test` run of the pipeline on tiny data.
 test-airflow: env-airflow
-	$(AIRFLOW_PY) -m pytest tests/airflow $(ARGS)
+	$(AIRFLOW_PY) -m pytest --durations=25 tests/airflow $(ARGS)
 
 lock-airflow:
 	$(UV) pip compile --python "$(PYTHON310)" --generate-hashes requirements/airflow.in -o $(AIRFLOW_LOCK)
