@@ -44,6 +44,12 @@ class DataConfig:
   # costs 3 bytes a pixel (uint8 RGB), 12 as float32 while resizing: the default
   # 50 M pixels is ~150 MB decoded and ~600 MB float per image in flight.
   max_image_pixels: int = 50_000_000
+  # Files larger than this many bytes are quarantined at ingest without being
+  # read (a symlink to a huge file would otherwise be read whole into memory).
+  max_file_bytes: int = 64 * 2**20
+  # Symlinks (to files or folders) that resolve outside the data folder are
+  # followed; false quarantines what they lead to, unread.
+  follow_external_symlinks: bool = True
   # A folder of unlabeled images (any layout below it, every file is one
   # image); '' = none. Ingested as the `unlabeled` split for semi-supervised
   # training and the label queue, never used for evaluation.

@@ -113,7 +113,9 @@ def create_pipeline(
           config.data.split == 'auto' and has_fixed_split(config.data.path))),
       max_image_pixels=config.data.max_image_pixels,
       unlabeled_dir=(at_run_time(config.data.unlabeled_path)
-                     if config.data.unlabeled_path else ''))
+                     if config.data.unlabeled_path else ''),
+      max_file_bytes=config.data.max_file_bytes,
+      follow_external_symlinks=config.data.follow_external_symlinks)
   statistics_gen = tfx.components.StatisticsGen(
       examples=example_gen.outputs['examples'])
   schema_gen = tfx.components.ImportSchemaGen(

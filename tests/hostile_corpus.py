@@ -1,10 +1,10 @@
 """A corpus of hostile and odd files for ingest tests, with the expected outcome
 of each.
 
-`write_hostile_corpus(root)` writes class folders under `root` (and two
-folders beside it that symlinks point to) and returns, for every entry the
-ingest must account for (see `executor.list_files`), keyed by its path
-relative to `root`:
+`write_hostile_corpus(root, max_file_bytes)` writes class folders under `root`
+(and two folders beside it that symlinks point to) and returns, for every
+entry the ingest must account for (see `executor.list_files`), keyed by its
+path relative to `root` (bytes that are not UTF-8 written `\\xNN`):
 
   {'outcome': 'ingested', 'label': ..., 'height': ..., 'width': ...}
   {'outcome': 'quarantined', 'reason': <substring of the recorded reason>}
@@ -29,6 +29,9 @@ TOO_LARGE = 'too large'
 BROKEN_LINK = 'broken symlink'
 FOLDER_READ = 'symlink to a folder already read'
 HIDDEN = 'hidden file or folder'
+NOT_REGULAR = 'not a regular file'
+TOO_MANY_BYTES = 'data.max_file_bytes='
+NOT_UTF8 = 'file name is not valid UTF-8'
 
 
 def encode(image: Image.Image, image_format: str, **options) -> bytes:
@@ -129,8 +132,10 @@ def animated_gif(rng, size=(30, 20), frames=3) -> bytes:
                 duration=100, loop=0)
 
 
-def write_hostile_corpus(root: str) -> Dict[str, Dict[str, Any]]:
-  """Writes the corpus under `root`; returns the expected outcome per entry."""
+def write_hostile_corpus(root: str, max_file_bytes: int) -> Dict[str, Dict[str, Any]]:
+  """Writes the corpus under `root`; returns the expected outcome per entry.
+
+  Files above `max_file_bytes` are sparse: they cost no disk."""
   rng = np.random.default_rng(7)
   root = os.path.abspath(root)
   outside = os.path.join(os.path.dirname(root), 'outside')
@@ -251,4 +256,23 @@ def write_hostile_corpus(root: str) -> Dict[str, Dict[str, Any]]:
         'outcome': INGESTED, 'label': 'linked_class', 'height': height, 'width': width}
   expected['linked_class/back_to_root'] = {'outcome': QUARANTINED,
                                            'reason': FOLDER_READ}
+
+  # --- special files, size, names: never opened (a FIFO would block the run,
+  # a device or a huge file fill the memory) -----------------------------------
+  def sparse(path, size):
+    with open(path, 'wb') as f:
+      f.truncate(size)
+
+  os.mkfifo(os.path.join(root, 'cat', 'pipe.jpg'))
+  expected['cat/pipe.jpg'] = {'outcome': QUARANTINED, 'reason': f'{NOT_REGULAR} (fifo)'}
+  link('dog/null_device.jpg', os.devnull,
+       {'outcome': QUARANTINED, 'reason': f'{NOT_REGULAR} (character device)'})
+  sparse(os.path.join(root, 'dog', 'huge.png'), max_file_bytes + 1)
+  expected['dog/huge.png'] = {'outcome': QUARANTINED,
+                              'reason': f'{max_file_bytes + 1} bytes'}
+  sparse(os.path.join(outside, 'huge.jpg'), 100 * max_file_bytes)
+  link('cat/link_to_huge.jpg', os.path.join(outside, 'huge.jpg'),
+       {'outcome': QUARANTINED, 'reason': TOO_MANY_BYTES})
+  write('cat/caf\udce9.png', png)        # named b'caf\xe9.png': Latin-1, not UTF-8
+  expected['cat/caf\\xe9.png'] = {'outcome': QUARANTINED, 'reason': NOT_UTF8}
   return expected

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 
+import apache_beam as beam
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -26,6 +27,11 @@ from components.image_example_gen.component import ImageExampleGen
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_PIXELS = 30_000_000     # below the default: proves the limit reaches the executor
+MAX_FILE_BYTES = 16 * 2**20  # likewise (default 64 MB)
+# What follow_external_symlinks=false refuses in the corpus: links to files
+# outside it, and the files under the class folder that links outside.
+EXTERNAL = {'cat/link_to_outside.jpg', 'cat/link_to_huge.jpg', 'dog/null_device.jpg',
+            'linked_class/a.png', 'linked_class/sub/b.jpg'}
 
 
 def _read_examples(uri):
@@ -46,14 +52,15 @@ def ingest(tmp_path_factory):
   """The corpus, and what the real component made of it (LocalDagRunner)."""
   work = tmp_path_factory.mktemp('hostile')
   data_dir = str(work / 'images')
-  expected = corpus.write_hostile_corpus(data_dir)
+  expected = corpus.write_hostile_corpus(data_dir, MAX_FILE_BYTES)
   metadata_path = str(work / 'metadata.sqlite')
   connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(
       metadata_path)
   tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
       pipeline_name='hostile-ingest-test', pipeline_root=str(work / 'root'),
       components=[ImageExampleGen(data_dir, 0.25, fixed_split=False,
-                                  max_image_pixels=MAX_PIXELS)],
+                                  max_image_pixels=MAX_PIXELS,
+                                  max_file_bytes=MAX_FILE_BYTES)],
       metadata_connection_config=connection, enable_cache=False))
   artifact = mlmd.MetadataStore(connection).get_artifacts_by_type('Examples')[-1]
   with open(os.path.join(artifact.uri, executor.QUARANTINE_FILE), encoding='utf-8') as f:
@@ -106,8 +113,56 @@ def test_every_file_is_ingested_or_quarantined_with_its_reason(ingest):
   for path in ('cat/bomb.png', 'cat/bomb.gif', 'dog/bomb.jpg'):
     assert f'max_image_pixels={MAX_PIXELS}' in quarantined[path]
   assert '25000x25000' in quarantined['cat/bomb.png']
+  for path in ('dog/huge.png', 'cat/link_to_huge.jpg'):
+    assert f'max_file_bytes={MAX_FILE_BYTES}' in quarantined[path]
   assert {r['label'] for r in ingested.values()} == {
       b'cat', b'dog', b'solo', b'linked_class'}      # not the empty class
+
+
+def _outcomes(read_image, paths):
+  """{shown path: 'ingested' or the quarantine reason} of `read_image`
+  (executor._ReadImage) run in process on `paths`, no Beam pipeline."""
+  outcomes = {}
+  for path in paths:
+    for output in read_image.process(os.fsencode(path)):
+      if isinstance(output, beam.pvalue.TaggedOutput):
+        outcomes[output.value['path']] = output.value['reason']
+      else:
+        outcomes[output['source_path']] = corpus.INGESTED
+  return outcomes
+
+
+def test_external_symlinks_are_refused_when_asked(ingest):
+  """follow_external_symlinks=false, on the same corpus: whatever resolves
+  outside the data folder is quarantined unopened, everything else keeps the
+  outcome of the real run, and count in = ingested + quarantined still."""
+  root = ingest['data_dir']
+  paths = executor.list_files(root)
+  outcomes = _outcomes(executor._ReadImage(  # pylint: disable=protected-access
+      root, root, MAX_PIXELS, MAX_FILE_BYTES, follow_external_symlinks=False), paths)
+
+  assert len(outcomes) == len(paths) == len(ingest['expected'])
+  refused = {path for path, outcome in outcomes.items()
+             if 'outside the data folder' in outcome}
+  assert refused == EXTERNAL
+  for path, outcome in outcomes.items():
+    if path not in EXTERNAL:
+      assert outcome == ingest['quarantined'].get(path, corpus.INGESTED), path
+  ingested = sum(outcome == corpus.INGESTED for outcome in outcomes.values())
+  assert (ingested, len(outcomes) - ingested) == (len(ingest['ingested']) - 3,
+                                                   ingest['quarantine_rows'] + 3)
+
+
+def test_max_file_bytes_is_inclusive(tmp_path):
+  png = corpus.encode(Image.new('RGB', (4, 3)), 'PNG')
+  path = tmp_path / 'cat' / 'tiny.png'
+  path.parent.mkdir()
+  path.write_bytes(png)
+  read = lambda limit: _outcomes(executor._ReadImage(  # pylint: disable=protected-access
+      str(tmp_path), str(tmp_path), max_file_bytes=limit), [str(path)])['cat/tiny.png']
+  assert read(len(png)) == corpus.INGESTED
+  assert read(len(png) - 1) == (f'too large: {len(png)} bytes, more than '
+                                f'data.max_file_bytes={len(png) - 1}; not read')
 
 
 def test_exif_photos_are_stored_upright(ingest):
@@ -256,15 +311,22 @@ def test_declared_size_reads_headers_and_is_serializable(tmp_path):
     loaded(tf.constant([corpus.encode(Image.new('RGB', (40, 30)), 'PNG')]))
 
 
-def test_max_image_pixels_is_wired_through_the_dag():
+def test_ingest_limits_are_wired_through_the_dag():
   from pipeline import config as config_lib, dag  # pylint: disable=g-import-not-at-top
-  config = config_lib.load_config(None, ['data.max_image_pixels=1234'])
+  config = config_lib.load_config(None, ['data.max_image_pixels=1234',
+                                         'data.max_file_bytes=5678',
+                                         'data.follow_external_symlinks=false'])
   assert dag.components_config(config)['max_image_pixels'] == 1234
   pipeline = dag.create_pipeline(config)
   example_gen = next(c for c in pipeline.components if c.id == 'ImageExampleGen')
   properties = {'custom_config': example_gen.exec_properties['custom_config']}
   assert executor.max_image_pixels(properties) == 1234
+  assert executor.max_file_bytes(properties) == 5678
+  assert executor.follow_external_symlinks(properties) is False
   assert executor.max_image_pixels({}) == image_codec.DEFAULT_MAX_PIXELS
+  defaults = config_lib.DataConfig()
+  assert executor.max_file_bytes({}) == defaults.max_file_bytes == 64 * 2**20
+  assert executor.follow_external_symlinks({}) is defaults.follow_external_symlinks
 
 
 # --- EXIF orientation --------------------------------------------------------

@@ -15,7 +15,7 @@ from tfx import v1 as tfx
 from tfx.components.example_gen import utils as example_gen_utils
 import ml_metadata as mlmd
 
-from components.image_example_gen import executor
+from components.image_example_gen import component, executor
 from components.image_example_gen.component import (
     UNLABELED_LABEL, UNLABELED_SPLIT, ImageExampleGen, has_fixed_split)
 
@@ -185,7 +185,8 @@ def test_allocation_is_proportional_with_one_per_split(count, weights, expected)
 @pytest.fixture
 def unlabeled_folder(tmp_path, sample_copy):
   """Labeled bag/trouser images and a folder of unlabeled ones: two at its
-  top, one nested, one the copy of a labeled image, one corrupt, one hidden."""
+  top, one nested, one the copy of a labeled image, one corrupt, one hidden,
+  one whose name is not UTF-8 (quarantined under its name with \\xNN)."""
   labeled = sample_copy(str(tmp_path / 'images'), ['bag', 'trouser'], 5)
   pool = sample_copy(str(tmp_path / 'pool_source'), ['sneaker'], 3)
   root = tmp_path / 'unlabeled'
@@ -199,7 +200,10 @@ def unlabeled_folder(tmp_path, sample_copy):
          '.thumbs.png': b'hidden'}
   for relative, data in bad.items():
     _write(root / relative, data)
-  return labeled, str(root), set(files), {str(root / relative) for relative in bad}
+  with open(sneakers[0], 'rb') as f:
+    _write(os.fsdecode(bytes(root / 'caf') + b'\xe9.png'), f.read())
+  return labeled, str(root), set(files), {str(root / relative) for relative in bad
+                                          } | {str(root / 'caf\\xe9.png')}
 
 
 def _to_fixed_layout(labeled):
@@ -235,6 +239,8 @@ def test_unlabeled_folder_becomes_the_unlabeled_split(unlabeled_folder, tmp_path
   assert set(quarantined) == bad          # full paths: clearly the unlabeled folder's
   assert 'undecodable png' in quarantined[os.path.join(unlabeled, 'batch 2', 'corrupt.png')]
   assert 'hidden' in quarantined[os.path.join(unlabeled, '.thumbs.png')]
+  assert quarantined[os.path.join(unlabeled, 'caf\\xe9.png')] == (
+      'file name is not valid UTF-8')
   properties = artifact.custom_properties
   assert properties[executor.UNLABELED_COUNT_PROPERTY].int_value == len(good)
   assert properties[executor.QUARANTINED_COUNT_PROPERTY].int_value == len(bad)
@@ -256,7 +262,69 @@ def test_a_file_added_to_the_unlabeled_folder_invalidates_the_cache(
   assert second.id != first.id
   fingerprint = lambda artifact: artifact.custom_properties[
       example_gen_utils.FINGERPRINT_PROPERTY_NAME].string_value
-  assert f'\nsplit:{UNLABELED_SPLIT},num_files:6,' in fingerprint(first)
-  assert f'\nsplit:{UNLABELED_SPLIT},num_files:7,' in fingerprint(second)
+  assert f'\nsplit:{UNLABELED_SPLIT},num_files:7,' in fingerprint(first)
+  assert f'\nsplit:{UNLABELED_SPLIT},num_files:8,' in fingerprint(second)
   assert second.custom_properties[
       executor.UNLABELED_COUNT_PROPERTY].int_value == len(good) + 1
+
+
+def test_a_relabel_runs_example_gen_again_with_the_new_label(sample_copy, tmp_path):
+  """Moving an image to another class folder (the usual fix of a wrong label)
+  keeps its size and mtime; the cache must not serve the old label."""
+  data_dir = sample_copy(str(tmp_path / 'images'), ['bag', 'trouser'], 5)
+  work = str(tmp_path / 'work')
+  first = _run_example_gen(data_dir, work, enable_cache=True)
+  moved = sorted(os.listdir(os.path.join(data_dir, 'bag')))[0]
+  os.rename(os.path.join(data_dir, 'bag', moved),
+            os.path.join(data_dir, 'trouser', moved))
+  second = _run_example_gen(data_dir, work, enable_cache=True)
+
+  assert second.id != first.id                   # ran again, not CACHED
+  labels = {r['source_path'].decode(): r['label'].decode()
+            for split in ('train', 'eval') for r in _read_split(second.uri, split)}
+  assert labels[f'trouser/{moved}'] == 'trouser'
+  assert f'bag/{moved}' not in labels and len(labels) == 10
+
+
+def _driver_fingerprint(data_dir, unlabeled_dir):
+  """The input fingerprint ImageExampleGen's driver resolves, without a run."""
+  example_gen = ImageExampleGen(data_dir, 0.25, fixed_split=has_fixed_split(data_dir),
+                                unlabeled_dir=unlabeled_dir)
+  driver = component._Driver(None)  # pylint: disable=protected-access
+  return driver.resolve_exec_properties(dict(example_gen.exec_properties), None, None)[
+      example_gen_utils.FINGERPRINT_PROPERTY_NAME]
+
+
+@pytest.mark.parametrize('folder', ['labeled', 'unlabeled'])
+def test_every_change_to_what_ingest_reads_changes_the_fingerprint(
+    unlabeled_folder, folder):
+  """At any depth, to the nanosecond, by name; and stat'ing a FIFO, a broken
+  symlink or a name that is not UTF-8 neither blocks nor fails."""
+  labeled, unlabeled, _, _ = unlabeled_folder
+  root = labeled if folder == 'labeled' else unlabeled
+  nested = os.path.join(root, 'bag', 'deep', 'er', 'n.png')
+  with open(glob.glob(os.path.join(labeled, 'bag', '*.png'))[0], 'rb') as f:
+    _write(nested, f.read())
+  prints = [_driver_fingerprint(labeled, unlabeled)]
+
+  def changed():
+    prints.append(_driver_fingerprint(labeled, unlabeled))
+    return prints[-1] != prints[-2]
+
+  info = os.stat(nested)
+  os.utime(nested, ns=(info.st_atime_ns, info.st_mtime_ns + 1000))
+  assert changed()                               # touched, same second, nested
+  moved = os.path.join(root, 'trouser', 'deep', 'n.png')
+  os.renames(nested, moved)                      # relabeled: same size and mtime
+  assert os.stat(moved).st_mtime_ns == info.st_mtime_ns + 1000
+  assert changed()
+  os.mkfifo(os.path.join(root, 'trouser', 'pipe.png'))
+  assert changed()
+  os.symlink('missing.png', os.path.join(root, 'trouser', 'broken.png'))
+  assert changed()
+  _write(os.fsdecode(os.fsencode(os.path.join(root, 'trouser', 'caf')) + b'\xe9.png'),
+         b'x')
+  assert changed()
+  assert _driver_fingerprint(labeled, unlabeled) == prints[-1]   # deterministic
+  split = 'all' if folder == 'labeled' else UNLABELED_SPLIT
+  assert f'split:{split},num_files:' in prints[-1]

@@ -7,8 +7,8 @@ of unlabeled images, which becomes the `unlabeled` split (UNLABELED_SPLIT,
 label UNLABELED_LABEL).
 """
 
+import hashlib
 import os
-from typing import List
 
 import tensorflow as tf
 from google.protobuf import any_pb2, struct_pb2
@@ -16,15 +16,14 @@ from tfx import v1 as tfx
 from tfx.components.example_gen import driver, input_processor, utils
 from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
-from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2
 
 from components import image_codec
 from components.image_example_gen import executor
 
-# Glob of the files under each class folder, relative to a split root. The
-# driver fingerprints what it matches, so added, removed or touched images
-# invalidate the cache; the executor itself walks class folders recursively.
+# The files under each class folder, relative to a split root. Only the part
+# before the first '*' counts (executor.split_root): the driver and the
+# executor both list the whole tree below it (executor.list_files).
 _CLASS_FILES = '*/*'
 # The split of the unlabeled folder's images, and the label they carry.
 UNLABELED_SPLIT = executor.UNLABELED_SPLIT
@@ -37,24 +36,22 @@ def has_fixed_split(data_dir: str) -> bool:
              for split in ('train', 'eval'))
 
 
-def _fingerprint(split_name: str, files: List[str]) -> str:
-  """TFX's `io_utils.generate_fingerprint` of `files` (same text, so caches
-  carry over), except that an entry it cannot stat (a broken symlink, a
-  symlink loop) counts with its link's own size and time instead of failing
-  the whole run; the executor quarantines such entries with their reason."""
-  total_bytes = xor_checksum = sum_checksum = 0
-  for path in files:
-    try:
-      stat = fileio.stat(path)
-      length, mtime = stat.length, int(stat.mtime_nsec / 10**9)
-    except (fileio.NotFoundError, tf.errors.OpError, OSError):
-      stat = os.lstat(path)
-      length, mtime = stat.st_size, int(stat.st_mtime)
-    total_bytes += length
-    xor_checksum ^= mtime
-    sum_checksum += mtime
-  return (f'split:{split_name},num_files:{len(files)},total_bytes:{total_bytes},'
-          f'xor_checksum:{xor_checksum},sum_checksum:{sum_checksum}')
+def _fingerprint(split_name: str, root: str) -> str:
+  """The entries ingest reads under `root` (executor.list_files, at any
+  depth): their count, total size and a hash of every (path relative to
+  `root`, size, mtime in ns). Adding, removing, touching or moving a file,
+  even within the same second or from one class folder to another (a
+  relabel), changes it. Entries are stat'ed, never opened (a FIFO cannot
+  block it); a broken symlink counts with the link's own size and time."""
+  paths = executor.list_files(root)
+  digest, total_bytes = hashlib.sha256(), 0
+  for path in paths:
+    size, mtime_ns, _ = executor.stat(path)
+    total_bytes += size
+    digest.update(b'%s\0%d\0%d\n' % (os.fsencode(os.path.relpath(path, root)),
+                                      size, mtime_ns))
+  return (f'split:{split_name},num_files:{len(paths)},total_bytes:{total_bytes},'
+          f'sha256:{digest.hexdigest()}')
 
 
 class _InputProcessor(input_processor.FileBasedInputProcessor):
@@ -63,16 +60,16 @@ class _InputProcessor(input_processor.FileBasedInputProcessor):
   def resolve_span_and_version(self):
     self._fingerprint = '\n'.join(
         _fingerprint(split.name,
-                     fileio.glob(os.path.join(self._input_base_uri, split.pattern)))
+                     executor.split_root(self._input_base_uri, split.pattern))
         for split in self._splits)
     return 0, None
 
 
 class _Driver(driver.FileBasedDriver):
-  """The stock driver fails the run on a broken symlink in a class folder (it
-  stats every file to fingerprint the input); this one fingerprints it. It
-  also fingerprints every file of the unlabeled folder, which is no input
-  split, so that adding, removing or touching one invalidates the cache."""
+  """The stock driver globs the class folders' top level only, fingerprints
+  no file name, and fails the run on a broken symlink; this one fingerprints
+  every entry the executor reads, by name (see `_fingerprint`). It also
+  fingerprints the unlabeled folder, which is no input split."""
 
   def get_input_processor(self, splits, range_config=None, input_base_uri=None):
     assert input_base_uri
@@ -84,7 +81,7 @@ class _Driver(driver.FileBasedDriver):
     unlabeled_dir = executor.unlabeled_dir(exec_properties)
     if unlabeled_dir:
       exec_properties[utils.FINGERPRINT_PROPERTY_NAME] += '\n' + _fingerprint(
-          UNLABELED_SPLIT, executor.list_files(unlabeled_dir))
+          UNLABELED_SPLIT, unlabeled_dir)
     return exec_properties
 
 
@@ -95,7 +92,9 @@ class _ImageFileBasedExampleGen(FileBasedExampleGen):
 def ImageExampleGen(data_dir: str, eval_fraction: float,  # pylint: disable=invalid-name
                     fixed_split: bool,
                     max_image_pixels: int = image_codec.DEFAULT_MAX_PIXELS,
-                    unlabeled_dir: str = '') -> FileBasedExampleGen:
+                    unlabeled_dir: str = '',
+                    max_file_bytes: int = executor.DEFAULT_MAX_FILE_BYTES,
+                    follow_external_symlinks: bool = True) -> FileBasedExampleGen:
   """Ingests `data_dir` (`<class>/<image>`, or `train|eval/<class>/<image>`
   when `fixed_split`; decided by the caller, who can see the folder even when
   `data_dir` is the path the folder will have inside a container).
@@ -104,7 +103,10 @@ def ImageExampleGen(data_dir: str, eval_fraction: float,  # pylint: disable=inva
   more pixels are quarantined undecoded; it reaches the executor through
   `custom_config` (a packed Struct), as does `unlabeled_dir`
   (`data.unlabeled_path`): a folder of unlabeled images, any layout, ingested
-  as the extra split UNLABELED_SPLIT ('' = none).
+  as the extra split UNLABELED_SPLIT ('' = none), `max_file_bytes`
+  (`data.max_file_bytes`): larger files are quarantined unread, and
+  `follow_external_symlinks` (`data.follow_external_symlinks`): when false,
+  files that resolve outside their data folder are quarantined.
   """
   if fixed_split:
     input_config = tfx.proto.Input(splits=[
@@ -121,7 +123,12 @@ def ImageExampleGen(data_dir: str, eval_fraction: float,  # pylint: disable=inva
         tfx.proto.SplitConfig.Split(name='eval', hash_buckets=eval_buckets),
     ]))
   packed = any_pb2.Any()
-  values = {'max_image_pixels': struct_pb2.Value(number_value=max_image_pixels)}
+  values = {
+      'max_image_pixels': struct_pb2.Value(number_value=max_image_pixels),
+      'max_file_bytes': struct_pb2.Value(number_value=max_file_bytes),
+      'follow_external_symlinks': struct_pb2.Value(
+          bool_value=follow_external_symlinks),
+  }
   if unlabeled_dir:     # only then, so runs without one keep their cache
     values['unlabeled_dir'] = struct_pb2.Value(string_value=unlabeled_dir)
   packed.Pack(struct_pb2.Struct(fields=values))

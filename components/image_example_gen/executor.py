@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import stat as statlib
 from typing import Any, Dict, Iterable, List, Tuple
 
 import apache_beam as beam
@@ -47,6 +48,10 @@ LABEL_CONFLICT_COUNT_PROPERTY = 'label_conflict_count'
 UNLABELED_SPLIT = 'unlabeled'
 UNLABELED_LABEL = ''
 UNLABELED_COUNT_PROPERTY = 'unlabeled_count'
+# `data.max_file_bytes`: larger files are quarantined without being read.
+DEFAULT_MAX_FILE_BYTES = 64 * 2**20
+_SPECIAL_FILES = {statlib.S_IFIFO: 'fifo', statlib.S_IFSOCK: 'socket',
+                  statlib.S_IFCHR: 'character device', statlib.S_IFBLK: 'block device'}
 _OK = 'ok'
 _QUARANTINED = 'quarantined'
 
@@ -119,7 +124,27 @@ def list_files(split_root: str) -> List[str]:
   return sorted(paths)
 
 
-def _split_root(input_base: str, pattern: str) -> str:
+def stat(path: str) -> Tuple[int, int, int]:
+  """(size, mtime in ns, mode) of what ingest reads at `path`: the target of a
+  symlink, or the link itself when it is broken or a loop. Never opens the
+  file, so a FIFO cannot block. Read by the executor and the driver."""
+  if '://' in path:
+    info = tf.io.gfile.stat(path)
+    return info.length, info.mtime_nsec, statlib.S_IFREG
+  try:
+    info = os.stat(path)
+  except OSError:
+    info = os.lstat(path)
+  return info.st_size, info.st_mtime_ns, info.st_mode
+
+
+def shown_path(path: str) -> str:
+  """`path` as valid UTF-8 text: the bytes of a name that is not UTF-8 (kept
+  by os.fsdecode as surrogates) are written `\\xNN`."""
+  return path.encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')
+
+
+def split_root(input_base: str, pattern: str) -> str:
   """The folder a split pattern like `train/*/*` or `*/*` is rooted at."""
   return os.path.normpath(os.path.join(input_base, pattern.split('*')[0]))
 
@@ -142,6 +167,14 @@ def max_image_pixels(exec_properties: Dict[str, Any]) -> int:
                             image_codec.DEFAULT_MAX_PIXELS))
 
 
+def max_file_bytes(exec_properties: Dict[str, Any]) -> int:
+  return int(_custom_config(exec_properties, 'max_file_bytes', DEFAULT_MAX_FILE_BYTES))
+
+
+def follow_external_symlinks(exec_properties: Dict[str, Any]) -> bool:
+  return bool(_custom_config(exec_properties, 'follow_external_symlinks', True))
+
+
 def unlabeled_dir(exec_properties: Dict[str, Any]) -> str:
   """The folder of unlabeled images, '' when there is none."""
   return _custom_config(exec_properties, 'unlabeled_dir', '')
@@ -150,10 +183,15 @@ def unlabeled_dir(exec_properties: Dict[str, Any]) -> str:
 class _ReadImage(beam.DoFn):
   """Reads one file; emits the example's fields or a quarantine record.
 
-  The decision is taken with the transform graph's own functions: the header
-  size guard (`image_codec.declared_size`, against `max_image_pixels`) before
-  anything is decoded, then `image_codec.decode_rgb`, whose output shape
-  (upright after EXIF orientation) is recorded as height and width.
+  Only a regular file of at most `max_file_bytes` is opened (a FIFO would
+  block the run, a device or a huge file fill the memory); unless
+  `follow_external_symlinks`, only one that resolves inside `input_base`.
+  Paths arrive as bytes (os.fsencode), so a name that is not UTF-8 reaches
+  the check that quarantines it. The image is judged with the transform
+  graph's own functions: the header size guard (`image_codec.declared_size`,
+  against `max_image_pixels`) before anything is decoded, then
+  `image_codec.decode_rgb`, whose output shape (upright after EXIF
+  orientation) is recorded as height and width.
 
   Labeled files take their label from their class folder and are named
   relative to `input_base`; unlabeled ones (`labeled=False`, `input_base` is
@@ -163,10 +201,14 @@ class _ReadImage(beam.DoFn):
 
   def __init__(self, input_base: str, split_root: str,
                max_pixels: int = image_codec.DEFAULT_MAX_PIXELS,
+               max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+               follow_external_symlinks: bool = True,
                labeled: bool = True):
     self._input_base = input_base
     self._split_root = split_root
     self._max_pixels = max_pixels
+    self._max_file_bytes = max_file_bytes
+    self._follow_external_symlinks = follow_external_symlinks
     self._labeled = labeled
     self._declared_size = self._decoded_shape = None
 
@@ -180,6 +222,8 @@ class _ReadImage(beam.DoFn):
 
   def _reason(self, path: str, parts: List[str]):
     """(reason, None) to quarantine, or (None, record fields) to ingest."""
+    if shown_path(path) != path:
+      return 'file name is not valid UTF-8', None
     if self._labeled and len(parts) < 2:
       return 'not inside a class folder', None
     if any(part.startswith('.') for part in parts):
@@ -191,6 +235,18 @@ class _ReadImage(beam.DoFn):
         return ('symlink to a folder already read (a loop, or a second path '
                 'to the same images): not followed'), None
       return 'unreadable folder', None
+    if not self._follow_external_symlinks and '://' not in path:
+      base = os.path.realpath(self._input_base)
+      if os.path.commonpath([os.path.realpath(path), base]) != base:
+        return ('symlink to outside the data folder, not followed '
+                '(data.follow_external_symlinks is false)'), None
+    size, _, mode = stat(path)
+    if not statlib.S_ISREG(mode):
+      kind = _SPECIAL_FILES.get(statlib.S_IFMT(mode), 'unknown kind')
+      return f'not a regular file ({kind}); not opened', None
+    if size > self._max_file_bytes:
+      return (f'too large: {size} bytes, more than '
+              f'data.max_file_bytes={self._max_file_bytes}; not read'), None
     try:
       with tf.io.gfile.GFile(path, 'rb') as f:
         encoded = f.read()
@@ -214,14 +270,15 @@ class _ReadImage(beam.DoFn):
       return f'undecodable {image_format}: {image_codec.error_text(error)}', None
     return None, (encoded, image_format, int(height), int(width))
 
-  def process(self, path: str) -> Iterable[Any]:
+  def process(self, path: bytes) -> Iterable[Any]:
     if self._declared_size is None:
       self.setup()
+    path = os.fsdecode(path)
     source_path = os.path.relpath(path, self._input_base)
     parts = os.path.relpath(path, self._split_root).split(os.sep)
     reason, fields = self._reason(path, parts)
     if reason is not None:
-      shown = source_path if self._labeled else path
+      shown = shown_path(source_path if self._labeled else path)
       logging.warning('Quarantined %s: %s', shown, reason)
       yield beam.pvalue.TaggedOutput(_QUARANTINED, {'path': shown, 'reason': reason})
       return
@@ -330,7 +387,7 @@ def _read_folder(pipeline: beam.Pipeline, name: str, root: str,
   logging.info('Split %r: %d file(s) under %s', name, len(paths), root)
   return paths, (
       pipeline
-      | f'ListFiles[{name}]' >> beam.Create(paths)
+      | f'ListFiles[{name}]' >> beam.Create([os.fsencode(path) for path in paths])
       | f'Reshuffle[{name}]' >> beam.Reshuffle()
       | f'ReadImages[{name}]' >> beam.ParDo(read_image).with_outputs(
           _QUARANTINED, main=_OK))
@@ -383,12 +440,14 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
     split_names = example_gen_utils.generate_output_split_names(
         input_config, output_config)
 
-    max_pixels = max_image_pixels(exec_properties)
+    limits = {'max_pixels': max_image_pixels(exec_properties),
+              'max_file_bytes': max_file_bytes(exec_properties),
+              'follow_external_symlinks': follow_external_symlinks(exec_properties)}
     read_splits, quarantines = [], []
     for split in input_config.splits:
-      root = _split_root(input_base, split.pattern)
+      root = split_root(input_base, split.pattern)
       _, outputs = _read_folder(pipeline, split.name, root,
-                                _ReadImage(input_base, root, max_pixels))
+                                _ReadImage(input_base, root, **limits))
       read_splits.append(outputs[_OK])
       quarantines.append(outputs[_QUARANTINED])
 
@@ -409,8 +468,8 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
     if unlabeled_root:
       paths, outputs = _read_folder(
           pipeline, UNLABELED_SPLIT, unlabeled_root,
-          _ReadImage(unlabeled_root, unlabeled_root, max_pixels, labeled=False))
-      self._unlabeled_paths = set(paths)
+          _ReadImage(unlabeled_root, unlabeled_root, labeled=False, **limits))
+      self._unlabeled_paths = {shown_path(path) for path in paths}
       # The base executor named the splits of the input and output configs
       # just before; the split's output folder is looked up by name.
       self._examples.split_names = artifact_utils.encode_split_names(
