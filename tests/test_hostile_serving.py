@@ -31,6 +31,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from components import image_codec
 from components.trainer import signatures
 from pipeline import __main__ as cli
 
@@ -84,6 +85,46 @@ def gif_bomb() -> bytes:
           b',' + struct.pack('<HHHH', 0, 0, 1, 1) + b'\x00\x02\x02\x44\x01\x00;')
 
 
+def _lzw_zeros(pixels: int) -> bytes:
+  """GIF image data (LZW, code size 2) for `pixels` zeros: codes for ever
+  longer runs, then the longest (4091 pixels, 12 bits) once the table is
+  full, so 144 M pixels fit in 55 KB. Code widths follow giflib's decoder."""
+  bits, next_code, limit = 3, 6, 8
+  value = count = 0
+  done, step = 0, 0
+  codes = [4]                                     # clear
+  while done < pixels:
+    codes.append(0 if step == 0 else min(step + 5, 4095))
+    done += 1 if step == 0 else codes[-1] - 4
+    step += 1
+  for index, code in enumerate(codes):
+    value |= code << count
+    count += bits
+    if index and next_code < 4097:                # the clear code resets
+      next_code += 1
+      if next_code > limit and bits < 12:
+        limit, bits = limit * 2, bits + 1
+  data = value.to_bytes((count + 7) // 8, 'little')
+  return b'\x02' + b''.join(bytes([len(data[i:i + 255])]) + data[i:i + 255]
+                            for i in range(0, len(data), 255)) + b'\x00'
+
+
+def gif_frame_bomb(width=12_000, height=12_000) -> bytes:
+  """A valid 55 KB GIF: a 1x1 logical screen holding one width x height frame
+  of zeros. TF sizes its output by the frame (12000 x 12000: 432 MB)."""
+  return (b'GIF89a' + struct.pack('<HH', 1, 1) + b'\x80\x00\x00' + b'\x00' * 3 +
+          b'\xff' * 3 + b',' + struct.pack('<HHHH', 0, 0, width, height) +
+          b'\x00' + _lzw_zeros(width * height) + b';')
+
+
+def gif_other_version(version: bytes) -> bytes:
+  """A 35-byte GIF of another version than 87a/89a, which TF's decoder takes:
+  a 12000 x 12000 logical screen, a global colour table and a 1x1 frame."""
+  return (b'GIF8' + version + struct.pack('<HH', 12_000, 12_000) +
+          b'\x80\x00\x00' + b'\x00' * 6 + b',' + struct.pack('<HHHH', 0, 0, 1, 1) +
+          b'\x00\x02\x02\x44\x01\x00;')
+
+
 def bmp_bomb() -> bytes:
   """A 54-byte BMP header declaring 100000 x 100000 24-bit pixels."""
   return (b'BM' + struct.pack('<IHHI', 54, 0, 0, 54) +
@@ -91,19 +132,24 @@ def bmp_bomb() -> bytes:
 
 
 _TOO_LARGE = r'Image too large: its header declares {} pixels \(width x height\)'
+_UNKNOWN = r'Unknown image file format\. One of JPEG, PNG, GIF, BMP required'
 
 # name -> (bytes, a regex the error message must match)
 HOSTILE = {
     'empty string': (lambda: b'', r'Input is empty'),
-    'random bytes': (lambda: random.Random(0).randbytes(4096),
-                     r'Unknown image file format\. One of JPEG, PNG, GIF, BMP required'),
-    'text file': (lambda: b'label,path\ncat,cat.jpg\n' * 50,
-                  r'Unknown image file format\. One of JPEG, PNG, GIF, BMP required'),
+    'random bytes': (lambda: random.Random(0).randbytes(4096), _UNKNOWN),
+    'text file': (lambda: b'label,path\ncat,cat.jpg\n' * 50, _UNKNOWN),
+    'GIF88a 12000x12000 screen': (lambda: gif_other_version(b'8a'),
+                                  _UNKNOWN + r'.*GIF87a or GIF89a'),
+    'GIF8\\0\\0 12000x12000 screen': (lambda: gif_other_version(b'\0\0'),
+                                    _UNKNOWN + r'.*GIF87a or GIF89a'),
     'truncated JPEG': (lambda: _jpeg(64)[:300], r'Invalid JPEG data'),
     'PNG header bomb 100000x100000': (png_header_bomb, _TOO_LARGE.format('100000x100000')),
     'PNG zlib bomb 10000x10000': (png_zlib_bomb, _TOO_LARGE.format('10000x10000')),
     'JPEG bomb 65000x65000': (jpeg_bomb, _TOO_LARGE.format('65000x65000')),
     'GIF bomb 65535x65535': (gif_bomb, _TOO_LARGE.format('65535x65535')),
+    'GIF frame bomb 12000x12000 in a 1x1 screen': (gif_frame_bomb,
+                                                   _TOO_LARGE.format('12000x12000')),
     'BMP bomb 100000x100000': (bmp_bomb, _TOO_LARGE.format('100000x100000')),
 }
 LIMIT = r'more than the limit of \d+ \(data\.max_image_pixels\); refused before decoding'
@@ -227,6 +273,67 @@ def test_hostile_requests_do_not_grow_memory_nor_kill_a_fresh_server(
         f"hostile calls, {found['peak_rss_after_mb']:.0f} MB after (+{growth:.1f} MB)")
 
 
+# The GIFs TF's decoder reads but the size guard used to miss, through a saved
+# graph running `image_codec.decode_and_resize` (what Transform and the
+# serving signature run) in a fresh process: peak RSS (VmHWM, reset before
+# each call) and the message of each, then a 6000 x 6000 frame the limit
+# allows, to show the measurement sees a decode.
+_GIF_PROBE = textwrap.dedent('''
+    import json, sys
+    import tensorflow as tf
+    import test_hostile_serving as hostile
+    from components import image_codec
+    decode = tf.saved_model.load(sys.argv[1])
+    cases = {'GIF88a': hostile.gif_other_version(b'8a'),
+             'GIF8\\\\0\\\\0': hostile.gif_other_version(b'\\0\\0'),
+             'frame 12000x12000 in a 1x1 screen': hostile.gif_frame_bomb(),
+             'control: frame 6000x6000': hostile.gif_frame_bomb(6000, 6000)}
+    def peak_mb():
+      with open('/proc/self/status') as f:
+        return next(int(line.split()[1]) for line in f
+                    if line.startswith('VmHWM:')) / 1024
+    def reset_peak():
+      with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')
+    decode(tf.constant([hostile.gif_frame_bomb(8, 8)]))       # warm up
+    found = {}
+    for name, content in cases.items():
+      reset_peak()
+      before = peak_mb()
+      try:
+        result = list(decode(tf.constant([content])).shape)
+      except tf.errors.InvalidArgumentError as error:
+        result = image_codec.error_text(error)
+      found[name] = {'peak_rss_growth_mb': peak_mb() - before, 'result': result}
+    print(json.dumps(found))
+''')
+
+
+def test_gifs_the_guard_does_not_size_are_refused_in_a_saved_graph(tmp_path):
+  class Decoder(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def __call__(self, encoded):
+      return image_codec.decode_and_resize(encoded, 8)
+
+  tf.saved_model.save(Decoder(), str(tmp_path / 'decoder'))
+  result = subprocess.run(
+      [sys.executable, '-c', _GIF_PROBE, str(tmp_path / 'decoder')],
+      cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False,
+      env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2', 'PYTHONPATH': os.pathsep.join(
+          [REPO_ROOT, os.path.dirname(os.path.abspath(__file__))])})
+  assert result.returncode == 0, result.stderr[-3000:]
+  found = json.loads(result.stdout.strip().splitlines()[-1])
+  print('\nGIF probe:', json.dumps(found, indent=1))
+  for name in ('GIF88a', 'GIF8\\0\\0'):
+    assert re.search(_UNKNOWN + r'.*GIF87a or GIF89a', found[name]['result']), found
+  assert re.search(_TOO_LARGE.format('12000x12000') + '.*' + LIMIT,
+                   found['frame 12000x12000 in a 1x1 screen']['result']), found
+  assert all(case['peak_rss_growth_mb'] < 20 for name, case in found.items()
+             if not name.startswith('control')), found
+  control = found['control: frame 6000x6000']
+  assert control['result'] == [1, 8, 8, 3] and control['peak_rss_growth_mb'] > 100, found
+
+
 def test_empty_batch_gives_empty_outputs(serve, valid_images):
   outputs = serve([])
   assert outputs['probabilities'].shape == (0, len(E2E_CLASSES))
@@ -245,6 +352,8 @@ def test_predict_scores_a_mixed_folder_file_by_file(
   (folder / '3_bomb.png').write_bytes(png_header_bomb())
   (folder / '4_empty.jpg').write_bytes(b'')
   (folder / '5_zlib_bomb.png').write_bytes(png_zlib_bomb())
+  (folder / '6_gif88a.gif').write_bytes(gif_other_version(b'8a'))
+  (folder / '7_gif_frame_bomb.gif').write_bytes(gif_frame_bomb())
   code = cli.main(['predict', '--model', e2e_first_run.pushed_to, str(folder),
                    '--batch-size', '8'])
   captured = capsys.readouterr()
@@ -259,5 +368,8 @@ def test_predict_scores_a_mixed_folder_file_by_file(
                               'declares 100000x100000 pixels'), errors
   assert errors[1] == 'not a usable image: Input is empty.', errors
   assert errors[2].startswith('not a usable image: Image too large'), errors
+  assert errors[3].startswith('not a usable image: Unknown image file format.'), errors
+  assert errors[4].startswith('not a usable image: Image too large: its header '
+                              'declares 12000x12000 pixels'), errors
   assert '[[' not in ''.join(errors) and 'Op:' not in ''.join(errors), errors
-  assert 'Scored 3 of 6 files, 3 failed.' in captured.err
+  assert 'Scored 3 of 8 files, 5 failed.' in captured.err
