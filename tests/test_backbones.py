@@ -4,6 +4,7 @@ weight loading, and a state-dict reader that refuses to run code."""
 import collections
 import os
 import pickle
+import struct
 import sys
 import types
 import zipfile
@@ -91,8 +92,9 @@ def test_pickle_that_runs_code_is_refused(tmp_path, layout):
   assert not marker.exists()
 
 
-def _write_zip_state_dict(path, state, monkeypatch):
-  """Writes `state` as torch >= 1.6 would, with stand-ins for torch's names."""
+def _torch_stand_ins(monkeypatch):
+  """A fake `torch` module holding FloatStorage and _rebuild_tensor_v2, so that
+  pickle writes the names torch does."""
   torch, torch_utils = types.ModuleType('torch'), types.ModuleType('torch._utils')
   float_storage = type('FloatStorage', (), {'__module__': 'torch'})
   torch.FloatStorage = float_storage
@@ -104,6 +106,12 @@ def _write_zip_state_dict(path, state, monkeypatch):
   torch_utils._rebuild_tensor_v2 = _rebuild_tensor_v2
   monkeypatch.setitem(sys.modules, 'torch', torch)
   monkeypatch.setitem(sys.modules, 'torch._utils', torch_utils)
+  return float_storage, _rebuild_tensor_v2
+
+
+def _write_zip_state_dict(path, state, monkeypatch):
+  """Writes `state` as torch >= 1.6 would, with stand-ins for torch's names."""
+  float_storage, _rebuild_tensor_v2 = _torch_stand_ins(monkeypatch)
 
   class Storage:
     def __init__(self, key, array):
@@ -143,6 +151,103 @@ def test_zip_layout_round_trips(tmp_path, monkeypatch, imagenet_state):
   assert loaded.keys() == state.keys()
   for key, value in state.items():
     np.testing.assert_array_equal(loaded[key], value)
+
+
+def _write_legacy_state_dict(path, numel, views, monkeypatch, data=None):
+  """A legacy-layout file: one float storage of `numel` elements (`data`, zeros
+  by default) and tensors name -> (offset, size, stride) viewing it."""
+  float_storage, rebuild = _torch_stand_ins(monkeypatch)
+  storage = object()
+
+  class Tensor:
+    def __init__(self, view):
+      self.view = view
+
+    def __reduce__(self):
+      return rebuild, (storage, *self.view, False, collections.OrderedDict())
+
+  class Pickler(pickle.Pickler):
+    def persistent_id(self, obj):
+      return ('storage', float_storage, '0', 'cpu', numel, None) if obj is storage else None
+
+  with open(path, 'wb') as file:
+    for header in (state_dict_lib._LEGACY_MAGIC, 1001, {'little_endian': True}):
+      pickle.dump(header, file, protocol=2)
+    Pickler(file, protocol=2).dump(collections.OrderedDict(
+        (name, Tensor(view)) for name, view in views.items()))
+    pickle.dump(['0'], file, protocol=2)
+    file.write(struct.pack('<q', numel) +
+               (np.zeros(numel, '<f4') if data is None else data).tobytes())
+
+
+def test_legacy_layout_round_trips_a_strided_view(tmp_path, monkeypatch):
+  path = tmp_path / 'ok.pth'
+  _write_legacy_state_dict(path, 6, {'t': (0, (3, 2), (1, 3))}, monkeypatch,
+                           data=np.arange(6, dtype='<f4'))
+  np.testing.assert_array_equal(state_dict_lib.load_state_dict(str(path))['t'],
+                                np.arange(6, dtype=np.float32).reshape(2, 3).T)
+
+
+def test_zero_strides_cannot_repeat_a_storage_into_a_huge_tensor(tmp_path, monkeypatch):
+  """A few hundred bytes: one element, viewed as 2**20 by a zero stride (the
+  copy would allocate that; 2**40 would be 4 TB)."""
+  path = tmp_path / 'zero_stride.pth'
+  _write_legacy_state_dict(path, 1, {'t': (0, (2**20,), (0,))}, monkeypatch)
+  assert path.stat().st_size < 500
+  with pytest.raises(pickle.UnpicklingError,
+                     match=r'1048576 elements, more than the 1 of its storage'):
+    state_dict_lib.load_state_dict(str(path))
+
+
+def test_a_storage_larger_than_max_bytes_is_refused_before_allocating(
+    tmp_path, monkeypatch):
+  path = tmp_path / 'huge_storage.pth'
+  _write_legacy_state_dict(path, 10**12, {'t': (0, (4,), (1,))}, monkeypatch,
+                           data=np.zeros(4, '<f4'))
+  with pytest.raises(pickle.UnpicklingError,
+                     match=r'Storage 0 needs 4000000000000 bytes, more than .*MAX_BYTES'):
+    state_dict_lib.load_state_dict(str(path))
+
+
+def test_tensor_copies_count_towards_max_bytes(tmp_path, monkeypatch):
+  """Eight tensors viewing one 1 MB storage would copy 8 MB."""
+  path = tmp_path / 'many_views.pth'
+  views = {f't{i}': (0, (2**18,), (1,)) for i in range(8)}
+  _write_legacy_state_dict(path, 2**18, views, monkeypatch)
+  assert state_dict_lib.MAX_BYTES >= 2**30
+  monkeypatch.setattr(state_dict_lib, 'MAX_BYTES', 4 * 2**20)
+  with pytest.raises(pickle.UnpicklingError, match=r'Copying the tensors needs 8388608'):
+    state_dict_lib.load_state_dict(str(path))
+
+
+def test_a_pickle_cannot_change_the_shared_storage_types(tmp_path, monkeypatch):
+  """BUILD on torch.FloatStorage (its dtype set to float64) is refused, and the
+  next file still reads float32."""
+  evil = tmp_path / 'evil.pth'
+  evil.write_bytes(b'\x80\x02ctorch\nFloatStorage\n}X\x05\x00\x00\x00dtypeX\x03\x00\x00\x00'
+                   b'<f8sb.')
+  with pytest.raises(pickle.UnpicklingError, match='Refusing to change'):
+    state_dict_lib.load_state_dict(str(evil))
+  state = {'w': np.arange(6, dtype=np.float32).reshape(2, 3)}
+  _write_zip_state_dict(tmp_path / 'ok.pth', state, monkeypatch)
+  loaded = state_dict_lib.load_state_dict(str(tmp_path / 'ok.pth'))
+  assert loaded['w'].dtype == np.float32
+  np.testing.assert_array_equal(loaded['w'], state['w'])
+
+
+def test_zip_member_size_is_checked_before_reading(tmp_path, monkeypatch):
+  """A storage member that inflates to 64 MB where 24 bytes are expected (a
+  64 KB deflated zip bomb) is refused from the zip directory, unread."""
+  _write_zip_state_dict(tmp_path / 'ok.pth', {'w': np.zeros(6, np.float32)}, monkeypatch)
+  path = tmp_path / 'bomb.pth'
+  with zipfile.ZipFile(tmp_path / 'ok.pth') as source, \
+       zipfile.ZipFile(path, 'w', zipfile.ZIP_DEFLATED) as archive:
+    for name in source.namelist():
+      content = source.read(name)
+      archive.writestr(name, content + bytes(64 * 2**20) if name.endswith('/0') else content)
+  assert path.stat().st_size < 2**20
+  with pytest.raises(pickle.UnpicklingError, match=r'67108888 bytes in the zip, 24 expected'):
+    state_dict_lib.load_state_dict(str(path))
 
 
 def test_unknown_backbone_names_the_valid_ones():

@@ -5,10 +5,16 @@ only the handful of names a state dict is made of, each mapped to a harmless
 stand-in, and refuses everything else. Both of torch's on-disk layouts are
 read: the legacy one (a stream of pickles followed by raw storage bytes; the
 packaged EfficientNet-Lite0 file is in it) and the zip one (torch >= 1.6).
+
+A hostile file must not make the loader allocate more than it holds either:
+every tensor's elements must lie in its storage, the stand-ins cannot be
+changed by the pickle, and storages plus the final copies are capped at
+`MAX_BYTES`, checked before anything is allocated or read.
 """
 
 import collections
 import io
+import math
 import pickle
 import struct
 import zipfile
@@ -18,6 +24,10 @@ import numpy as np
 
 # torch.save writes this number first in the legacy layout.
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+
+# The most bytes one file may make the loader hold: its storages plus the
+# tensors copied out of them. EfficientNet-Lite0 needs 38 MB.
+MAX_BYTES = 1 << 30
 
 _STORAGE_DTYPES = {
     'DoubleStorage': np.float64,
@@ -33,10 +43,40 @@ _STORAGE_DTYPES = {
 
 
 class _StorageType:
-  """Stands in for a `torch.*Storage` class: only its element dtype matters."""
+  """Stands in for a `torch.*Storage` class: only its element dtype matters.
+
+  One instance per name is shared by every load, so it is immutable: a
+  pickle's BUILD (`__setstate__`, or setting attributes) is refused rather
+  than changing the dtype for the next file.
+  """
+  __slots__ = ('dtype',)
 
   def __init__(self, dtype):
-    self.dtype = np.dtype(dtype).newbyteorder('<')  # torch writes little-endian
+    # torch writes little-endian
+    object.__setattr__(self, 'dtype', np.dtype(dtype).newbyteorder('<'))
+
+  def __setattr__(self, name, value):
+    raise pickle.UnpicklingError(f'Refusing to change {self!r}.')
+
+  def __setstate__(self, state):
+    raise pickle.UnpicklingError(f'Refusing to change {self!r}.')
+
+  def __repr__(self):
+    return f'<storage type {self.dtype}>'
+
+
+class _Budget:
+  """Bytes a load may still allocate or read, out of `MAX_BYTES`."""
+
+  def __init__(self):
+    self._left = MAX_BYTES
+
+  def take(self, nbytes: int, what: str) -> None:
+    if nbytes > self._left:
+      raise pickle.UnpicklingError(
+          f'{what} needs {nbytes} bytes, more than the {self._left} left of the '
+          f'{MAX_BYTES} a weights file may use (state_dict.MAX_BYTES).')
+    self._left -= nbytes
 
 
 def _rebuild_tensor_v2(storage: np.ndarray, offset: int, size, stride, *_):
@@ -44,10 +84,16 @@ def _rebuild_tensor_v2(storage: np.ndarray, offset: int, size, stride, *_):
 
   A view, not a copy, because in the legacy layout the storage bytes are only
   read after the whole pickle; `load_state_dict` copies at the end. The bounds
-  check keeps a corrupt or hostile file from reading outside the storage.
+  checks keep a corrupt or hostile file from reading outside the storage, and
+  from declaring more elements than it holds (zero strides would repeat one
+  element any number of times, which the copy would then allocate).
   """
   if len(size) != len(stride) or min((*size, *stride, offset), default=0) < 0:
     raise pickle.UnpicklingError(f'Invalid tensor size {size} / stride {stride}.')
+  if math.prod(size) > storage.size - offset:
+    raise pickle.UnpicklingError(
+        f'Tensor of size {size} has {math.prod(size)} elements, more than the '
+        f'{storage.size - offset} of its storage from offset {offset}.')
   if 0 not in size:
     last = offset + sum((n - 1) * step for n, step in zip(size, stride))
     if last >= storage.size:
@@ -88,6 +134,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
     storage_type, key, _, numel = pid[1:5]
     if not isinstance(storage_type, _StorageType):
       raise pickle.UnpicklingError(f'Not a storage type: {storage_type!r}.')
+    if not isinstance(numel, int) or numel < 0:
+      raise pickle.UnpicklingError(f'Invalid storage size {numel!r}.')
     storage = self._load_storage(str(key), storage_type.dtype, numel)
     view = pid[5] if len(pid) > 5 else None
     if view is not None:  # very old files: (view_key, offset, view_size)
@@ -96,7 +144,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
     return storage
 
 
-def _load_legacy(file: BinaryIO) -> Dict[str, np.ndarray]:
+def _load_legacy(file: BinaryIO, budget: _Budget) -> Dict[str, np.ndarray]:
   """Legacy layout: magic, protocol, sys info, the dict, storage keys, bytes.
 
   Each storage is allocated empty when the dict first refers to it and filled
@@ -117,6 +165,7 @@ def _load_legacy(file: BinaryIO) -> Dict[str, np.ndarray]:
 
   def load_storage(key, dtype, numel):
     if key not in storages:
+      budget.take(numel * dtype.itemsize, f'Storage {key}')
       storages[key] = np.empty(numel, dtype)
     return storages[key]
 
@@ -132,33 +181,49 @@ def _load_legacy(file: BinaryIO) -> Dict[str, np.ndarray]:
   return state
 
 
-def _load_zip(path: str) -> Dict[str, np.ndarray]:
-  """Zip layout: `<root>/data.pkl` plus one `<root>/data/<key>` per storage."""
+def _load_zip(path: str, budget: _Budget) -> Dict[str, np.ndarray]:
+  """Zip layout: `<root>/data.pkl` plus one `<root>/data/<key>` per storage.
+
+  Each member's size comes from the zip directory, which also bounds what
+  zipfile decompresses, so it is charged to the budget before reading.
+  """
   with zipfile.ZipFile(path) as archive:
+
+    def read(name, expected_bytes=None):
+      size = archive.getinfo(name).file_size
+      if expected_bytes is not None and size != expected_bytes:
+        raise pickle.UnpicklingError(
+            f'{name}: {size} bytes in the zip, {expected_bytes} expected.')
+      budget.take(size, name)
+      return archive.read(name)
+
     names = archive.namelist()
-    if any(n.endswith('/byteorder') and archive.read(n) != b'little'
+    if any(n.endswith('/byteorder') and read(n) != b'little'
            for n in names):
       raise pickle.UnpicklingError('Big-endian PyTorch files are not supported.')
     (pickle_name,) = [n for n in names if n.endswith('/data.pkl')]
     root = pickle_name[:-len('data.pkl')]
 
     def load_storage(key, dtype, numel):
-      return np.frombuffer(archive.read(f'{root}data/{key}'), dtype, numel)
+      return np.frombuffer(read(f'{root}data/{key}', numel * dtype.itemsize),
+                           dtype, numel)
 
-    return _RestrictedUnpickler(io.BytesIO(archive.read(pickle_name)),
+    return _RestrictedUnpickler(io.BytesIO(read(pickle_name)),
                                 load_storage).load()
 
 
 def load_state_dict(path: str) -> Dict[str, np.ndarray]:
   """Tensor name -> numpy array for a `.pth` file, legacy or zip layout."""
+  budget = _Budget()
   if zipfile.is_zipfile(path):
-    state = _load_zip(path)
+    state = _load_zip(path, budget)
   else:
     with open(path, 'rb') as file:
-      state = _load_legacy(file)
+      state = _load_legacy(file, budget)
   if not (isinstance(state, dict) and
           all(isinstance(value, np.ndarray) for value in state.values())):
     raise pickle.UnpicklingError(f'{path} does not hold a state dict of tensors.')
+  budget.take(sum(value.nbytes for value in state.values()), 'Copying the tensors')
   # Copies detach each tensor from its (possibly shared, strided) storage.
   return {name: value.astype(value.dtype.newbyteorder('='))
           for name, value in state.items()}
