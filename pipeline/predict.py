@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from components import image_codec
+from components import safe_text
 from components.registry_pusher import registry
 from components.trainer import signatures
 
@@ -111,7 +112,9 @@ class _JsonLinesWriter:
 
 
 class _CsvWriter:
-  """A header, then one line per file; empty cells where a field does not apply."""
+  """A header, then one line per file; empty cells where a field does not apply.
+  Cells that would start a spreadsheet formula get a leading `'` (JSON lines
+  keep the real names)."""
 
   def __init__(self, out: TextIO):
     self._writer = csv.DictWriter(out, FIELDS, lineterminator='\n')
@@ -121,7 +124,8 @@ class _CsvWriter:
     if 'top_k' in row:
       row = {**row, 'top_k': ';'.join(f"{k['class_name']}:{k['probability']!r}"
                                       for k in row['top_k'])}
-    self._writer.writerow(row)
+    self._writer.writerow({field: safe_text.spreadsheet_cell(value)
+                           for field, value in row.items()})
 
 
 def _read_batch(paths: Sequence[str]):

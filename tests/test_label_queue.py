@@ -235,6 +235,29 @@ def test_executor_refuses_examples_without_an_unlabeled_split(trained, tmp_path)
     _run(trained, examples, str(tmp_path / 'out'), '')
 
 
+def test_csv_cells_that_would_start_a_formula_are_quoted(trained, tmp_path):
+  """Unlabeled files named `=1+1.png` and `@SUM(1+1).png` are formulas to a
+  spreadsheet: their `source_path` cells get a leading quote; `path` (absolute,
+  what the documented move reads) is the real file."""
+  names = ['=1+1.png', '@SUM(1+1).png', 'plain.png']
+  examples_uri = str(tmp_path / 'examples')
+  _write_split(examples_uri, 'train',
+               [(_sample(label, 0), label, f'{label}/0.png') for label in CLASSES])
+  _write_split(examples_uri, UNLABELED_SPLIT, [
+      (_sample(label, 2), UNLABELED_LABEL, name) for label, name in zip(CLASSES, names)])
+  examples = _artifact(standard_artifacts.Examples, examples_uri, ['train', UNLABELED_SPLIT])
+  unlabeled_dir = str(tmp_path / 'unlabeled')
+  queue = _run(trained, examples, str(tmp_path / 'out'), unlabeled_dir)
+  with open(os.path.join(queue.uri, executor.QUEUE_CSV), newline='') as f:
+    rows = list(csv.DictReader(f))
+  assert sorted(row['source_path'] for row in rows) == [
+      "'=1+1.png", "'@SUM(1+1).png", 'plain.png']
+  assert sorted(row['path'] for row in rows) == sorted(
+      os.path.join(unlabeled_dir, name) for name in names)
+  assert not [cell for row in rows for cell in row.values()
+              if cell.startswith(('=', '+', '-', '@', '\t', '\r'))]
+
+
 def test_the_documented_move_puts_labeled_rows_into_class_folders(queued, tmp_path):
   """docs/labeling.md's command, run as shown: rows with a label move into
   data/<label>/, the rest stay; an unknown class folder is an error."""

@@ -144,6 +144,24 @@ def test_csv_and_jsonl_carry_the_same_numbers(model_dir, images, capsys):
                                     for k in row['top_k'])
 
 
+def test_csv_cells_that_would_start_a_formula_are_quoted(
+    images, tmp_path, capsys, monkeypatch):
+  """A file named `=1+1.png` and classes named `=dark`, `@bright`, `-grey` are
+  formulas to a spreadsheet: in CSV their cells get a leading quote; JSON
+  lines keep the real names."""
+  model = _save_model(tmp_path / 'formulas', ['=dark', '@bright', '-grey'])
+  monkeypatch.chdir(tmp_path)
+  shutil.copy(images['a'], tmp_path / '=1+1.png')
+  _, csv_text, _ = _predict(capsys, '--model', model, '--format', 'csv', '=1+1.png')
+  _, jsonl, _ = _predict(capsys, '--model', model, '=1+1.png')
+  (cells,) = csv.DictReader(io.StringIO(csv_text))
+  row = json.loads(jsonl)
+  assert cells['path'] == "'=1+1.png" and row['path'] == '=1+1.png'
+  assert cells['class_name'] == "'" + row['class_name']
+  assert cells['top_k'].startswith("'" + row['class_name'] + ':')
+  assert not [cell for cell in cells.values() if cell.startswith(('=', '+', '-', '@'))]
+
+
 def test_list_files_and_stdin(model_dir, images, tmp_path, capsys, monkeypatch):
   listing = tmp_path / 'images.txt'
   listing.write_text(f"{images['a']}\n\n  {images['folder']}  \n")

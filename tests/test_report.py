@@ -18,7 +18,8 @@ from PIL import Image
 
 from pipeline import config as config_lib, report, run_summary
 from pipeline.report import facts as facts_lib, plots, render, scoring, sections
-from pipeline.report.document import Figure, Table
+from pipeline.report.document import (Banner, Bullets, Code, Figure, Paragraph,
+                                      Section, Table)
 from components.transform import preprocessing
 
 SECTION_IDS = ['summary', 'evaluation', 'data', 'training', 'per-class',
@@ -280,6 +281,32 @@ def test_runner_logs_a_report_failure_and_keeps_the_summary(config, e2e_first_ru
   finally:
     logging.getLogger().removeHandler(handler)
   assert any('plotting exploded' in str(r.exc_info[1]) for r in records if r.exc_info)
+
+
+def test_markdown_and_html_show_hostile_names_as_text():
+  """A class named `a|b*c_d` and a file `<script>alert(1)</script>.png` in
+  every kind of block, rendered by a CommonMark parser (markdown-it, with
+  tables): no tag, emphasis, link, heading or extra table cell comes from
+  them; the HTML report escapes them too."""
+  from markdown_it import MarkdownIt  # pylint: disable=g-import-not-at-top
+  name, file = 'a|b*c_d', '<script>alert(1)</script>.png'
+  section = Section('Data', 'data', [
+      Paragraph(f'Quarantined {file}', lead=name),
+      Banner('bad', name, [file, '[click](javascript:alert(1))']),
+      Bullets([file, '# not a heading', '- not a list']),
+      Table(['class', 'file'], [[name, file]]),
+      Code('```\n' + name)])
+  markdown = render.to_markdown(name, [section], file)
+  page = MarkdownIt('commonmark').enable('table').render(markdown)
+  assert '<script' not in page and '<a href="javascript' not in page
+  assert page.count('<em>') == 1                            # the footer's own
+  assert page.count('<h1>') == 1 and page.count('<h2>') == 1
+  assert f'<tr>\n<td>{name}</td>\n<td>&lt;script&gt;alert(1)&lt;/script&gt;.png</td>\n</tr>' in page
+  assert f'<strong>{name}</strong> Quarantined &lt;script&gt;' in page
+  assert '<li># not a heading</li>' in page and '<li>- not a list</li>' in page
+  assert f'<pre><code>```\n{name}\n</code></pre>' in page
+  html_page = render.to_html(name, [section], file)
+  assert '<script' not in html_page and '&lt;script&gt;alert(1)&lt;/script&gt;.png' in html_page
 
 
 def test_wilson_interval():

@@ -33,6 +33,7 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
+from components import safe_text
 from components.data_gate import labels
 from components.image_example_gen.component import UNLABELED_SPLIT
 from components.label_queue import ranking
@@ -185,7 +186,8 @@ class Executor(base_executor.BaseExecutor):
     with tf.io.gfile.GFile(os.path.join(output.uri, QUEUE_CSV), 'w') as f:
       writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
       writer.writeheader()
-      writer.writerows(rows)
+      writer.writerows({column: safe_text.spreadsheet_cell(value)
+                        for column, value in row.items()} for row in rows)
     sheet = contact_sheet(
         [shortlist[preprocessing.IMAGE_KEY][pick.index] for pick in picks],
         [[f'#{row["rank"]}  margin {row["margin"]}', row['predicted'],

@@ -3,8 +3,10 @@ figures as data: URIs) or as Markdown that links PNG files beside it."""
 
 import base64
 import html
+import re
 from typing import Iterable, List
 
+from components import safe_text
 from pipeline.report.document import (Banner, Block, Bullets, Code, Figure,
                                       Paragraph, Section, Table)
 
@@ -78,25 +80,28 @@ def to_html(title: str, sections: List[Section], footer: str) -> str:
           f'<footer>{e(footer)}</footer></body></html>\n')
 
 
-def _md_text(text: str) -> str:
-  return text.replace('\n', ' ')
-
-
 def _md_cell(text: str) -> str:
-  return _md_text(text).replace('|', '\\|') or ' '
+  return safe_text.markdown(text) or ' '
+
+
+def _md_fence(text: str) -> str:
+  """A code fence longer than any run of backticks in `text`, so a name in it
+  cannot close the block."""
+  return '`' * max([3] + [len(run) + 1 for run in re.findall('`+', text)])
 
 
 def _md_block(block: Block) -> Iterable[str]:
   if isinstance(block, Paragraph):
-    yield (f'**{block.lead}** ' if block.lead else '') + _md_text(block.text)
+    lead = f'**{safe_text.markdown(block.lead)}** ' if block.lead else ''
+    yield lead + safe_text.markdown(block.text)
   elif isinstance(block, Banner):
-    yield f'> **{block.title}**'
+    yield f'> **{safe_text.markdown(block.title)}**'
     for line in block.lines:
       if line:
-        yield f'> - {_md_text(line)}'
+        yield f'> - {safe_text.markdown(line)}'
   elif isinstance(block, Bullets):
     for item in block.items:
-      yield f'- {_md_text(item)}'
+      yield f'- {safe_text.markdown(item)}'
   elif isinstance(block, Table):
     headers = list(block.headers) if any(block.headers) else [' '] * len(block.headers)
     yield '| ' + ' | '.join(_md_cell(h) for h in headers) + ' |'
@@ -104,24 +109,24 @@ def _md_block(block: Block) -> Iterable[str]:
     for row in block.rows:
       yield '| ' + ' | '.join(_md_cell(cell) for cell in row) + ' |'
   elif isinstance(block, Figure):
-    yield f'![{block.alt}]({block.name}.png)'
+    yield f'![{safe_text.markdown(block.alt)}]({block.name}.png)'
   elif isinstance(block, Code):
-    yield '```'
+    yield _md_fence(block.text)
     yield block.text
-    yield '```'
+    yield _md_fence(block.text)
   else:
     raise TypeError(f'unknown block {type(block).__name__}')
 
 
 def to_markdown(title: str, sections: List[Section], footer: str) -> str:
   """Markdown; every Figure is expected as `<name>.png` next to the file."""
-  lines = [f'# {title}', '',
-           ' · '.join(f'[{s.title}](#{s.anchor})' for s in sections), '']
+  lines = [f'# {safe_text.markdown(title)}', '',
+           ' · '.join(f'[{safe_text.markdown(s.title)}](#{s.anchor})' for s in sections), '']
   for section in sections:
-    lines += [f'<a id="{section.anchor}"></a>', f'## {section.title}', '']
+    lines += [f'<a id="{section.anchor}"></a>', f'## {safe_text.markdown(section.title)}', '']
     for block in section.blocks:
       lines += [*_md_block(block), '']
-  lines.append(f'_{footer}_')
+  lines.append(f'_{safe_text.markdown(footer)}_')
   return '\n'.join(lines) + '\n'
 
 
