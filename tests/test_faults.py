@@ -1,13 +1,17 @@
 """Faults: killed runs, killed publishes and concurrent runs.
 
-The slow tests (marked `faults`, run by `make test-faults`, not by `make
-test`) run the real pipeline as `python -m pipeline run` in its own process
-group on a tiny data set, SIGKILL the whole group at a chosen point (found in
-the run's log) and start it again at once:
+The slow tests (marked `faults`; `make test` runs them, `make test-faults`
+runs only them) run the real pipeline as `python -m pipeline run` in its own
+process group on a tiny data set, SIGKILL the whole group once a component is
+mid-work, and start it again at once. Mid-work means what the code guarantees,
+not a log line: the component's execution is RUNNING in ML Metadata and a file
+it writes only part way through exists:
 
-* killed in Transform: the rerun reuses ExampleGen and StatisticsGen (CACHED),
-  runs Transform again, blesses and pushes version 1;
-* killed in the Trainer after its first epoch: same, with Transform CACHED;
+* killed in Transform (its tf.Transform temp folder `.temp_path`, removed
+  when Transform succeeds, holds a file): the rerun reuses ExampleGen and
+  StatisticsGen (CACHED), runs Transform again, blesses and pushes version 1;
+* killed in the Trainer (its TensorBoard events file exists: the feature cache
+  is built, head training has begun): same, with Transform CACHED;
 * two runs started at once on one output folder: one runs, the other stops at
   once with the run lock's message; the metadata store holds one run;
 * killed in the middle of a registry publish (the copy slowed down in that
@@ -24,6 +28,7 @@ The quick tests (not marked) check the run lock itself: its message, `--wait`,
 and that the operating system drops it when its holder is killed.
 """
 
+import glob
 import json
 import os
 import re
@@ -88,25 +93,19 @@ class _Run:
     with open(self.log_path, encoding='utf-8', errors='replace') as f:
       return f.read()
 
-  def wait_for(self, *patterns, timeout=RUN_TIMEOUT):
-    """Seconds since the start when the log has matched each pattern in turn
-    (each after the previous one)."""
+  def wait_until(self, what, condition, timeout=RUN_TIMEOUT):
+    """Seconds since the start when `condition()` first holds; fails naming
+    `what` if the run ends first or `timeout` passes."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-      text, position = self.log(), 0
-      for pattern in patterns:
-        match = re.compile(pattern, re.M).search(text, position)
-        if match is None:
-          break
-        position = match.end()
-      else:
+      if condition():
         return time.monotonic() - self.started
       if self.process.poll() is not None:
-        pytest.fail(f'the run ended (exit {self.process.returncode}) before '
-                    f'{patterns}:\n{self.log()[-3000:]}')
+        pytest.fail(f'the run ended (exit {self.process.returncode}) before {what}:\n'
+                    f'{self.log()[-3000:]}')
       time.sleep(0.2)
     self.kill()
-    pytest.fail(f'no {patterns} in the log after {timeout} s:\n{self.log()[-3000:]}')
+    pytest.fail(f'not {what} after {timeout} s:\n{self.log()[-3000:]}')
 
   def kill(self):
     """SIGKILLs the whole process group (pip, Beam workers too); returns the
@@ -166,6 +165,24 @@ def _runs(metadata_path):
   return found
 
 
+def _mid_work(workspace, node, mid_way_file):
+  """A condition: `node` has written a file matching `mid_way_file` (a glob
+  under its pipeline_root folder) and its execution is RUNNING in ML Metadata,
+  i.e. it started and has not finished."""
+  from ml_metadata import errors  # pylint: disable=g-import-not-at-top
+  pattern = os.path.join(workspace['output_dir'], 'pipeline_root', node, mid_way_file)
+
+  def condition():
+    if not any(os.path.isfile(path) for path in glob.glob(pattern, recursive=True)):
+      return False
+    try:
+      runs = _runs(workspace['metadata'])
+    except errors.StatusError:      # e.g. the store is locked by a write: poll again
+      return False
+    return bool(runs) and runs[-1]['states'].get(node) == ['RUNNING']
+  return condition
+
+
 def _integrity(metadata_path):
   connection = sqlite3.connect(f'file:{metadata_path}?mode=ro', uri=True)
   try:
@@ -199,10 +216,11 @@ def _check_recovered(workspace, rerun_log, reused, rerun):
   return summary, states
 
 
-def _kill_and_rerun(tmp_path, figures, name, kill_after, killed_node, reused):
+def _kill_and_rerun(tmp_path, figures, name, killed_node, mid_way_file, reused):
   workspace = _workspace(tmp_path)
   first = _Run(workspace, 'killed')
-  first.wait_for(*kill_after)
+  kill_point = f'{killed_node} RUNNING in ML Metadata with {mid_way_file} written'
+  first.wait_until(kill_point, _mid_work(workspace, killed_node, mid_way_file))
   killed_at = first.kill()
   runs = _runs(workspace['metadata'])
   assert len(runs) == 1 and runs[0]['states'][killed_node] == ['RUNNING'], runs
@@ -225,7 +243,7 @@ def _kill_and_rerun(tmp_path, figures, name, kill_after, killed_node, reused):
   assert runs[0]['states'][killed_node] == ['RUNNING']
   assert not any('RUNNING' in s for s in runs[1]['states'].values()), runs[1]
   figures[name] = {
-      'kill_point': ' -> '.join(kill_after),
+      'kill_point': kill_point,
       'seconds_from_start_to_kill': round(killed_at, 1),
       'seconds_from_kill_to_exit': round(first.kill_to_exit, 2),
       'rerun_seconds_to_pushed_model': round(recovery, 1),
@@ -240,20 +258,22 @@ def _kill_and_rerun(tmp_path, figures, name, kill_after, killed_node, reused):
 
 @pytest.mark.faults
 def test_run_killed_in_transform_reruns_it_reusing_earlier_steps(tmp_path, figures):
-  # "Analyze the 'train' split" is the Transform executor's first line; the
-  # feature-spec lines come once it is reading the examples in Beam.
-  _kill_and_rerun(tmp_path, figures, 'killed_in_transform',
-                  (r"Analyze the 'train' split", r'Feature image has a shape'),
-                  'Transform', reused=['ImageExampleGen', 'StatisticsGen',
-                                       'ImportSchemaGen'])
+  # tf.Transform's temp folder gets its first files (the analysis graph) once
+  # Beam analysis starts; the executor removes it only when it succeeds.
+  _kill_and_rerun(tmp_path, figures, 'killed_in_transform', 'Transform',
+                  'transform_graph/*/.temp_path/**',
+                  reused=['ImageExampleGen', 'StatisticsGen', 'ImportSchemaGen'])
 
 
 @pytest.mark.faults
 def test_run_killed_in_trainer_reruns_it_reusing_transform(tmp_path, figures):
-  # Keras prints 'Epoch 2/4' once the first epoch is done.
-  _kill_and_rerun(tmp_path, figures, 'killed_in_trainer', (r'^Epoch 2/4',),
-                  'Trainer', reused=['ImageExampleGen', 'StatisticsGen',
-                                     'ImportSchemaGen', 'Transform'])
+  # run_fn opens the TensorBoard writer in model_run once the feature cache is
+  # built, before the first epoch (head.train_head, or Keras' callback without
+  # the cache); the model is exported after training.
+  _kill_and_rerun(tmp_path, figures, 'killed_in_trainer', 'Trainer',
+                  'model_run/*/**/events.out.tfevents.*',
+                  reused=['ImageExampleGen', 'StatisticsGen', 'ImportSchemaGen',
+                          'Transform'])
 
 
 @pytest.mark.faults
