@@ -215,10 +215,11 @@ def _check_format(encoded: tf.Tensor) -> tf.Operation:
   size guard has not recognised, and therefore not sized, never reach it.
   """
   message = tf.where(
-      tf.equal(tf.strings.length(encoded), 0), 'Input is empty.',
-      'Unknown image file format. One of JPEG, PNG, GIF, BMP required, '
-      'recognised by its first bytes (GIF as GIF87a or GIF89a); refused '
-      'before decoding.')
+      tf.equal(tf.strings.length(encoded), 0), 'Input is empty.', tf.where(
+          _starts_with(encoded, b'GIF'),
+          'Unsupported GIF version: only GIF87a and GIF89a files are read; '
+          'refused before decoding.',
+          'Unknown image file format. One of JPEG, PNG, GIF, BMP required.'))
   return tf.debugging.Assert(_is_known_format(encoded), [message])
 
 
