@@ -220,12 +220,16 @@ def test_tensor_copies_count_towards_max_bytes(tmp_path, monkeypatch):
     state_dict_lib.load_state_dict(str(path))
 
 
-def test_a_pickle_cannot_change_the_shared_storage_types(tmp_path, monkeypatch):
-  """BUILD on torch.FloatStorage (its dtype set to float64) is refused, and the
-  next file still reads float32."""
+@pytest.mark.parametrize('build', [
+    # torch.FloatStorage's dtype set to float64
+    b'ctorch\nFloatStorage\n}X\x05\x00\x00\x00dtypeX\x03\x00\x00\x00<f8sb.',
+    # _rebuild_tensor_v2.__defaults__ = (1,), through BUILD's slot state
+    b'ctorch._utils\n_rebuild_tensor_v2\nN}X\x0c\x00\x00\x00__defaults__K\x01\x85s\x86b.',
+], ids=['storage_dtype', 'function_defaults'])
+def test_a_pickle_cannot_change_the_shared_stand_ins(tmp_path, monkeypatch, build):
+  """BUILD on an allowed name is refused, and the next file loads as before."""
   evil = tmp_path / 'evil.pth'
-  evil.write_bytes(b'\x80\x02ctorch\nFloatStorage\n}X\x05\x00\x00\x00dtypeX\x03\x00\x00\x00'
-                   b'<f8sb.')
+  evil.write_bytes(b'\x80\x02' + build)
   with pytest.raises(pickle.UnpicklingError, match='Refusing to change'):
     state_dict_lib.load_state_dict(str(evil))
   state = {'w': np.arange(6, dtype=np.float32).reshape(2, 3)}

@@ -42,24 +42,26 @@ _STORAGE_DTYPES = {
 }
 
 
-class _StorageType:
-  """Stands in for a `torch.*Storage` class: only its element dtype matters.
-
-  One instance per name is shared by every load, so it is immutable: a
-  pickle's BUILD (`__setstate__`, or setting attributes) is refused rather
-  than changing the dtype for the next file.
-  """
-  __slots__ = ('dtype',)
-
-  def __init__(self, dtype):
-    # torch writes little-endian
-    object.__setattr__(self, 'dtype', np.dtype(dtype).newbyteorder('<'))
+class _Immutable:
+  """The stand-ins are shared by every load, so a pickle's BUILD on one
+  (`__setstate__`, or setting attributes) is refused rather than changing it
+  for the next file."""
+  __slots__ = ()
 
   def __setattr__(self, name, value):
     raise pickle.UnpicklingError(f'Refusing to change {self!r}.')
 
   def __setstate__(self, state):
     raise pickle.UnpicklingError(f'Refusing to change {self!r}.')
+
+
+class _StorageType(_Immutable):
+  """Stands in for a `torch.*Storage` class: only its element dtype matters."""
+  __slots__ = ('dtype',)
+
+  def __init__(self, dtype):
+    # torch writes little-endian
+    object.__setattr__(self, 'dtype', np.dtype(dtype).newbyteorder('<'))
 
   def __repr__(self):
     return f'<storage type {self.dtype}>'
@@ -104,9 +106,21 @@ def _rebuild_tensor_v2(storage: np.ndarray, offset: int, size, stride, *_):
       strides=tuple(step * storage.itemsize for step in stride))
 
 
+class _RebuildTensorV2(_Immutable):
+  """`_rebuild_tensor_v2` as the unpickler hands it out (a function could be
+  changed by BUILD, e.g. its `__defaults__`)."""
+  __slots__ = ()
+
+  def __call__(self, *args):
+    return _rebuild_tensor_v2(*args)
+
+  def __repr__(self):
+    return '<_rebuild_tensor_v2>'
+
+
 _ALLOWED = {
     ('collections', 'OrderedDict'): collections.OrderedDict,
-    ('torch._utils', '_rebuild_tensor_v2'): _rebuild_tensor_v2,
+    ('torch._utils', '_rebuild_tensor_v2'): _RebuildTensorV2(),
     **{('torch', name): _StorageType(dtype)
        for name, dtype in _STORAGE_DTYPES.items()},
 }
