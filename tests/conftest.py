@@ -87,11 +87,17 @@ def e2e_first_run(e2e_workspace):
   return run_e2e_pipeline(e2e_workspace, orchestrator='beam')
 
 
+# Modules whose own fixtures run several real components through a TFX runner
+# (minutes each, like the first run).
+PIPELINE_MODULES = ('test_data_gate.py', 'test_multiprocessing.py')
+
+
 def pytest_collection_modifyitems(items):
-  """Marks `pipeline` (pytest.ini) every test that needs the first run, so
-  `make test-quick` can leave them out without a list to keep up to date."""
+  """Marks `pipeline` (pytest.ini) every test that needs the first run or sits
+  in PIPELINE_MODULES, so that `make test-quick` can leave them out."""
   for item in items:
-    if 'e2e_first_run' in getattr(item, 'fixturenames', ()):
+    if ('e2e_first_run' in getattr(item, 'fixturenames', ()) or
+        item.path.name in PIPELINE_MODULES):
       item.add_marker(pytest.mark.pipeline)
 
 
