@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 from components.registry_pusher import registry
+from pipeline import runner
 
 from conftest import E2E_CLASSES as CLASSES
 from conftest import REPO_ROOT, run_e2e_pipeline
@@ -40,6 +41,7 @@ def test_first_run_executes_every_component_blesses_and_pushes(e2e_first_run, e2
   assert e2e_first_run.evaluation['baseline_accuracy'] is None
   assert set(e2e_first_run.evaluation['per_class']) == set(CLASSES)
   assert e2e_first_run.pushed_version == 1
+  assert runner.exit_code(e2e_first_run) == runner.EXIT_PUSHED
   registry_dir = os.path.join(e2e_workspace['root'], 'outputs', 'registry')
   assert registry.versions(registry_dir, 'image_classifier') == [1]
   record = registry.read_record(e2e_first_run.pushed_to)
@@ -77,6 +79,7 @@ def test_rerun_reuses_the_cache_and_publishes_nothing_new(e2e_first_run, e2e_wor
   registry_dir = os.path.join(e2e_workspace['root'], 'outputs', 'registry')
   assert registry.versions(registry_dir, 'image_classifier') == [1]
   assert summary.pushed_version == 1
+  assert runner.exit_code(summary) == runner.EXIT_PUSHED     # already published
 
 
 def test_worse_model_is_not_blessed_and_pushes_nothing(e2e_first_run, e2e_workspace):
@@ -90,5 +93,6 @@ def test_worse_model_is_not_blessed_and_pushes_nothing(e2e_first_run, e2e_worksp
              'below the minimum' in failure for failure in failures), failures
   assert all(failure.strip() for failure in failures), failures
   assert summary.pushed_version is None
+  assert runner.exit_code(summary) == runner.EXIT_NOT_BLESSED
   registry_dir = os.path.join(e2e_workspace['root'], 'outputs', 'registry')
   assert registry.versions(registry_dir, 'image_classifier') == [1]

@@ -17,6 +17,7 @@ import os
 import random
 import shutil
 
+from pipeline import runner
 from pipeline.registry import Registry
 
 from conftest import E2E_CLASSES, run_e2e_pipeline
@@ -82,6 +83,7 @@ def test_a_model_trained_on_shuffled_labels_is_not_blessed_nor_pushed(
   assert any(failure.startswith('sparse_categorical_accuracy ') and
              'below the minimum' in failure for failure in evaluation['failures'])
   assert summary.pushed_version is None and summary.pushed_to is None
+  assert runner.exit_code(summary) == runner.EXIT_NOT_BLESSED
   assert _state(registry) == before
   assert _tree(shared_registry_dir) == shared_registry
   assert _tree(e2e_workspace['data']) == shared_data
