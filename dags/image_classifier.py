@@ -9,9 +9,11 @@ Configuration comes from the environment of the Airflow processes:
   IMAGE_PIPELINE_SET     optional `section.key=value` overrides, separated by
                          semicolons or newlines, applied after the file
 Lineage goes to the SQLite ML Metadata store under `pipeline.output_dir`;
-see docs/orchestrators.md for the limits that brings.
+see docs/orchestrators.md for the limits that brings. Each task runs its
+component under the output folder's run lock, like `python -m pipeline run`.
 """
 
+import functools
 import os
 import sys
 
@@ -24,6 +26,7 @@ if _REPO_ROOT not in sys.path:
 # `pipeline` first: it selects Keras 2 before anything imports TensorFlow.
 from pipeline import config as config_lib  # pylint: disable=g-import-not-at-top
 from pipeline import dag as dag_lib  # pylint: disable=g-import-not-at-top
+from pipeline import runner  # pylint: disable=g-import-not-at-top
 
 import pendulum  # pylint: disable=g-import-not-at-top
 from tfx.orchestration.airflow.airflow_dag_runner import AirflowDagRunner  # pylint: disable=g-import-not-at-top
@@ -56,6 +59,28 @@ def airflow_dag_config(config: config_lib.Config) -> dict:
   }
 
 
+def hold_run_lock(dag, output_dir: str) -> None:
+  """Makes every task run its component under the folder's run lock
+  (`runner.run_lock`, the one `pipeline run` holds for a whole run).
+
+  Tasks run in processes of their own, so no lock can span a DAG run; one
+  task at a time (max_active_tasks and max_active_runs are 1) each holds it
+  for its component. A CLI run is refused while a task runs, and a task that
+  finds the folder held fails at once, naming the holder: the two never write
+  the metadata store, artifacts or registry at the same time.
+  """
+  for task in dag.tasks:
+    task.python_callable = functools.partial(_locked, output_dir, task.python_callable)
+
+
+def _locked(output_dir: str, run_component, **context):
+  task_instance = context['ti']
+  with runner.run_lock(output_dir, details={
+      'orchestrator': 'airflow', 'airflow_run': task_instance.run_id,
+      'airflow_task': task_instance.task_id}):
+    return run_component(**context)
+
+
 def build_dag():
   config = config_lib.load_config(
       os.environ.get(CONFIG_ENV) or None,
@@ -63,8 +88,10 @@ def build_dag():
   os.makedirs(config.pipeline.output_dir, exist_ok=True)
   tfx_pipeline = dag_lib.create_pipeline(
       config, metadata_connection_config=dag_lib.local_metadata(config))
-  return AirflowDagRunner(AirflowPipelineConfig(
+  dag = AirflowDagRunner(AirflowPipelineConfig(
       airflow_dag_config=airflow_dag_config(config))).run(tfx_pipeline)
+  hold_run_lock(dag, config.pipeline.output_dir)
+  return dag
 
 
 # The module-level Airflow DAG object that Airflow's DagBag collects.

@@ -153,10 +153,14 @@ def run_lock(output_dir: str, wait: bool = False,
 
 
 def _lock_holder(fd: int) -> str:
-  """'pid N on host H, started T' from the lock file, as far as it is written."""
+  """'pid N on host H, started T' (', Airflow run R task K' for a DAG's task)
+  from the lock file, as far as it is written."""
   try:
     holder = json.loads(os.pread(fd, 1 << 16, 0).decode('utf-8'))
-    return (f'pid {holder["pid"]} on host {holder["host"]}, '
+    text = (f'pid {holder["pid"]} on host {holder["host"]}, '
             f'started {holder["started_at"]}')
   except (OSError, ValueError, KeyError, TypeError):
     return 'its details are not written yet'
+  if 'airflow_task' in holder:    # dags/image_classifier.py
+    text += f', Airflow run {holder["airflow_run"]} task {holder["airflow_task"]}'
+  return text
