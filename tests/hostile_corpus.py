@@ -78,6 +78,19 @@ def phone_photo(upright: np.ndarray, orientation: int, byte_order=b'II',
                    exif_app1(orientation, byte_order))
 
 
+def peak_rss_mb() -> float:
+  """Peak resident memory of this process since the last reset (Linux VmHWM)."""
+  with open('/proc/self/status') as f:
+    return next(int(line.split()[1]) for line in f
+                if line.startswith('VmHWM:')) / 1024
+
+
+def reset_peak_rss() -> None:
+  """Starts a new peak-RSS window (Linux: 5 > /proc/self/clear_refs)."""
+  with open('/proc/self/clear_refs', 'w') as f:
+    f.write('5')
+
+
 def _png_chunk(kind: bytes, payload: bytes) -> bytes:
   return (struct.pack('>I', len(payload)) + kind + payload
           + struct.pack('>I', zlib.crc32(kind + payload)))

@@ -226,15 +226,7 @@ _BOMB_PROBE = textwrap.dedent('''
     from components import image_codec
     from PIL import Image
 
-    def peak_mb():
-      """Peak resident memory since the last reset (Linux VmHWM)."""
-      with open('/proc/self/status') as f:
-        return next(int(line.split()[1]) for line in f
-                    if line.startswith('VmHWM:')) / 1024
-
-    def reset_peak():
-      with open('/proc/self/clear_refs', 'w') as f:
-        f.write('5')
+    peak_mb, reset_peak = corpus.peak_rss_mb, corpus.reset_peak_rss
 
     small = corpus.encode(Image.new('RGB', (8, 8)), 'PNG')
     png_bomb, control = corpus.png_bomb(25000, 25000), corpus.png_bomb(6000, 6000)

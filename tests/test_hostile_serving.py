@@ -239,15 +239,12 @@ _SERVER = textwrap.dedent('''
     valid = hostile.read_valid_images()
     before = serve(valid)
     serve(valid)
-    def rss():
-      # VmHWM: this process's peak RSS. Not ru_maxrss, which in a child
-      # forked from a big process starts at the parent's size.
-      with open('/proc/self/status') as f:
-        return next(int(line.split()[1]) for line in f
-                    if line.startswith('VmHWM:')) / 1024.0
-    rss_before = rss()
+    # VmHWM, not ru_maxrss, which in a child forked from a big process
+    # starts at the parent's size.
+    from hostile_corpus import peak_rss_mb
+    rss_before = peak_rss_mb()
     messages = hostile._hostile_calls(serve, valid)
-    rss_after = rss()
+    rss_after = peak_rss_mb()
     after = serve(valid)
     print(json.dumps({
         'peak_rss_before_mb': rss_before, 'peak_rss_after_mb': rss_after,
@@ -290,13 +287,7 @@ _GIF_PROBE = textwrap.dedent('''
              'GIF8\\\\0\\\\0': hostile.gif_other_version(b'\\0\\0'),
              'frame 12000x12000 in a 1x1 screen': hostile.gif_frame_bomb(),
              'control: frame 6000x6000': hostile.gif_frame_bomb(6000, 6000)}
-    def peak_mb():
-      with open('/proc/self/status') as f:
-        return next(int(line.split()[1]) for line in f
-                    if line.startswith('VmHWM:')) / 1024
-    def reset_peak():
-      with open('/proc/self/clear_refs', 'w') as f:
-        f.write('5')
+    from hostile_corpus import peak_rss_mb as peak_mb, reset_peak_rss as reset_peak
     decode(tf.constant([hostile.gif_frame_bomb(8, 8)]))       # warm up
     found = {}
     for name, content in cases.items():
