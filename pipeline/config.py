@@ -236,6 +236,7 @@ class Config:
         (self.data.min_images_per_class >= 2,
          'data.min_images_per_class must be at least 2 (one train, one eval image)'),
         (self.data.max_image_pixels > 0, 'data.max_image_pixels must be positive'),
+        (self.data.max_file_bytes > 0, 'data.max_file_bytes must be positive'),
         (self.model.image_size == 0 or self.model.image_size >= 32,
          'model.image_size must be 0 (backbone default) or at least 32'),
         (0.0 <= self.model.dropout < 1.0, 'model.dropout must be in [0, 1)'),

@@ -29,6 +29,7 @@ def test_yaml_then_overrides(tmp_path):
     ('training.epochs=three', 'training.epochs must be int'),
     ('training.epochs=0', 'training.epochs must be positive'),
     ('data.eval_fraction=1.5', 'data.eval_fraction must be in (0, 1)'),
+    ('data.max_file_bytes=0', 'data.max_file_bytes must be positive'),
     ('epochs=3', 'expected section.key=value'),
     ('training.class_weights=1', 'training.class_weights must be bool'),
     ('beam.runner=samza', 'beam.runner must be one of'),
