@@ -1,6 +1,7 @@
 """The exported signatures round-trip through a real SavedModel on disk."""
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -91,7 +92,11 @@ def test_transform_features_signature_maps_labels_to_ids(exported):
 
 
 def test_undecodable_bytes_raise_a_clear_error(exported):
+  """The codec's format check refuses them before TF's decoder sees them: its
+  assertion, not the decoder's error (whose text is the same)."""
   loaded, _ = exported
-  with pytest.raises(tf.errors.InvalidArgumentError, match='image'):
+  with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(
+      'assertion failed: [Unknown image file format. '
+      'One of JPEG, PNG, GIF, BMP required.]')):
     loaded.signatures[signatures.SERVING_SIGNATURE](
         images=tf.constant([b'definitely not an image']))
