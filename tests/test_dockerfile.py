@@ -4,6 +4,7 @@ pipeline resolves inside the image, the weights package and the Keras switch."""
 
 import os
 import re
+import shlex
 
 from pipeline import config as config_lib
 from pipeline import dag
@@ -66,5 +67,54 @@ def test_module_files_resolve_inside_the_image():
   assert config_lib.DeployConfig.code_root == CODE_DIR_IN_IMAGE
 
 
+def _instructions(text):
+  """(INSTRUCTION, arguments) as Docker reads them: comment and empty lines
+  dropped, also inside a continued instruction, and `\\` continuations joined."""
+  instructions, current = [], ''
+  for line in text.splitlines():
+    if not line.strip() or line.lstrip().startswith('#'):
+      continue
+    if line.rstrip().endswith('\\'):
+      current += line.rstrip()[:-1] + ' '
+      continue
+    keyword, _, arguments = (current + line).strip().partition(' ')
+    instructions.append((keyword.upper(), arguments.strip()))
+    current = ''
+  return instructions
+
+
+def _final_image_env(text):
+  """What the ENV instructions set in the last stage, including those of the
+  earlier stages it is built FROM (not the base image's own variables)."""
+  stages, env = {}, {}
+  for keyword, arguments in _instructions(text):
+    if keyword == 'FROM':
+      words = [word for word in arguments.split() if not word.startswith('--')]
+      env = dict(stages.get(words[0].lower(), {}))
+      if len(words) == 3 and words[1].upper() == 'AS':
+        stages[words[2].lower()] = env
+    elif keyword == 'ENV':
+      words = shlex.split(arguments)
+      if '=' in words[0]:
+        env.update(word.split('=', 1) for word in words)
+      else:  # The legacy form: ENV NAME the rest of the line.
+        env[words[0]] = arguments.split(None, 1)[1]
+  return env
+
+
+def test_env_parser_reads_only_what_docker_sets():
+  assert _final_image_env(
+      'FROM base AS first\n'
+      'ENV A=stage\n'
+      '# ENV B=comment\n'
+      'FROM python:3.10 AS second\n'
+      'ENV B=1 \\\n'
+      '# ENV C=comment inside the continuation\n'
+      '    C="two words"\n'
+      'ENV D legacy form\n'
+      'FROM second\n'
+      'ENV B=0\n') == {'B': '0', 'C': 'two words', 'D': 'legacy form'}
+
+
 def test_keras_2_is_selected_before_tensorflow_loads():
-  assert re.search(r'TF_USE_LEGACY_KERAS=1', _dockerfile())
+  assert _final_image_env(_dockerfile()).get('TF_USE_LEGACY_KERAS') == '1'
