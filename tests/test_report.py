@@ -5,18 +5,20 @@ to tmp folders; the report the run wrote itself is only read.
 """
 
 import base64
+import contextlib
 import dataclasses
 import html.parser
 import io
 import logging
 import os
 import re
+import sqlite3
 
 import pytest
 import tensorflow as tf
 from PIL import Image
 
-from pipeline import config as config_lib, report, run_summary
+from pipeline import config as config_lib, report, run_summary, runner
 from pipeline.report import facts as facts_lib, plots, render, scoring, sections
 from pipeline.report.document import (Banner, Bullets, Code, Figure, Paragraph,
                                       Section, Table)
@@ -265,22 +267,43 @@ def test_missing_artifacts_are_listed_not_fatal(config, e2e_first_run, tmp_path)
   assert 'Counted from the examples' in page
 
 
-def test_runner_logs_a_report_failure_and_keeps_the_summary(config, e2e_first_run,
-                                                           monkeypatch, tmp_path):
+def test_runner_logs_a_report_failure_and_keeps_the_summary(
+    e2e_workspace, e2e_first_run, monkeypatch, tmp_path, caplog):
+  """`runner.run_local` on a copy of the first run's store, its DAG runner
+  standing in for the run already done: the report failure is logged, and the
+  summary of the run is still returned (for the CLI to print)."""
+  del e2e_first_run  # Its store, copied below.
+  output_dir = tmp_path / 'outputs'
+  output_dir.mkdir()
+  with contextlib.closing(sqlite3.connect(os.path.join(
+      e2e_workspace['output_dir'], 'metadata.sqlite'))) as source, \
+      contextlib.closing(sqlite3.connect(output_dir / 'metadata.sqlite')) as copy:
+    source.backup(copy)
+  config = config_lib.load_config(
+      None, [*e2e_workspace['overrides'], f'pipeline.output_dir={output_dir}'])
+  expected = run_summary.summarize(config.pipeline.metadata_path)
+
+  dag_runs = []
+
+  class AlreadyRan:
+    def run(self, pipeline):
+      dag_runs.append(pipeline)
+
   def broken(*_):
     raise RuntimeError('plotting exploded')
+  monkeypatch.setattr(runner, 'BeamDagRunner', AlreadyRan)
   monkeypatch.setattr(facts_lib, 'gather', broken)
   with pytest.raises(RuntimeError):       # called directly, errors are raised
-    report.write_report(config, e2e_first_run, str(tmp_path))
-  records = []
-  handler = logging.Handler(logging.ERROR)
-  handler.emit = records.append
-  logging.getLogger().addHandler(handler)
-  try:
-    assert report.write_report_logged(config, e2e_first_run) is None
-  finally:
-    logging.getLogger().removeHandler(handler)
-  assert any('plotting exploded' in str(r.exc_info[1]) for r in records if r.exc_info)
+    report.write_report(config, expected, str(tmp_path / 'direct'))
+  caplog.set_level(logging.ERROR)
+  summary = runner.run_local(config, 'beam')
+  assert len(dag_runs) == 1
+  assert summary == expected and summary.report_path is None
+  assert expected.components
+  failures = [r for r in caplog.records if r.levelno == logging.ERROR and r.exc_info]
+  assert [str(r.exc_info[1]) for r in failures] == ['plotting exploded']
+  assert 'report could not be written' in failures[0].getMessage()
+  assert not os.path.exists(output_dir / report.REPORTS_DIR)
 
 
 def test_markdown_and_html_show_hostile_names_as_text():
