@@ -19,6 +19,7 @@ from PIL import Image
 from tfx.types import artifact_utils
 from tfx.types import standard_artifacts
 
+from components.data_gate.labels import split_records
 from components.image_example_gen.component import UNLABELED_LABEL, UNLABELED_SPLIT
 from components.label_queue import executor
 from components.label_queue import ranking
@@ -319,3 +320,30 @@ def test_e2e_run_writes_a_ranked_queue_of_unlabeled_files(e2e_first_run, e2e_wor
   assert sheet.size == (executor.COLUMNS * executor.THUMBNAIL_SIZE,
                         -(-len(rows) // executor.COLUMNS)
                         * (executor.THUMBNAIL_SIZE + executor.CAPTION_HEIGHT))
+  # ranking.py's order, on the pool scored afresh by the model the queue used.
+  serialized = list(split_records(e2e_first_run.examples_uri, UNLABELED_SPLIT)
+                    .as_numpy_iterator())
+  ids = [tf.train.Example.FromString(record).features.feature['image_id']
+         .bytes_list.value[0].decode() for record in serialized]
+  assert len(set(ids)) == len(ids) == summary['pool_images']
+  with signatures.session_function(summary['model'], signatures.EMBEDDINGS_SIGNATURE) as embed:
+    scored = embed(np.array(serialized, dtype=object))
+  scores = dict(zip(ids, ranking.uncertainty(scored['probabilities'], summary['uncertainty'])))
+  embeddings = scored['embedding'] / np.linalg.norm(scored['embedding'], axis=1, keepdims=True)
+  vectors = dict(zip(ids, embeddings))
+  candidates = sorted(scores, key=scores.get, reverse=True)[
+      :summary['queue_size'] * summary['candidate_factor']]
+  queued = [row['image_id'] for row in rows]
+  # The first pick is the most uncertain image, every pick a candidate (one of
+  # the queue_size x candidate_factor most uncertain) ...
+  close = 1 - 1e-4     # relative: a confident model's margins are about 1e-3
+  assert scores[queued[0]] >= scores[candidates[0]] * close
+  assert min(scores[image_id] for image_id in queued) >= scores[candidates[-1]] * close
+  # ... and each next pick the candidate left with the largest distance to
+  # its nearest earlier pick times its uncertainty.
+  for k in range(1, len(queued)):
+    def weighted(image_id, picked=queued[:k]):
+      return scores[image_id] * min(
+          np.linalg.norm(vectors[image_id] - vectors[other]) for other in picked)
+    left = [image_id for image_id in candidates if image_id not in queued[:k]]
+    assert weighted(queued[k]) >= max(map(weighted, left)) * close, k
