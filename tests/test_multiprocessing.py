@@ -4,11 +4,16 @@ worker processes (`beam.workers=2`, multi_processing mode) as in-process.
 ExampleGen, StatisticsGen and Transform run in two real pipelines that differ
 only in their Beam arguments. The Evaluator is compared on the very same
 model and examples, imported into two one-component pipelines, so that any
-difference comes from Beam's execution and not from training.
+difference comes from Beam's execution and not from training. The SDK worker
+processes Beam starts during each component's execution show that the second
+of each pair really ran in two processes.
 """
 
+import contextlib
 import glob
 import os
+import subprocess
+import time
 
 import pytest
 import tensorflow as tf
@@ -43,22 +48,69 @@ def _output_uris(config):
           for artifact in store.get_artifacts()}
 
 
+@contextlib.contextmanager
+def _sdk_worker_starts():
+  """A list of (time in ms, pid) of each SDK worker process Beam's DirectRunner
+  starts while the block runs. In multi_processing mode each worker is a
+  `python -m apache_beam.runners.worker.sdk_worker_main` subprocess, and these
+  run all of a job's bundles (a worker exiting with an error fails the job)."""
+  starts = []
+
+  class Recording(subprocess.Popen):
+    def __init__(self, args, *rest, **kwargs):
+      super().__init__(args, *rest, **kwargs)
+      if 'apache_beam.runners.worker.sdk_worker_main' in str(args):
+        starts.append((time.time() * 1000, self.pid))
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(subprocess, 'Popen', Recording)
+    yield starts
+
+
+def _workers_by_component(config, starts):
+  """{component class: pids of the SDK workers started while its execution
+  ran}, by the execution's start and end times in ML Metadata."""
+  store = metadata_store.MetadataStore(dag.local_metadata(config))
+  types = {t.id: t.name.rsplit('.', 1)[-1] for t in store.get_execution_types()}
+  return {
+      types[execution.type_id]: [
+          pid for start, pid in starts
+          if (execution.create_time_since_epoch <= start
+              <= execution.last_update_time_since_epoch)]
+      for execution in store.get_executions()}
+
+
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
-  """Artifact URIs of an in-process (1) and a two-process (2) run."""
+  """Artifact URIs of an in-process (1) and a two-process (2) run, and the SDK
+  worker processes each run's components started."""
   root = tmp_path_factory.mktemp('multiprocessing')
   copy_sample(str(root / 'images'), CLASSES, 12)
   (root / 'schema.pbtxt').write_text(
       schema.derive(config_lib.DataConfig.schema_file, CLASSES))
-  uris = {}
+  uris, worker_pids = {}, {}
   for workers, last_nodes in ((1, ['StatisticsGen', 'Trainer']),
                               (2, ['StatisticsGen', 'Transform'])):
     config = _config(root, workers)
-    tfx.orchestration.LocalDagRunner().run(
-        dag.create_pipeline(config, metadata_connection_config=dag.local_metadata(config)),
-        run_options=RunOptions(to_nodes=last_nodes))
+    with _sdk_worker_starts() as starts:
+      tfx.orchestration.LocalDagRunner().run(
+          dag.create_pipeline(config, metadata_connection_config=dag.local_metadata(config)),
+          run_options=RunOptions(to_nodes=last_nodes))
     uris[workers] = _output_uris(config)
-  return root, uris
+    worker_pids[workers] = _workers_by_component(config, starts)
+  return root, uris, worker_pids
+
+
+def test_beam_components_ran_in_two_worker_processes(runs):
+  """What makes the comparisons below mean anything: with beam.workers=2
+  each Beam job of ExampleGen, StatisticsGen and Transform ran in two worker
+  processes of its own; with beam.workers=1 no component started any."""
+  _, _, worker_pids = runs
+  assert '_ImageFileBasedExampleGen' in worker_pids[1]
+  assert not any(worker_pids[1].values())
+  for component in ('_ImageFileBasedExampleGen', 'StatisticsGen', 'Transform'):
+    pids = worker_pids[2][component]
+    assert pids and len(pids) % 2 == 0 and len(set(pids)) == len(pids), (component, pids)
 
 
 def _records(uri, split):
@@ -72,14 +124,14 @@ def _records(uri, split):
 
 
 def test_example_gen_writes_the_same_examples(runs):
-  _, uris = runs
+  _, uris, _ = runs
   for split in SPLITS:
     in_process = _records(uris[1]['ImageExampleGen/examples'], split)
     assert _records(uris[2]['ImageExampleGen/examples'], split) == in_process
 
 
 def test_transform_writes_the_same_transformed_examples_and_vocabulary(runs):
-  _, uris = runs
+  _, uris, _ = runs
   for split in SPLITS:
     in_process = _records(uris[1]['Transform/transformed_examples'], split)
     assert _records(uris[2]['Transform/transformed_examples'], split) == in_process
@@ -115,7 +167,7 @@ def _feature_stats(uri, split):
 
 
 def test_statistics_gen_computes_the_same_statistics(runs):
-  _, uris = runs
+  _, uris, _ = runs
   for split in SPLITS:
     in_process = _feature_stats(uris[1]['StatisticsGen/statistics'], split)
     assert in_process[0] > 0 and 'label' in in_process[1]
@@ -123,7 +175,7 @@ def test_statistics_gen_computes_the_same_statistics(runs):
 
 
 def test_evaluator_computes_the_same_metrics(runs):
-  root, uris = runs
+  root, uris, _ = runs
   evaluations = {}
   for workers in (1, 2):
     config = _config(root, workers)
@@ -138,12 +190,15 @@ def test_evaluator_computes_the_same_metrics(runs):
         examples=examples.outputs['result'], model=model.outputs['result'],
         eval_config=dag.evaluator_config(config))
     output = root / f'evaluator-{workers}'
-    tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
-        pipeline_name='evaluator-equivalence', pipeline_root=str(output / 'root'),
-        components=[examples, model, evaluator],
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            str(output / 'metadata.sqlite')),
-        beam_pipeline_args=beam_pipeline_args(config)))
+    with _sdk_worker_starts() as starts:
+      tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
+          pipeline_name='evaluator-equivalence', pipeline_root=str(output / 'root'),
+          components=[examples, model, evaluator],
+          metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+              str(output / 'metadata.sqlite')),
+          beam_pipeline_args=beam_pipeline_args(config)))
+    # The Evaluator's Beam job: in this process, or in two workers of its own.
+    assert len(starts) % 2 == 0 and bool(starts) == (workers == 2), (workers, starts)
     store = metadata_store.MetadataStore(
         tfx.orchestration.metadata.sqlite_metadata_connection_config(
             str(output / 'metadata.sqlite')))
