@@ -371,13 +371,15 @@ def _print(args, value: Any, text) -> None:
 
 
 def fingerprint_short(fingerprint: Optional[str]) -> str:
-  """`45 files/1a2b3c4d`: the file count and a hash of ExampleGen's full fingerprint."""
+  """`45 files/1a2b3c4d`: the files of every split (one fingerprint line
+  each, labeled and unlabeled) and a hash of ExampleGen's full fingerprint."""
   if not fingerprint:
     return '-'
   import hashlib  # pylint: disable=g-import-not-at-top
-  files = dict(part.split(':', 1) for part in fingerprint.split(',') if ':' in part)
+  counts = [int(part.split(':', 1)[1]) for line in fingerprint.splitlines()
+            for part in line.split(',') if part.startswith('num_files:')]
   digest = hashlib.sha256(fingerprint.encode('utf-8')).hexdigest()[:8]
-  return f'{files["num_files"]} files/{digest}' if 'num_files' in files else digest
+  return f'{sum(counts)} files/{digest}' if counts else digest
 
 
 def version_rows(registry: Registry, metadata_path: str) -> List[Dict[str, Any]]:

@@ -502,3 +502,13 @@ def test_non_ascii_digits_are_not_versions(small_registry, tmp_path, capsys):
   code, _, err = _cli(capsys, 'show', '²', '--registry', small_registry,
                       '--metadata', str(tmp_path / 'none.sqlite'))
   assert code == 2 and err.startswith("error: Invalid alias '²'"), err
+
+
+def test_fingerprint_counts_the_files_of_every_split():
+  # ImageExampleGen's fingerprint: one line per labeled split, one for the
+  # unlabeled folder; `registry list` shows their total.
+  from pipeline import registry as registry_lib  # pylint: disable=g-import-not-at-top
+  fingerprint = ('split:all,num_files:400,total_bytes:9,sha256:ab\n'
+                 'split:unlabeled,num_files:200,total_bytes:3,sha256:cd')
+  assert registry_lib.fingerprint_short(fingerprint).startswith('600 files/')
+  assert registry_lib.fingerprint_short('') == '-'
