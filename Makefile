@@ -43,6 +43,7 @@ E2E_SMOKE  := tests/test_pipeline_e2e.py::test_first_run_executes_every_componen
 # Airflow tests in their own venv. Any pytest exit code but 0 fails it,
 # including 5 (no tests collected).
 test: test-core test-airflow
+# (test-core already holds test-faults: pytest -m faults tests is a subset of it.)
 
 test-core: env
 	$(PYTEST) tests $(ARGS)
