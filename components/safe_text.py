@@ -27,6 +27,11 @@ def spreadsheet_cell(value):
   return value
 
 
+def spreadsheet_row(row):
+  """A CSV row (a dict of cells) with every cell as `spreadsheet_cell`."""
+  return {column: spreadsheet_cell(value) for column, value in row.items()}
+
+
 def markdown(text: str) -> str:
   """`text` as literal Markdown on one line: HTML special characters as
   entities, inline markup characters and line-start markers escaped."""

@@ -124,8 +124,7 @@ class _CsvWriter:
     if 'top_k' in row:
       row = {**row, 'top_k': ';'.join(f"{k['class_name']}:{k['probability']!r}"
                                       for k in row['top_k'])}
-    self._writer.writerow({field: safe_text.spreadsheet_cell(value)
-                           for field, value in row.items()})
+    self._writer.writerow(safe_text.spreadsheet_row(row))
 
 
 def _read_batch(paths: Sequence[str]):

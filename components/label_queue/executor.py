@@ -186,8 +186,7 @@ class Executor(base_executor.BaseExecutor):
     with tf.io.gfile.GFile(os.path.join(output.uri, QUEUE_CSV), 'w') as f:
       writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
       writer.writeheader()
-      writer.writerows({column: safe_text.spreadsheet_cell(value)
-                        for column, value in row.items()} for row in rows)
+      writer.writerows(safe_text.spreadsheet_row(row) for row in rows)
     sheet = contact_sheet(
         [shortlist[preprocessing.IMAGE_KEY][pick.index] for pick in picks],
         [[f'#{row["rank"]}  margin {row["margin"]}', row['predicted'],

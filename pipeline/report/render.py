@@ -111,9 +111,8 @@ def _md_block(block: Block) -> Iterable[str]:
   elif isinstance(block, Figure):
     yield f'![{safe_text.markdown(block.alt)}]({block.name}.png)'
   elif isinstance(block, Code):
-    yield _md_fence(block.text)
-    yield block.text
-    yield _md_fence(block.text)
+    fence = _md_fence(block.text)
+    yield from (fence, block.text, fence)
   else:
     raise TypeError(f'unknown block {type(block).__name__}')
 
