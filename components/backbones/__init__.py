@@ -33,9 +33,9 @@ class BackboneSpec:
 
 
 _BACKBONES = {
-    DEFAULT_BACKBONE: BackboneSpec(
-        DEFAULT_BACKBONE, efficientnet_lite.DEFAULT_IMAGE_SIZE,
-        efficientnet_lite.normalize, efficientnet_lite.build_efficientnet_lite0),
+    **{name: BackboneSpec(name, variant.default_image_size, efficientnet_lite.normalize,
+                          functools.partial(efficientnet_lite.build, name))
+       for name, variant in efficientnet_lite.VARIANTS.items()},
     **{name: BackboneSpec(name, keras_applications.DEFAULT_IMAGE_SIZE,
                           application.normalize,
                           functools.partial(keras_applications.build, name))
