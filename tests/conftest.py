@@ -50,7 +50,7 @@ def copy_unlabeled(destination: str, classes, skip: int, count: int) -> str:
 
 def make_e2e_workspace(root):
   """A 3-class copy of the sample, unlabeled images of the same classes, its
-  schema, and the small settings (64 px, 4 epochs) of every real run in the
+  schema, and the small settings (64 px images) of every real run in the
   tests, under `root`."""
   from pipeline import config as config_lib, schema  # pylint: disable=g-import-not-at-top
   data_dir = copy_sample(str(root / 'images'), E2E_CLASSES, 15)
@@ -61,7 +61,7 @@ def make_e2e_workspace(root):
       f'data.path={data_dir}', f'data.schema_file={schema_file}',
       f'data.unlabeled_path={unlabeled_dir}',
       f'pipeline.output_dir={root / "outputs"}',
-      'model.image_size=64', 'training.epochs=4', 'training.batch_size=8',
+      'model.image_size=64', 'training.batch_size=8',
       'evaluation.min_accuracy=0.6', 'evaluation.max_accuracy_drop=0.05',
   ]
   return {'root': root, 'data': data_dir, 'unlabeled': unlabeled_dir,

@@ -15,19 +15,21 @@ def test_defaults_are_valid_and_point_at_the_bundled_sample():
 
 def test_yaml_then_overrides(tmp_path):
   path = tmp_path / 'run.yaml'
-  path.write_text('training:\n  epochs: 3\n  learning_rate: 1\nmodel:\n  backbone: mobilenet_v2\n')
-  config = config_lib.load_config(str(path), ['training.epochs=5',
+  path.write_text('training:\n  cv_folds: 3\n  fine_tune_learning_rate: 1\nmodel:\n  backbone: mobilenet_v2\n')
+  config = config_lib.load_config(str(path), ['training.cv_folds=5',
                                               'beam.extra_args=[--a, --b]'])
-  assert config.training.epochs == 5                  # --set wins over the file
-  assert config.training.learning_rate == 1.0         # int accepted for float
+  assert config.training.cv_folds == 5                # --set wins over the file
+  assert config.training.fine_tune_learning_rate == 1.0   # int accepted for float
   assert config.model.backbone == 'mobilenet_v2'
   assert config.beam.extra_args == ('--a', '--b')
 
 
 @pytest.mark.parametrize('override, message', [
     ('training.epoch=3', "Unknown config key(s) ['training.epoch']"),
-    ('training.epochs=three', 'training.epochs must be int'),
-    ('training.epochs=0', 'training.epochs must be positive'),
+    ('training.epochs=3', "Unknown config key(s) ['training.epochs']"),
+    ('training.cv_folds=three', 'training.cv_folds must be int'),
+    ('training.cv_folds=1', 'training.cv_folds must be at least 2'),
+    ('semi_supervised.pseudo_label_fraction=0', 'semi_supervised.pseudo_label_fraction must be in (0, 1]'),
     ('data.eval_fraction=1.5', 'data.eval_fraction must be in (0, 1)'),
     ('data.max_file_bytes=0', 'data.max_file_bytes must be positive'),
     ('epochs=3', 'expected section.key=value'),
@@ -44,12 +46,12 @@ def test_bad_values_fail_with_the_key_name(override, message):
 def test_set_values_are_read_by_the_keys_type_not_as_yaml():
   config = config_lib.load_config(None, [
       'deploy.schedule=*/5 * * * *', 'deploy.timezone="Europe/Berlin"',
-      'gcp.project=12345', 'training.learning_rate=3e-3',
+      'gcp.project=12345', 'training.fine_tune_learning_rate=3e-3',
       'training.class_weights=False', 'model.weights=none', 'beam.extra_args='])
   assert config.deploy.schedule == '*/5 * * * *'
   assert config.deploy.timezone == 'Europe/Berlin'     # quotes around a value go
   assert config.gcp.project == '12345'
-  assert config.training.learning_rate == 0.003
+  assert config.training.fine_tune_learning_rate == 0.003
   assert config.training.class_weights is False
   assert config.model.weights == 'none'
   assert config.beam.extra_args == ()
@@ -70,7 +72,7 @@ def test_an_empty_value_is_empty_only_where_empty_means_none(tmp_path):
     ('pipeline.output_dir', 'pipeline.output_dir must not be empty'),
     ('data.path', 'data.path must not be empty'),
     ('deploy.schedule', 'deploy.schedule must not be empty'),
-    ('training.epochs', 'training.epochs must be int, got an empty value'),
+    ('training.cv_folds', 'training.cv_folds must be int, got an empty value'),
     ('evaluation.min_accuracy', 'evaluation.min_accuracy must be float, got an empty value'),
     ('training.class_weights', 'training.class_weights must be bool, got an empty value'),
 ])
@@ -87,7 +89,7 @@ def test_an_empty_value_elsewhere_is_refused(key, message, tmp_path):
 
 
 @pytest.mark.parametrize('override, message', [
-    ('training.learning_rate=nan', 'training.learning_rate must be a finite float'),
+    ('training.fine_tune_learning_rate=nan', 'training.fine_tune_learning_rate must be a finite float'),
     ('training.batch_size=8.5', "training.batch_size must be int, got '8.5'"),
     ('training.class_weights=maybe', "training.class_weights must be bool, got 'maybe'"),
     ('beam.extra_args=[--a, [--b', 'beam.extra_args must be a list'),
@@ -121,9 +123,9 @@ def test_schema_for_new_data_lists_its_class_folders(tmp_path):
 
 @pytest.mark.parametrize('argv, message', [
     (['run', '--data', '/nonexistent/images'], 'Image folder /nonexistent/images does not exist'),
-    (['run', '--set', 'model.dropout=2'], 'model.dropout must be in [0, 1)'),
+    (['run', '--set', 'training.cv_folds=1'], 'training.cv_folds must be at least 2'),
     (['run', '--set', 'pipeline.registry_dir='], 'pipeline.registry_dir must not be empty'),
-    (['run', '--set', 'training.epochs='], 'training.epochs must be int, got an empty value'),
+    (['run', '--set', 'training.cv_folds='], 'training.cv_folds must be int, got an empty value'),
     (['run', '--set', 'deploy.schedule=*/5 * *'],
      'deploy.schedule must be a 5-field cron expression'),
     (['predict', '--model', '/nonexistent/model', 'x.png'], 'No published version'),

@@ -268,8 +268,8 @@ def test_run_killed_in_transform_reruns_it_reusing_earlier_steps(tmp_path, figur
 @pytest.mark.faults
 def test_run_killed_in_trainer_reruns_it_reusing_transform(tmp_path, figures):
   # run_fn opens the TensorBoard writer in model_run once the feature cache is
-  # built, before the first epoch (head.train_head, or Keras' callback without
-  # the cache); the model is exported after training.
+  # built, as head.fit_head starts cross-validating; the model is exported
+  # after the head is fitted.
   _kill_and_rerun(tmp_path, figures, 'killed_in_trainer', 'Trainer',
                   'model_run/*/**/events.out.tfevents.*',
                   reused=['ImageExampleGen', 'StatisticsGen', 'ImportSchemaGen',

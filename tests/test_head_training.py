@@ -1,4 +1,5 @@
-"""The feature cache and head training (supervised and FixMatch) on real Keras."""
+"""The feature cache and the head's fitting (cross-validated logistic
+regression, self-training kept only when it helps) on real Keras layers."""
 
 import numpy as np
 import pytest
@@ -6,6 +7,7 @@ import tf_keras
 
 from components.trainer import feature_cache
 from components.trainer import head as head_lib
+from components.trainer import learning_curve
 from components.trainer import model as classifier
 from pipeline import config as config_lib
 from pipeline import dag
@@ -15,41 +17,50 @@ NUM_CLASSES = 3
 
 def _config(*overrides):
   config = dag.components_config(config_lib.load_config(None, [
-      'model.weights=none', 'model.image_size=32', 'model.dropout=0.0', *overrides]))
+      'model.weights=none', 'model.image_size=32', *overrides]))
   config['class_names'] = ['a', 'b', 'c']
   return config
 
 
-def _clusters(per_class, seed, spread=0.35, dims=16):
-  """Gaussian blobs, one per class, around fixed well-separated centres."""
-  centres = np.random.default_rng(123).normal(size=(NUM_CLASSES, dims)) * 2
+def _clusters(per_class, seed, spread=0.35, dims=16, offset=3.0):
+  """Gaussian blobs, one per class, around fixed well-separated centres (all
+  positive, like pooled ReLU6 features)."""
+  centres = np.random.default_rng(123).normal(size=(NUM_CLASSES, dims)) * 2 + offset
   rng = np.random.default_rng(seed)
   labels = np.repeat(np.arange(NUM_CLASSES), per_class)
   features = centres[labels] + rng.normal(size=(len(labels), dims)) * spread * 2
-  return features.astype(np.float32), labels
+  return np.abs(features).astype(np.float32), labels
 
 
-def _head(dims=16):
-  tf_keras.utils.set_random_seed(0)
+def _head_model(dims=16):
+  """A classifier head like model.head's: normalisation, then softmax."""
   inputs = tf_keras.Input([dims])
-  outputs = tf_keras.layers.Dense(NUM_CLASSES, activation='softmax')(inputs)
+  x = classifier.FeatureNormalization(name=classifier.NORMALIZATION_LAYER)(inputs)
+  outputs = tf_keras.layers.Dense(NUM_CLASSES, activation='softmax',
+                                  name=classifier.PROBABILITIES_LAYER)(x)
   return tf_keras.Model(inputs, outputs)
 
 
-def test_feature_cache_views_are_clean_first_then_augmented():
+def _accuracy(model, features, labels):
+  return float(np.mean(model.predict(features, verbose=0).argmax(-1) == labels))
+
+
+def test_feature_cache_views_are_clean_first_then_mirrored_then_augmented():
   config = _config()
   model = classifier.build_classifier(config, NUM_CLASSES, 'image')
   extractor = classifier.feature_extractor(model)
   images = np.random.default_rng(0).uniform(-1, 1, (10, 32, 32, 3)).astype(np.float32)
   weak = model.get_layer(classifier.AUGMENTATION_LAYER)
   views = feature_cache.compute_views(
-      extractor, iter([images[:5], images[5:]]), [None, weak, weak])
-  assert views.shape == (3, 10, extractor.output_shape[-1])
+      extractor, iter([images[:5], images[5:]]), [None, feature_cache.mirror, weak, weak])
+  assert views.shape == (4, 10, extractor.output_shape[-1])
   scale = np.abs(views[0]).max()
   np.testing.assert_allclose(views[0], extractor.predict(images, verbose=0),
                              atol=1e-5 * scale)
-  assert np.abs(views[1] - views[0]).max() > 1e-2 * scale   # augmented != clean
-  assert np.abs(views[1] - views[2]).max() > 1e-2 * scale   # each view draws anew
+  np.testing.assert_allclose(views[1], extractor.predict(images[:, :, ::-1], verbose=0),
+                             atol=1e-5 * scale)
+  assert np.abs(views[2] - views[0]).max() > 1e-2 * scale   # augmented != clean
+  assert np.abs(views[2] - views[3]).max() > 1e-2 * scale   # each view draws anew
 
 
 def test_feature_cache_refuses_an_empty_split():
@@ -60,21 +71,50 @@ def test_feature_cache_refuses_an_empty_split():
                                 'unlabeled images')
 
 
-def test_head_learns_from_cached_views_and_keeps_the_best_epoch():
-  features, labels = _clusters(20, seed=1, spread=0.2)
+def test_feature_normalization_is_centred_unit_length_and_exported_as_a_weight():
+  features, _ = _clusters(20, seed=1)
+  layer = classifier.FeatureNormalization()
+  layer.adapt(features)
+  normalized = layer(features).numpy()
+  np.testing.assert_allclose(np.linalg.norm(normalized, axis=-1), 1.0, rtol=1e-5)
+  power = np.sqrt(features + 1e-6)
+  np.testing.assert_allclose(layer.get_weights()[0], power.mean(0), rtol=1e-5)
+  expected = power - power.mean(0)
+  np.testing.assert_allclose(
+      normalized, expected / np.linalg.norm(expected, axis=-1, keepdims=True), atol=1e-5)
+
+
+def test_head_is_the_cross_validated_logistic_regression_and_never_reads_eval():
+  features, labels = _clusters(20, seed=1, spread=0.6)
   views = np.stack([features, features + 0.05])
-  eval_features, eval_labels = _clusters(10, seed=2, spread=0.2)
-  head = _head()
-  history = head_lib.train_head(
-      head, head_lib.LabeledViews(views, labels),
-      _config('training.epochs=30', 'training.early_stopping_patience=3'),
-      evaluation=(eval_features, eval_labels))
-  accuracy = np.mean(head.predict(eval_features, verbose=0).argmax(-1) == eval_labels)
-  assert accuracy >= 0.9
-  kept = int(np.argmin(history['val_loss']))
-  loss, _ = head_lib._evaluate(head, (eval_features, eval_labels), 32)  # pylint: disable=protected-access
-  assert loss == pytest.approx(history['val_loss'][kept], rel=1e-4)
-  assert set(history) >= {'loss', 'accuracy', 'val_loss', 'val_accuracy', 'seconds'}
+  test, test_labels = _clusters(50, seed=2, spread=0.6)
+  model = _head_model()
+  history = head_lib.fit_head(model, head_lib.LabeledViews(views, labels),
+                              _config('training.cv_folds=4'))
+  assert history['cv_folds'] == 4
+  grid = history['regularization']
+  assert len(grid['cv_accuracy']) == len(head_lib.REGULARIZATION_GRID)
+  assert grid['chosen'] == head_lib.REGULARIZATION_GRID[int(np.argmax(grid['cv_accuracy']))]
+  assert _accuracy(model, test, test_labels) >= 0.9
+  # The Keras head computes what the fitted regression does.
+  normalized = head_lib.normalized(model, test)
+  kernel, bias = model.get_layer(classifier.PROBABILITIES_LAYER).get_weights()
+  np.testing.assert_allclose(model.predict(test, verbose=0),
+                             head_lib.LinearHead(kernel, bias).probabilities(normalized),
+                             atol=1e-5)
+  assert 'unlabeled' not in history
+
+
+def test_head_falls_back_without_cross_validation_when_a_class_has_one_image():
+  features, labels = _clusters(4, seed=1)
+  keep = np.r_[0, 4:12]                        # class 0 keeps a single image
+  history = head_lib.fit_head(
+      _head_model(), head_lib.LabeledViews(features[keep][np.newaxis], labels[keep]),
+      _config(), unlabeled=_clusters(10, seed=3)[0])
+  assert history['cv_folds'] == 0
+  assert history['regularization']['chosen'] == head_lib.FALLBACK_REGULARIZATION
+  assert history['unlabeled']['used'] is False
+  assert 'single labeled image' in history['unlabeled']['reason']
 
 
 def test_class_weights_balance_an_imbalanced_split():
@@ -82,22 +122,61 @@ def test_class_weights_balance_an_imbalanced_split():
   np.testing.assert_allclose(weights, [0.625, 2.5, 0.0])
 
 
-def test_fixmatch_pseudo_labels_lift_a_one_label_per_class_head():
-  """With one label per class, the unlabeled clusters carry the information:
-  the semi-supervised head pseudo-labels them and beats the supervised one."""
-  labeled, labels = _clusters(1, seed=3, spread=0.2)
-  pool, _ = _clusters(100, seed=4)
-  test, test_labels = _clusters(100, seed=5)
-  config = _config('training.epochs=200', 'training.batch_size=3',
-                   'semi_supervised.confidence_threshold=0.8')
-  accuracies = {}
-  for name, unlabeled in (
-      ('supervised', None),
-      ('fixmatch', head_lib.UnlabeledViews(pool[np.newaxis] + 0.05,
-                                           pool[np.newaxis] - 0.05))):
-    head = _head()
-    history = head_lib.train_head(head, head_lib.LabeledViews(labeled[np.newaxis], labels),
-                                  config, unlabeled)
-    accuracies[name] = np.mean(head.predict(test, verbose=0).argmax(-1) == test_labels)
-  assert history['pseudo_label_rate'][-1] > 0.5
-  assert accuracies['fixmatch'] > accuracies['supervised']
+def test_two_class_regression_fills_both_softmax_columns():
+  features, labels = _clusters(10, seed=1)
+  two = labels < 2
+  head = head_lib.fit_logistic(features[two], labels[two], np.ones(two.sum()), 1.0,
+                               NUM_CLASSES, seed=0)
+  predicted = head.probabilities(features[two]).argmax(-1)
+  assert np.mean(predicted == labels[two]) == 1.0
+  assert head.probabilities(features[two])[:, 2].max() < 1e-6   # absent class
+
+
+def test_self_training_is_used_when_the_unlabeled_clusters_carry_the_information():
+  """Two labels per class from wide clusters: the pool fills in their shapes,
+  cross-validation on the labels sees the gain, and the test images confirm it."""
+  labeled, labels = _clusters(2, seed=1, spread=1.2)
+  pool, _ = _clusters(200, seed=11, spread=1.2)
+  test, test_labels = _clusters(200, seed=21, spread=1.2)
+  config = _config('training.cv_folds=2')
+  supervised, semi = _head_model(), _head_model()
+  head_lib.fit_head(supervised, head_lib.LabeledViews(labeled[np.newaxis], labels), config)
+  history = head_lib.fit_head(semi, head_lib.LabeledViews(labeled[np.newaxis], labels),
+                              config, unlabeled=pool)
+  decision = history['unlabeled']
+  assert decision['images'] == 600
+  assert decision['used'] is True, decision
+  assert decision['cv_accuracy_self_training'] >= decision['cv_accuracy_supervised']
+  assert decision['reason'].startswith('used: self-training scored')
+  # The last round pseudo-labels pseudo_label_fraction of the pool, per class.
+  assert decision['pseudo_labels'] == 3 * int(np.ceil(0.8 * 600 / 3))
+  assert (_accuracy(semi, test, test_labels) >=
+          _accuracy(supervised, test, test_labels) + 0.05)
+
+
+def test_unlabeled_images_of_no_use_are_left_out_and_the_reason_given():
+  """A pool of one class only: pseudo-labels would pull every image towards it."""
+  labeled, labels = _clusters(6, seed=1, spread=0.9)
+  pool = _clusters(100, seed=2, spread=0.9)[0][:100]        # class 0 only
+  history = head_lib.fit_head(
+      _head_model(), head_lib.LabeledViews(labeled[np.newaxis], labels),
+      _config('training.cv_folds=3'), unlabeled=pool)
+  decision = history['unlabeled']
+  assert decision['used'] is False
+  assert decision['pseudo_labels'] == 0
+  assert decision['reason'].startswith('not used: self-training lowered')
+
+
+def test_learning_curve_grows_with_labels_and_its_fit_extrapolates():
+  features, labels = _clusters(30, seed=1, spread=1.2)
+  history = head_lib.fit_head(_head_model(), head_lib.LabeledViews(features[np.newaxis],
+                                                                   labels),
+                              _config('training.cv_folds=5'))
+  curve = history['learning_curve']
+  sizes = [point['labels_per_class'] for point in curve['points']]
+  assert sizes == sorted(sizes) and sizes[0] == pytest.approx(6) and sizes[-1] == 24
+  assert all(len(point['class_recall']) == NUM_CLASSES for point in curve['points'])
+  assert curve['points'][-1]['accuracy'] > curve['points'][0]['accuracy']
+  assert curve['fit']['slope'] > 0
+  assert (learning_curve.expected_accuracy(curve, 60) >
+          learning_curve.expected_accuracy(curve, 30))

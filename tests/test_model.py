@@ -8,7 +8,7 @@ from components.trainer import model as classifier
 
 CONFIG = {
     'image_size': 32,
-    'model': {'backbone': 'efficientnet_lite0', 'weights': 'none', 'dropout': 0.2},
+    'model': {'backbone': 'efficientnet_lite0', 'weights': 'none'},
     'augmentation': {'horizontal_flip': True, 'rotation': 0.1, 'zoom': 0.1,
                      'translation': 0.1, 'contrast': 0.2},
     'training': {'seed': 3},

@@ -37,7 +37,7 @@ def _config(root, workers):
   return config_lib.load_config(None, [
       f'data.path={root / "images"}', f'data.schema_file={root / "schema.pbtxt"}',
       f'pipeline.output_dir={root / f"workers-{workers}"}',
-      'model.image_size=64', 'training.epochs=1', 'training.batch_size=8',
+      'model.image_size=64', 'training.batch_size=8',
       f'beam.workers={workers}'])
 
 

@@ -24,7 +24,7 @@ from pipeline.report.document import (Banner, Bullets, Code, Figure, Paragraph,
                                       Section, Table)
 from components.transform import preprocessing
 
-SECTION_IDS = ['summary', 'evaluation', 'data', 'training', 'per-class',
+SECTION_IDS = ['summary', 'evaluation', 'data', 'training', 'more-labels', 'per-class',
                'confusion-matrix', 'mistakes', 'components', 'anomalies',
                'model-card', 'configuration']
 
@@ -149,7 +149,10 @@ def test_facts_agree_with_the_evaluator(facts, e2e_first_run):
   assert list(facts.split_counts) == ['train', 'eval']
   assert list(facts.split_counts['train'].items()) == [
       ('trouser', 12), ('bag', 12), ('sneaker', 12)]       # in class id order
-  assert facts.history['head']['val_accuracy']
+  head = facts.history['head']
+  assert head['regularization']['chosen'] in head['regularization']['grid']
+  assert head['unlabeled']['images'] == 24 and 'reason' in head['unlabeled']
+  assert head['learning_curve']['points']
   low, high = facts.accuracy_interval
   assert low < evaluation['accuracy'] <= high
   assert facts.missing == []
@@ -175,7 +178,7 @@ def test_markdown_links_existing_png_files(written):
   with open(os.path.join(folder, report.MARKDOWN_FILE), encoding='utf-8') as f:
     markdown = f.read()
   links = re.findall(r'!\[[^\]]*\]\(([^)]+)\)', markdown)
-  assert {'training_curves.png', 'confusion_matrix.png', 'per_class.png',
+  assert {'learning_curve.png', 'confusion_matrix.png', 'per_class.png',
           'images_per_class.png', 'accuracy_gate.png'} <= set(links)
   for link in links:
     with open(os.path.join(folder, link), 'rb') as f:

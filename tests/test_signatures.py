@@ -30,7 +30,7 @@ def exported(tmp_path_factory):
   _, transform_dir = analyze_and_transform(rows, IMAGE_SIZE, CLASSES)
   config = {
       'image_size': IMAGE_SIZE,
-      'model': {'backbone': 'efficientnet_lite0', 'weights': 'none', 'dropout': 0.0},
+      'model': {'backbone': 'efficientnet_lite0', 'weights': 'none'},
       'augmentation': {'horizontal_flip': True, 'rotation': 0.1, 'zoom': 0.1,
                        'translation': 0.1, 'contrast': 0.1},
       'training': {'seed': 1},

@@ -1,12 +1,10 @@
 """Frozen-feature cache: the backbone's pooled features, once per image and view.
 
-While the backbone is frozen, its output for a given input never changes, so
-running it every epoch only repeats work: the head sees the same features
-again. The cache runs the backbone once per image and augmentation view (the
-clean image, plus a few randomly augmented copies) and the head then trains on
-those arrays, each epoch drawing among the cached views: hundreds of times
-cheaper per epoch on a CPU, with the same kind of augmented inputs (the views
-are drawn by the same Keras augmentation layers the classifier carries).
+While the backbone is frozen, its output for a given input never changes. The
+cache runs the backbone once per image and view (the clean image, its mirror
+image, and any randomly augmented copies drawn by the classifier's own Keras
+augmentation layers), and the head is then fitted on those arrays, many times
+over for cross-validation, at no further backbone cost.
 """
 
 import logging
@@ -17,9 +15,15 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-# A view: None for the clean image, else an augmentation layer applied in
-# training mode (so it draws new random parameters at every call).
-View = Optional[tf_keras.layers.Layer]
+# A view: None for the clean image, else an augmentation layer (or function)
+# applied in training mode, so a random one draws anew at every call.
+View = Optional[Callable[..., tf.Tensor]]
+
+
+def mirror(images: tf.Tensor, training: bool = True) -> tf.Tensor:  # pylint: disable=unused-argument
+  """The horizontally mirrored view: a second labeled example per image
+  wherever `augmentation.horizontal_flip` says mirroring keeps the label."""
+  return tf.image.flip_left_right(images)
 
 
 def compute_views(extractor: tf_keras.Model, image_batches: Iterable[tf.Tensor],

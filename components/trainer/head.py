@@ -1,31 +1,57 @@
-"""Trains the classifier's head on cached backbone features, optionally with
-unlabeled images (FixMatch-style semi-supervised learning).
+"""Fits the classifier's head on cached backbone features; every choice is made
+by cross-validation on the labeled train split, never on the eval split.
 
-Supervised part: an epoch passes once over the labeled images in random order,
-each in one of its cached views drawn at random (the clean image or one of its
-augmented copies), with class weights against imbalance: the same number of
-steps as an epoch over the images themselves.
+The head is multinomial logistic regression on normalised features
+(model.FeatureNormalization), fitted to convergence with L-BFGS
+(scikit-learn) and copied into the classifier's softmax layer: on a frozen
+backbone a converged, regularised linear model is a stronger few-shot learner
+than a small-batch Adam head stopped early (docs/label_efficiency.md). What
+is left to choose is chosen by repeated stratified k-fold cross-validation
+over the labeled train images (CV_REPEATS shuffles; every view of an image in
+its image's fold):
 
-Semi-supervised part (Sohn et al. 2020, "FixMatch", on a frozen backbone):
-for each labeled batch, `unlabeled_ratio` x as many unlabeled images are drawn.
-The head's prediction on the weak view becomes a pseudo-label when its
-confidence is at least `confidence_threshold`; the head is then trained to
-predict that label on a strongly augmented view of the same image (larger
-ranges plus Cutout). On a frozen backbone the Trainer uses the clean image as
-the weak view: flip-and-shift views scored lower (docs/label_efficiency.md). The
-unlabeled loss, weighted by `unlabeled_weight`, is averaged over all unlabeled
-images, so it grows as the head becomes confident. Both kinds of views come
-from the feature cache (feature_cache.py).
+1. how strongly to regularise: C (scikit-learn's inverse strength) from
+   REGULARIZATION_GRID;
+2. with an unlabeled split, whether to learn from it: self-training at that C
+   with class-balanced pseudo-labels (in each of `rounds` rounds every class
+   takes the unlabeled images it is most confident about, up to
+   `pseudo_label_fraction` of the pool shared equally among classes by the
+   last round, each weighted `pseudo_label_weight` against a labeled image)
+   against the supervised head. The unlabeled images are used unless they
+   lower the cross-validated accuracy; then the Trainer falls back on the
+   supervised head, and the history says which it chose and why.
+
+The eval split is never read here, so the Evaluator's accuracy is measured
+on images nothing was tuned on.
 """
 
 import dataclasses
 import logging
+import math
 import time
-from typing import Any, Dict, List, Optional, Tuple
+import warnings
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 import tf_keras
+from scipy import special
+from sklearn import exceptions as sklearn_exceptions
+from sklearn import linear_model
+from sklearn import model_selection
+
+from components.trainer import learning_curve
+from components.trainer import model as classifier
+
+# Candidate inverse regularisation strengths: on unit-length features the
+# useful range lies well above scikit-learn's default of 1.
+REGULARIZATION_GRID = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+# Used when some class has a single labeled image, so nothing can be held out.
+FALLBACK_REGULARIZATION = 10.0
+MAX_ITERATIONS = 1000
+# Shuffles of the k folds: with a few labels per class one shuffle's verdict
+# on self-training is mostly noise (docs/label_efficiency.md).
+CV_REPEATS = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,9 +61,13 @@ class LabeledViews:
 
 
 @dataclasses.dataclass(frozen=True)
-class UnlabeledViews:
-  weak: np.ndarray            # [weak views, M, D] (the Trainer: the clean image)
-  strong: np.ndarray          # [strong views, M, D]
+class LinearHead:
+  """Softmax regression weights in the layout of a Keras Dense layer."""
+  kernel: np.ndarray          # [D, classes]
+  bias: np.ndarray            # [classes]
+
+  def probabilities(self, features: np.ndarray) -> np.ndarray:
+    return special.softmax(features @ self.kernel + self.bias, axis=-1)
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -49,114 +79,184 @@ def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
   return weights
 
 
-def _evaluate(head: tf_keras.Model, evaluation: Tuple[np.ndarray, np.ndarray],
-              batch_size: int) -> Tuple[float, float]:
-  features, labels = evaluation
-  probabilities = head.predict(features, batch_size=max(batch_size, 256), verbose=0)
-  loss = tf_keras.losses.sparse_categorical_crossentropy(labels, probabilities)
-  return float(np.mean(loss)), float(np.mean(probabilities.argmax(-1) == labels))
+def fit_logistic(features: np.ndarray, labels: np.ndarray, sample_weights: np.ndarray,
+                 regularization: float, num_classes: int, seed: int) -> LinearHead:
+  """Multinomial logistic regression over `num_classes`; a class absent from
+  `labels` gets a logit far below the others."""
+  present = np.unique(labels)
+  if len(present) < 2:
+    raise ValueError(f'Cannot fit a classifier on {len(present)} class(es).')
+  model = linear_model.LogisticRegression(C=regularization, max_iter=MAX_ITERATIONS,
+                                          random_state=seed)
+  with warnings.catch_warnings():
+    # Close enough to converged for a classifier; scikit-learn warns anyway.
+    warnings.simplefilter('ignore', sklearn_exceptions.ConvergenceWarning)
+    model.fit(features, labels, sample_weight=sample_weights)
+  coef, intercept = model.coef_, model.intercept_
+  if len(present) == 2:       # scikit-learn fits one logit; softmax needs two
+    coef, intercept = np.concatenate([-coef, coef]) / 2, np.array([-1, 1]) * intercept / 2
+  kernel = np.zeros((features.shape[1], num_classes), np.float32)
+  bias = np.full(num_classes, -1e4, np.float32)
+  kernel[:, present], bias[present] = coef.T, intercept
+  return LinearHead(kernel, bias)
 
 
-def train_head(head: tf_keras.Model, labeled: LabeledViews, config: Dict[str, Any],
-               unlabeled: Optional[UnlabeledViews] = None,
-               evaluation: Optional[Tuple[np.ndarray, np.ndarray]] = None,
-               summary_dir: Optional[str] = None) -> Dict[str, List[float]]:
-  """Trains `head` (features -> probabilities) in place; returns the history.
+class TrainingSet:
+  """The labeled views and unlabeled features of one fit, normalised, with the
+  settings every candidate head is fitted with."""
 
-  `config` is the Trainer's custom_config: its `training` section (epochs,
-  batch_size, learning_rate, class_weights, early_stopping_patience, seed)
-  and, when `unlabeled` is given, its `semi_supervised` section. With
-  `evaluation` (clean eval features and labels) the loop stops early on the
-  eval loss and keeps the best epoch's weights; without it, it runs every
-  epoch. The history holds per-epoch lists like Keras' `History.history`.
+  def __init__(self, views: np.ndarray, labels: np.ndarray,
+               unlabeled: Optional[np.ndarray], num_classes: int,
+               config: Dict[str, Any]):
+    self.views, self.labels, self.unlabeled = views, labels, unlabeled
+    self.num_classes = num_classes
+    self.seed = config['training']['seed']
+    self.semi = config['semi_supervised']
+    self.image_weights = (class_weights(labels, num_classes)[labels]
+                          if config['training']['class_weights']
+                          else np.ones(len(labels), np.float32))
+
+  def rows(self, images: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Training rows of `images`: every view, weighted 1/views each."""
+    count = len(self.views)
+    return (self.views[:, images].reshape(-1, self.views.shape[-1]),
+            np.tile(self.labels[images], count),
+            np.tile(self.image_weights[images], count) / count)
+
+  def fit(self, images: np.ndarray, regularization: float,
+          self_training: bool) -> Tuple[LinearHead, int]:
+    """The head fitted on `images` (and the unlabeled pool, self-training);
+    returns it with the number of pseudo-labels it was last fitted with."""
+    features, labels, weights = self.rows(images)
+    head = fit_logistic(features, labels, weights, regularization, self.num_classes,
+                        self.seed)
+    if not self_training:
+      return head, 0
+    rounds = self.semi['rounds']
+    for round_ in range(1, rounds + 1):
+      probabilities = head.probabilities(self.unlabeled)
+      guesses, confidence = probabilities.argmax(-1), probabilities.max(-1)
+      per_class = math.ceil(round_ / rounds * self.semi['pseudo_label_fraction'] *
+                            len(self.unlabeled) / self.num_classes)
+      chosen = np.concatenate([
+          members[np.argsort(-confidence[members], kind='stable')[:per_class]]
+          for members in (np.flatnonzero(guesses == c) for c in range(self.num_classes))])
+      head = fit_logistic(
+          np.concatenate([features, self.unlabeled[chosen]]),
+          np.concatenate([labels, guesses[chosen]]),
+          np.concatenate([weights, np.full(len(chosen), self.semi['pseudo_label_weight'],
+                                           np.float32)]),
+          regularization, self.num_classes, self.seed)
+    return head, len(chosen)
+
+  def accuracy(self, head: LinearHead, images: np.ndarray) -> float:
+    """Accuracy on the clean view of `images`."""
+    predicted = head.probabilities(self.views[0, images]).argmax(-1)
+    return float(np.mean(predicted == self.labels[images]))
+
+  def folds(self, config: Dict[str, Any]) -> List[Tuple[np.ndarray, np.ndarray]]:
+    """Stratified folds over images, CV_REPEATS shuffles of them; none when a
+    class has a single image."""
+    counts = np.bincount(self.labels)
+    splits = min(config['training']['cv_folds'], int(counts[counts > 0].min()))
+    if splits < 2:
+      return []
+    return list(model_selection.RepeatedStratifiedKFold(
+        n_splits=splits, n_repeats=CV_REPEATS, random_state=self.seed).split(
+            self.views[0], self.labels))
+
+  def cross_validate(self, folds, regularization: float, self_training: bool) -> float:
+    return float(np.mean([self.accuracy(self.fit(train, regularization, self_training)[0],
+                                        held_out) for train, held_out in folds]))
+
+
+def normalized(head_model: tf_keras.Model, features: np.ndarray) -> np.ndarray:
+  """`features` [..., D] through the head's (adapted) FeatureNormalization."""
+  layer = head_model.get_layer(classifier.NORMALIZATION_LAYER)
+  flat = features.reshape(-1, features.shape[-1])
+  return layer(tf.constant(flat)).numpy().reshape(features.shape)
+
+
+def fit_head(head_model: tf_keras.Model, labeled: LabeledViews, config: Dict[str, Any],
+             unlabeled: Optional[np.ndarray] = None,
+             summary_dir: Optional[str] = None) -> Dict[str, Any]:
+  """Fits `head_model` (features -> probabilities, model.head) in place.
+
+  `unlabeled` holds the clean features [M, D] of the unlabeled split, or
+  None. Adapts the normalisation to the labeled and unlabeled images, chooses
+  the regularisation and whether to self-train by cross-validation, fits the
+  final head on every labeled image and returns what was chosen and why. With
+  `summary_dir`, the cross-validated accuracies go to TensorBoard too.
   """
-  training = config['training']
-  semi = config['semi_supervised']
-  batch_size = training['batch_size']
-  rng = np.random.default_rng(training['seed'])
-  num_classes = head.output_shape[-1]
-  weights = (class_weights(labeled.labels, num_classes) if training['class_weights']
-             else np.ones(num_classes, np.float32))
-  optimizer = tf_keras.optimizers.Adam(training['learning_rate'])
-  threshold = float(semi['confidence_threshold'])
-  unlabeled_weight = float(semi['unlabeled_weight'])
-
-  @tf.function(reduce_retracing=True)
-  def supervised_loss(features, labels, sample_weights):
-    probabilities = head(features, training=True)
-    losses = tf_keras.losses.sparse_categorical_crossentropy(labels, probabilities)
-    accuracy = tf.reduce_mean(tf.cast(
-        tf.argmax(probabilities, -1, output_type=tf.int32) == labels, tf.float32))
-    return tf.reduce_sum(losses * sample_weights) / tf.reduce_sum(sample_weights), accuracy
-
-  @tf.function(reduce_retracing=True)
-  def step(features, labels, sample_weights, weak, strong):
-    with tf.GradientTape() as tape:
-      loss, accuracy = supervised_loss(features, labels, sample_weights)
-      if weak is None:
-        unlabeled_loss, mask_rate = tf.constant(0.0), tf.constant(0.0)
-      else:
-        guess = tf.stop_gradient(head(weak, training=False))
-        mask = tf.cast(tf.reduce_max(guess, -1) >= threshold, tf.float32)
-        strong_probabilities = head(strong, training=True)
-        unlabeled_loss = tf.reduce_mean(mask * tf_keras.losses.sparse_categorical_crossentropy(
-            tf.argmax(guess, -1), strong_probabilities))
-        mask_rate = tf.reduce_mean(mask)
-      total = loss + unlabeled_weight * unlabeled_loss
-    variables = head.trainable_variables
-    optimizer.apply_gradients(zip(tape.gradient(total, variables), variables))
-    return loss, accuracy, unlabeled_loss, mask_rate
-
-  views, count = labeled.features.shape[:2]
-  patience = training['early_stopping_patience'] if evaluation is not None else 0
-  history: Dict[str, List[float]] = {}
-  best_loss, best_weights, best_epoch, waited = np.inf, None, 0, 0
+  start = time.perf_counter()
+  num_classes = head_model.output_shape[-1]
+  clean = [labeled.features[0]] + ([] if unlabeled is None else [unlabeled])
+  head_model.get_layer(classifier.NORMALIZATION_LAYER).adapt(np.concatenate(clean))
+  training_set = TrainingSet(normalized(head_model, labeled.features), labeled.labels,
+                     None if unlabeled is None else normalized(head_model, unlabeled),
+                     num_classes, config)
+  folds = training_set.folds(config)
   writer = tf.summary.create_file_writer(summary_dir) if summary_dir else None
-  for epoch in range(training['epochs']):
-    start = time.perf_counter()
-    sums = np.zeros(4)
-    order = rng.permutation(count)
-    drawn_views = rng.integers(0, views, count)
-    steps = 0
-    for begin in range(0, count, batch_size):
-      image = order[begin:begin + batch_size]
-      view = drawn_views[image]
-      labels = labeled.labels[image].astype(np.int32)
-      weak = strong = None
-      if unlabeled is not None:
-        drawn = rng.integers(0, unlabeled.weak.shape[1],
-                             len(image) * semi['unlabeled_ratio'])
-        weak = unlabeled.weak[rng.integers(0, len(unlabeled.weak), len(drawn)), drawn]
-        strong = unlabeled.strong[rng.integers(0, len(unlabeled.strong), len(drawn)),
-                                  drawn]
-      sums += [float(value) for value in step(
-          labeled.features[view, image], labels, weights[labels], weak, strong)]
-      steps += 1
-    logs = dict(zip(['loss', 'accuracy', 'unlabeled_loss', 'pseudo_label_rate'],
-                    sums / steps))
-    if unlabeled is None:
-      del logs['unlabeled_loss'], logs['pseudo_label_rate']
-    logs['train_seconds'] = time.perf_counter() - start
-    if evaluation is not None:
-      logs['val_loss'], logs['val_accuracy'] = _evaluate(head, evaluation, batch_size)
-    logs['seconds'] = time.perf_counter() - start
-    for key, value in logs.items():
-      history.setdefault(key, []).append(float(value))
-    if writer:
-      with writer.as_default(step=epoch):
-        for key, value in logs.items():
-          tf.summary.scalar(key, value)
-    logging.info('Head epoch %d/%d: %s', epoch + 1, training['epochs'],
-                 ', '.join(f'{key} {value:.4g}' for key, value in logs.items()))
-    if patience:
-      if logs['val_loss'] < best_loss:
-        best_loss, best_weights, best_epoch, waited = (
-            logs['val_loss'], head.get_weights(), epoch, 0)
-      else:
-        waited += 1
-        if waited >= patience:
-          break
-  if best_weights is not None:
-    head.set_weights(best_weights)
-    logging.info('Kept the head of epoch %d (eval loss %.4f).', best_epoch + 1, best_loss)
+  if folds:
+    cv_accuracy = [training_set.cross_validate(folds, c, False) for c in REGULARIZATION_GRID]
+    regularization = REGULARIZATION_GRID[int(np.argmax(cv_accuracy))]
+  else:
+    cv_accuracy, regularization = [], FALLBACK_REGULARIZATION
+  history: Dict[str, Any] = {
+      'method': 'logistic regression on normalised features',
+      'cv_folds': len(folds) // CV_REPEATS, 'cv_repeats': CV_REPEATS if folds else 0,
+      'regularization': {'grid': list(REGULARIZATION_GRID), 'cv_accuracy': cv_accuracy,
+                         'chosen': regularization},
+      'cv_accuracy': max(cv_accuracy) if cv_accuracy else None,
+  }
+  self_training = False
+  if unlabeled is not None:
+    history['unlabeled'], self_training = _unlabeled_decision(training_set, folds,
+                                                              regularization)
+    if self_training:
+      history['cv_accuracy'] = history['unlabeled']['cv_accuracy_self_training']
+  head, pseudo_labels = training_set.fit(np.arange(len(labeled.labels)), regularization,
+                                    self_training)
+  head_model.get_layer(classifier.PROBABILITIES_LAYER).set_weights([head.kernel, head.bias])
+  if unlabeled is not None:
+    history['unlabeled']['pseudo_labels'] = pseudo_labels
+  history['train_accuracy'] = training_set.accuracy(head, np.arange(len(labeled.labels)))
+  curve_start = time.perf_counter()
+  history['learning_curve'] = learning_curve.measure(training_set, folds, regularization,
+                                                     training_set.seed)
+  history['learning_curve_seconds'] = time.perf_counter() - curve_start
+  history['seconds'] = time.perf_counter() - start
+  if writer:
+    with writer.as_default():
+      for step, accuracy in enumerate(cv_accuracy):
+        tf.summary.scalar('cv_accuracy_by_regularization', accuracy, step=step)
+      tf.summary.scalar('train_accuracy', history['train_accuracy'], step=0)
+    writer.close()
+  logging.info('Head: C=%g chosen by %d-fold cross-validation (accuracy %s); '
+               'train accuracy %.4f; %.1f s.', regularization, len(folds) // CV_REPEATS,
+               _format(cv_accuracy), history['train_accuracy'], history['seconds'])
   return history
+
+
+def _unlabeled_decision(training_set: TrainingSet, folds, regularization: float
+                        ) -> Tuple[Dict[str, Any], bool]:
+  decision: Dict[str, Any] = {'images': int(len(training_set.unlabeled))}
+  if not folds:
+    decision.update(used=False, reason='a class has a single labeled image: '
+                    'cross-validation cannot tell whether the unlabeled images help')
+  else:
+    supervised = training_set.cross_validate(folds, regularization, False)
+    self_trained = training_set.cross_validate(folds, regularization, True)
+    used = self_trained >= supervised
+    decision.update(
+        used=used, cv_accuracy_supervised=supervised, cv_accuracy_self_training=self_trained,
+        reason=(f'used: self-training scored {self_trained:.4f} in cross-validation, '
+                f'against {supervised:.4f} without' if used else
+                f'not used: self-training lowered the cross-validated accuracy '
+                f'to {self_trained:.4f}, from {supervised:.4f} without'))
+  logging.info('Unlabeled images: %s.', decision['reason'])
+  return decision, decision['used']
+
+
+def _format(values: Sequence[float]) -> str:
+  return ', '.join(f'{value:.4f}' for value in values) or 'not cross-validated'

@@ -1,7 +1,9 @@
-"""The classifier: augmentation, a frozen pretrained backbone, a small head."""
+"""The classifier: augmentation, a frozen pretrained backbone, a linear head
+on normalised features."""
 
 from typing import Any, Dict
 
+import numpy as np
 import tensorflow as tf
 import tf_keras
 
@@ -10,7 +12,7 @@ from components.backbones import get_backbone
 BACKBONE_LAYER = 'backbone'
 AUGMENTATION_LAYER = 'augmentation'
 POOLED_FEATURES_LAYER = 'pool'
-DROPOUT_LAYER = 'dropout'
+NORMALIZATION_LAYER = 'normalized_features'
 PROBABILITIES_LAYER = 'probabilities'
 
 
@@ -41,78 +43,58 @@ class RandomContrastUnclipped(tf_keras.__internal__.layers.BaseRandomLayer):
     return {**super().get_config(), 'factor': self.factor, 'seed': self.seed}
 
 
-class RandomCutout(tf_keras.__internal__.layers.BaseRandomLayer):
-  """Fills one random square per image with the image's mean (Cutout, as in
-  FixMatch's strong augmentation); the square's side is `size` x the image's.
-  The identity outside training."""
+class FeatureNormalization(tf_keras.layers.Layer):
+  """Pooled backbone features -> signed square root, centred, unit length.
 
-  def __init__(self, size: float, seed: int | None = None, **kwargs):
-    super().__init__(seed=seed, **kwargs)
-    self.size = size
-    self.seed = seed
-
-  def call(self, images, training=None):
-    if not training or not self.size:
-      return images
-    shape = tf.shape(images)
-    batch, height, width = shape[0], shape[1], shape[2]
-    side_y = tf.cast(tf.cast(height, tf.float32) * self.size, tf.int32)
-    side_x = tf.cast(tf.cast(width, tf.float32) * self.size, tf.int32)
-    centre = self._random_generator.random_uniform([batch, 2], 0.0, 1.0)
-    top = tf.cast(centre[:, 0] * tf.cast(height, tf.float32), tf.int32) - side_y // 2
-    left = tf.cast(centre[:, 1] * tf.cast(width, tf.float32), tf.int32) - side_x // 2
-    rows = tf.range(height)[tf.newaxis, :, tf.newaxis]
-    cols = tf.range(width)[tf.newaxis, tf.newaxis, :]
-    inside = ((rows >= top[:, None, None]) & (rows < (top + side_y)[:, None, None]) &
-              (cols >= left[:, None, None]) & (cols < (left + side_x)[:, None, None]))
-    mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
-    return tf.where(inside[..., tf.newaxis], mean, images)
-
-  def get_config(self):
-    return {**super().get_config(), 'size': self.size, 'seed': self.seed}
-
-
-def augmentation_layers(config: Dict[str, Any], seed: int, magnitude: float = 1.0,
-                        cutout: float = 0.0,
-                        name: str = AUGMENTATION_LAYER) -> tf_keras.Sequential:
-  """Keras preprocessing layers that vary training images; identity otherwise.
-
-  `magnitude` scales every geometric and photometric range (the strong views
-  of semi-supervised training use more than 1), capped where a larger range
-  stops making sense; `cutout` adds `RandomCutout` of that size.
+  The few-shot normalisation of frozen features (the power transform of
+  Hu et al. 2021, "PT-MAP"; centring and L2 of Wang et al. 2019, "SimpleShot"):
+  the square root evens out a few dominant channels, centring on the run's
+  mean feature removes what every image shares, and unit length leaves a
+  linear head only the direction to learn from. `adapt` sets the centre from
+  features, like Keras' `Normalization`; the centre is a weight, so it is
+  exported with the model. The epsilon keeps the gradient finite at 0 when
+  the backbone is fine-tuned.
   """
-  def scaled(key: str, cap: float) -> float:
-    return min(config[key] * magnitude, cap)
 
+  def build(self, input_shape):
+    self.center = self.add_weight(name='center', shape=[input_shape[-1]],
+                                  initializer='zeros', trainable=False)
+    super().build(input_shape)
+
+  @staticmethod
+  def _power(features):
+    return tf.sign(features) * tf.sqrt(tf.abs(features) + 1e-6)
+
+  def adapt(self, features: np.ndarray) -> None:
+    if not self.built:
+      self.build(features.shape)
+    self.center.assign(tf.reduce_mean(self._power(tf.constant(features)), axis=0))
+
+  def call(self, features):
+    return tf.math.l2_normalize(self._power(features) - self.center, axis=-1)
+
+
+def augmentation_layers(config: Dict[str, Any], seed: int) -> tf_keras.Sequential:
+  """Keras preprocessing layers that vary training images; identity otherwise."""
   layers = []
   if config['horizontal_flip']:
     layers.append(tf_keras.layers.RandomFlip('horizontal', seed=seed))
   if config['rotation']:
-    layers.append(tf_keras.layers.RandomRotation(scaled('rotation', 0.5), seed=seed))
+    layers.append(tf_keras.layers.RandomRotation(config['rotation'], seed=seed))
   if config['zoom']:
-    layers.append(tf_keras.layers.RandomZoom(scaled('zoom', 0.5), seed=seed))
+    layers.append(tf_keras.layers.RandomZoom(config['zoom'], seed=seed))
   if config['translation']:
-    translation = scaled('translation', 0.5)
+    translation = config['translation']
     layers.append(tf_keras.layers.RandomTranslation(translation, translation, seed=seed))
   if config['contrast']:
-    layers.append(RandomContrastUnclipped(scaled('contrast', 0.9), seed=seed))
-  if cutout:
-    layers.append(RandomCutout(cutout, seed=seed))
-  return tf_keras.Sequential(layers, name=name)
-
-
-def strong_augmentation(config: Dict[str, Any]) -> tf_keras.Sequential:
-  """FixMatch's strong views: the configured augmentation at
-  `semi_supervised.strong_magnitude` x its ranges, plus Cutout."""
-  semi = config['semi_supervised']
-  return augmentation_layers(config['augmentation'], config['training']['seed'] + 1,
-                             semi['strong_magnitude'], semi['cutout'],
-                             name='strong_augmentation')
+    layers.append(RandomContrastUnclipped(config['contrast'], seed=seed))
+  return tf_keras.Sequential(layers, name=AUGMENTATION_LAYER)
 
 
 def build_classifier(config: Dict[str, Any], num_classes: int,
                      input_name: str) -> tf_keras.Model:
-  """Augmentation -> frozen backbone (inference-mode BatchNorm) -> pooled head."""
+  """Augmentation -> frozen backbone (inference-mode BatchNorm) -> pooling ->
+  feature normalisation -> softmax."""
   model_config = config['model']
   spec = get_backbone(model_config['backbone'])
   image_size = config['image_size']
@@ -127,7 +109,7 @@ def build_classifier(config: Dict[str, Any], num_classes: int,
   # backbone is unfrozen for fine-tuning.
   x = backbone(x, training=False)
   x = tf_keras.layers.GlobalAveragePooling2D(name=POOLED_FEATURES_LAYER)(x)
-  x = tf_keras.layers.Dropout(model_config['dropout'], name=DROPOUT_LAYER)(x)
+  x = FeatureNormalization(name=NORMALIZATION_LAYER)(x)
   outputs = tf_keras.layers.Dense(num_classes, activation='softmax',
                                   name=PROBABILITIES_LAYER)(x)
   return tf_keras.Model(inputs, outputs, name='classifier')
@@ -143,10 +125,10 @@ def feature_extractor(model: tf_keras.Model) -> tf_keras.Model:
 
 def head(model: tf_keras.Model) -> tf_keras.Model:
   """Pooled features -> probabilities, sharing the classifier's head layers:
-  training it on cached features trains the exported classifier."""
+  fitting it on cached features fits the exported classifier."""
   features = tf_keras.Input(model.get_layer(POOLED_FEATURES_LAYER).output.shape[1:],
                             name='features')
-  x = model.get_layer(DROPOUT_LAYER)(features)
+  x = model.get_layer(NORMALIZATION_LAYER)(features)
   return tf_keras.Model(features, model.get_layer(PROBABILITIES_LAYER)(x), name='head')
 
 

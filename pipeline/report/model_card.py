@@ -24,7 +24,8 @@ def _split_total(facts: facts_lib.Facts, split: str) -> int:
 def details(facts: facts_lib.Facts) -> Table:
   config, summary = facts.config, facts.summary
   training = config['training']
-  phases = f'{training["epochs"]} epoch(s) max on the frozen backbone'
+  phases = ('logistic regression on the frozen backbone\'s normalised features, '
+            'chosen by cross-validation on the train split')
   if training['fine_tune_epochs']:
     phases += (f', then {training["fine_tune_epochs"]} fine-tuning the top '
                f'{training["fine_tune_layers"]} layers')
@@ -33,8 +34,7 @@ def details(facts: facts_lib.Facts) -> Table:
       ['Version', str(summary.pushed_version) if summary.pushed_version is not None
        else 'not published'],
       ['Architecture', f'{config["model"]["backbone"]} backbone (weights: '
-                       f'{config["model"]["weights"]}) + dropout '
-                       f'{config["model"]["dropout"]} + softmax over '
+                       f'{config["model"]["weights"]}) + feature normalisation + softmax over '
                        f'{len(facts.class_names)} classes'],
       ['Input', f'an encoded image (JPEG, PNG, GIF, BMP), resized to '
                 f'{facts.image_size}x{facts.image_size} px'],

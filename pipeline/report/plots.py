@@ -35,55 +35,33 @@ def _class_axis(axes, names: Sequence[str], axis: str = 'x') -> None:
     axes.set_yticks(ticks, names)
 
 
-def training_phases(history: Dict[str, Any]) -> List[Tuple[str, Dict[str, List[float]]]]:
-  """(phase title, per-epoch metrics) in training order."""
-  titles = {'head': 'phase 1: head', 'fine_tune': 'phase 2: fine-tuning'}
-  return [(titles[key], history[key]) for key in titles if history.get(key)]
-
-
-def training_curves(history: Dict[str, Any]) -> bytes:
-  """Loss and accuracy per epoch, train and eval, both phases on one axis."""
-  phases = training_phases(history)
-  figure = Figure(figsize=(10, 3.6))
-  loss_axes, accuracy_axes = figure.subplots(1, 2)
-  boundaries, start = [], 1
-  series: Dict[str, List[float]] = {}
-  for _, metrics in phases:
-    epochs = len(metrics.get('loss', []))
-    for key in ('loss', 'val_loss', 'accuracy', 'val_accuracy'):
-      series.setdefault(key, []).extend(metrics.get(key, [np.nan] * epochs))
-    start += epochs
-    boundaries.append(start - 0.5)
-  epochs = np.arange(1, start)
-  for axes, metric, title in ((loss_axes, 'loss', 'Loss'),
-                              (accuracy_axes, 'accuracy', 'Accuracy')):
-    axes.plot(epochs, series.get(metric, []), 'o-', color=_TRAIN, label='train')
-    axes.plot(epochs, series.get(f'val_{metric}', []), 's-', color=_EVAL, label='eval')
-    for boundary in boundaries[:-1]:
-      axes.axvline(boundary, color=_MUTED, linestyle='--')
-      axes.annotate(' phase 2: fine-tuning', (boundary, 1), xycoords=('data', 'axes fraction'),
-                    va='top', fontsize=8, color=_MUTED)
-    axes.set_title(title)
-    axes.set_xlabel('epoch')
-    axes.set_xticks(epochs if len(epochs) <= 20 else epochs[::max(1, len(epochs) // 10)])
-    axes.grid(alpha=0.3)
-  kept = kept_epoch(history)
-  if kept is not None:
-    loss_axes.plot([kept], [series['val_loss'][kept - 1]], 'k*', markersize=14,
-                   label=f'kept (epoch {kept})')
-  accuracy_axes.set_ylim(0, 1.02)
-  loss_axes.legend(fontsize=8)
+def learning_curve(curve: Dict[str, Any], next_labels_per_class: Optional[float]) -> bytes:
+  """Held-out accuracy against labels per class (mean ± std over the draws),
+  with the log-linear fit through it carried on to the label queue's next batch."""
+  points = curve['points']
+  sizes = np.array([point['labels_per_class'] for point in points])
+  accuracy = np.array([point['accuracy'] for point in points])
+  spread = np.array([point['accuracy_std'] for point in points])
+  figure = Figure(figsize=(6, 3.6))
+  axes = figure.subplots()
+  axes.fill_between(sizes, accuracy - spread, accuracy + spread, color=_TRAIN, alpha=0.2)
+  axes.plot(sizes, accuracy, 'o-', color=_TRAIN, label='held-out train images')
+  fit = curve.get('fit')
+  if fit:
+    end = max(sizes.max(), next_labels_per_class or 0)
+    line = np.geomspace(sizes.min(), end, 50)
+    axes.plot(line, np.minimum(1, fit['intercept'] + fit['slope'] * np.log(line)), '--',
+              color=_MUTED, label='log-linear fit')
+  if next_labels_per_class:
+    axes.axvline(next_labels_per_class, color=_EVAL, linestyle=':',
+                 label="after the label queue's next batch")
+  axes.set_xscale('log')
+  axes.set_xlabel('labeled images per class')
+  axes.set_ylabel('accuracy')
+  axes.set_ylim(0, 1.02)
+  axes.grid(alpha=0.3)
+  axes.legend(fontsize=8, loc='lower right')
   return _png(figure)
-
-
-def kept_epoch(history: Dict[str, Any]) -> Optional[int]:
-  """The 1-based epoch whose weights the model kept: early stopping restores
-  the lowest eval loss of the last phase."""
-  phases = training_phases(history)
-  if not phases or not phases[-1][1].get('val_loss'):
-    return None
-  before = sum(len(metrics.get('loss', [])) for _, metrics in phases[:-1])
-  return before + int(np.nanargmin(phases[-1][1]['val_loss'])) + 1
 
 
 def confusion_matrix(matrix: List[List[int]], class_names: List[str]) -> bytes:

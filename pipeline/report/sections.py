@@ -7,6 +7,7 @@ tables that explain it; rendering to HTML or Markdown is `render`'s job.
 import json
 from typing import Dict, List, Optional
 
+from components.trainer import learning_curve as learning_curve_lib
 from pipeline.report import facts as facts_lib
 from pipeline.report import model_card, plots
 from pipeline.report.document import (Banner, Bullets, Code, Figure, Paragraph,
@@ -136,25 +137,64 @@ def data_section(facts: facts_lib.Facts) -> Section:
 
 def training_section(facts: facts_lib.Facts) -> Section:
   history = facts.history
-  if not history:
+  head = (history or {}).get('head')
+  if not head:
     return Section('Training', 'training', [Paragraph('No training history was found.')])
-  phases = plots.training_phases(history)
-  kept = plots.kept_epoch(history)
-  rows = []
-  for name, metrics in phases:
-    rows.append([name, str(len(metrics.get('loss', []))),
-                 f'{sum(metrics.get("seconds", [])):.1f} s',
-                 _last(metrics, 'accuracy'), _last(metrics, 'val_accuracy'),
-                 f'{min(metrics["val_loss"]):.4f}' if metrics.get('val_loss') else 'n/a'])
-  return Section('Training', 'training', [
-      Figure('training_curves', plots.training_curves(history),
-             'Loss and accuracy per epoch, train and eval'),
-      Paragraph(f'{history.get("train_images", "?")} training images; the model keeps '
-                f'the weights of epoch {kept} (lowest eval loss, early stopping).'
-                if kept else f'{history.get("train_images", "?")} training images.'),
-      Table(['Phase', 'Epochs', 'Time', 'Last train accuracy', 'Last eval accuracy',
-             'Best eval loss'], rows),
-  ])
+  grid = head['regularization']
+  chosen = (f'C = {grid["chosen"]:g}, chosen by {head["cv_folds"]}-fold cross-validation '
+            f'({head["cv_repeats"]} shuffles) on the train split' if head['cv_folds'] else
+            f'C = {grid["chosen"]:g} (a class has one labeled image: nothing to '
+            'cross-validate on)')
+  blocks = [Paragraph(
+      f'{history.get("train_images", "?")} training images. The head is '
+      f'{head["method"]}, {chosen}; the eval split was not used for any choice, so '
+      'the evaluation above measures the model on images nothing was tuned on.')]
+  if grid['cv_accuracy']:
+    blocks.append(Table(['C', 'Cross-validated accuracy'], [
+        [f'{c:g}' + (' (chosen)' if c == grid['chosen'] else ''), percent(accuracy)]
+        for c, accuracy in zip(grid['grid'], grid['cv_accuracy'])]))
+  unlabeled = head.get('unlabeled')
+  if unlabeled:
+    blocks.append(Paragraph(
+        f'{unlabeled["images"]} unlabeled images: {unlabeled["reason"]}' +
+        (f'; {unlabeled["pseudo_labels"]} pseudo-labels in the final head.'
+         if unlabeled['used'] else '.'), lead='Semi-supervised.'))
+  fine_tune = history.get('fine_tune')
+  if fine_tune:
+    blocks.append(Paragraph(
+        f'{len(fine_tune.get("loss", []))} epoch(s) in '
+        f'{sum(fine_tune.get("seconds", [])):.1f} s, last train accuracy '
+        f'{_last(fine_tune, "accuracy")}.', lead='Fine-tuning.'))
+  return Section('Training', 'training', blocks)
+
+
+def more_labels_section(facts: facts_lib.Facts) -> Optional[Section]:
+  """What more labels would buy: the Trainer's learning curve on the train split."""
+  curve = ((facts.history or {}).get('head') or {}).get('learning_curve')
+  if not curve or not curve.get('points'):
+    return None
+  queue = facts.config['labeling']['queue_size']
+  current = curve['train_labels_per_class']
+  next_labels = current + queue / max(1, len(facts.class_names))
+  blocks = [Figure('learning_curve', plots.learning_curve(curve, next_labels),
+                   'Accuracy against labeled images per class')]
+  text = (f'Each point is a head fitted like the final one on part of the train split '
+          f'and scored on the rest ({curve["repeats"]} random draws, or the '
+          'cross-validation folds for the largest).')
+  if curve.get('fit'):
+    gain = (learning_curve_lib.expected_accuracy(curve, next_labels) -
+            learning_curve_lib.expected_accuracy(curve, current))
+    text += (f' The trend line puts the next {queue} labeled images (about '
+             f'{queue / max(1, len(facts.class_names)):.1f} per class, as the label queue '
+             f'proposes) at {gain * 100:+.1f} accuracy points: an extrapolation, not a '
+             'promise.')
+  blocks.append(Paragraph(text))
+  first, last = curve['points'][0], curve['points'][-1]
+  rows = [[name, percent(low), percent(high)] for name, low, high in zip(
+      facts.class_names, first['class_recall'], last['class_recall'])]
+  blocks.append(Table(['Class', f'Recall at {first["labels_per_class"]:.1f} labels/class',
+                       f'at {last["labels_per_class"]:.1f}'], rows))
+  return Section('More labels', 'more-labels', blocks)
 
 
 def _last(metrics: Dict[str, List[float]], key: str) -> str:
@@ -253,7 +293,8 @@ def build(facts: facts_lib.Facts) -> List[Section]:
   """Every section, in reading order (the decision first)."""
   sections = [
       overview(facts), evaluation_section(facts), data_section(facts),
-      training_section(facts), per_class_section(facts), confusion_section(facts),
+      training_section(facts), more_labels_section(facts), per_class_section(facts),
+      confusion_section(facts),
       mistakes_section(facts), components_section(facts), anomalies_section(facts),
       model_card.section(facts), configuration_section(facts), missing_section(facts),
   ]
