@@ -5,8 +5,6 @@ import collections
 import os
 import pickle
 import struct
-import sys
-import types
 import zipfile
 
 import numpy as np
@@ -19,6 +17,7 @@ from components.backbones import efficientnet_lite
 from components.backbones import get_backbone
 from components.backbones import keras_applications
 from components.backbones import state_dict as state_dict_lib
+import torch_pickles
 
 IMAGENET_CATS = {281: 'tabby', 282: 'tiger cat', 283: 'Persian cat',
                  284: 'Siamese cat', 285: 'Egyptian cat'}
@@ -118,61 +117,10 @@ def test_pickle_that_runs_code_is_refused(tmp_path, layout):
   assert not marker.exists()
 
 
-def _torch_stand_ins(monkeypatch):
-  """A fake `torch` module holding FloatStorage and _rebuild_tensor_v2, so that
-  pickle writes the names torch does."""
-  torch, torch_utils = types.ModuleType('torch'), types.ModuleType('torch._utils')
-  float_storage = type('FloatStorage', (), {'__module__': 'torch'})
-  torch.FloatStorage = float_storage
-
-  def _rebuild_tensor_v2(*args):
-    del args
-  _rebuild_tensor_v2.__module__ = 'torch._utils'
-  _rebuild_tensor_v2.__qualname__ = '_rebuild_tensor_v2'
-  torch_utils._rebuild_tensor_v2 = _rebuild_tensor_v2
-  monkeypatch.setitem(sys.modules, 'torch', torch)
-  monkeypatch.setitem(sys.modules, 'torch._utils', torch_utils)
-  return float_storage, _rebuild_tensor_v2
-
-
-def _write_zip_state_dict(path, state, monkeypatch):
-  """Writes `state` as torch >= 1.6 would, with stand-ins for torch's names."""
-  float_storage, _rebuild_tensor_v2 = _torch_stand_ins(monkeypatch)
-
-  class Storage:
-    def __init__(self, key, array):
-      self.key, self.array = key, array
-
-  class Tensor:
-    def __init__(self, storage):
-      self.storage = storage
-
-    def __reduce__(self):
-      array = self.storage.array
-      strides = tuple(s // array.itemsize for s in array.strides)
-      return _rebuild_tensor_v2, (self.storage, 0, array.shape, strides, False,
-                                  collections.OrderedDict())
-
-  class Pickler(pickle.Pickler):
-    def persistent_id(self, obj):
-      if isinstance(obj, Storage):
-        return ('storage', float_storage, obj.key, 'cpu', obj.array.size)
-      return None
-
-  storages = [Storage(str(i), np.ascontiguousarray(value, np.float32))
-              for i, value in enumerate(state.values())]
-  with zipfile.ZipFile(path, 'w') as archive:
-    with archive.open('archive/data.pkl', 'w') as file:
-      Pickler(file, protocol=2).dump(collections.OrderedDict(
-          (name, Tensor(storage)) for name, storage in zip(state, storages)))
-    for storage in storages:
-      archive.writestr(f'archive/data/{storage.key}', storage.array.tobytes())
-
-
 def test_zip_layout_round_trips(tmp_path, monkeypatch, imagenet_state):
   state = {k: v for k, v in imagenet_state.items() if k.startswith('_blocks.1.')}
   path = tmp_path / 'lite0.pth'
-  _write_zip_state_dict(path, state, monkeypatch)
+  torch_pickles.write_zip_state_dict(path, state, monkeypatch)
   loaded = state_dict_lib.load_state_dict(str(path))
   assert loaded.keys() == state.keys()
   for key, value in state.items():
@@ -182,7 +130,7 @@ def test_zip_layout_round_trips(tmp_path, monkeypatch, imagenet_state):
 def _write_legacy_state_dict(path, numel, views, monkeypatch, data=None):
   """A legacy-layout file: one float storage of `numel` elements (`data`, zeros
   by default) and tensors name -> (offset, size, stride) viewing it."""
-  float_storage, rebuild = _torch_stand_ins(monkeypatch)
+  float_storage, rebuild = torch_pickles.torch_stand_ins(monkeypatch)
   storage = object()
 
   class Tensor:
@@ -259,7 +207,7 @@ def test_a_pickle_cannot_change_the_shared_stand_ins(tmp_path, monkeypatch, buil
   with pytest.raises(pickle.UnpicklingError, match='Refusing to change'):
     state_dict_lib.load_state_dict(str(evil))
   state = {'w': np.arange(6, dtype=np.float32).reshape(2, 3)}
-  _write_zip_state_dict(tmp_path / 'ok.pth', state, monkeypatch)
+  torch_pickles.write_zip_state_dict(tmp_path / 'ok.pth', state, monkeypatch)
   loaded = state_dict_lib.load_state_dict(str(tmp_path / 'ok.pth'))
   assert loaded['w'].dtype == np.float32
   np.testing.assert_array_equal(loaded['w'], state['w'])
@@ -268,7 +216,7 @@ def test_a_pickle_cannot_change_the_shared_stand_ins(tmp_path, monkeypatch, buil
 def test_zip_member_size_is_checked_before_reading(tmp_path, monkeypatch):
   """A storage member that inflates to 64 MB where 24 bytes are expected (a
   64 KB deflated zip bomb) is refused from the zip directory, unread."""
-  _write_zip_state_dict(tmp_path / 'ok.pth', {'w': np.zeros(6, np.float32)}, monkeypatch)
+  torch_pickles.write_zip_state_dict(tmp_path / 'ok.pth', {'w': np.zeros(6, np.float32)}, monkeypatch)
   path = tmp_path / 'bomb.pth'
   with zipfile.ZipFile(tmp_path / 'ok.pth') as source, \
        zipfile.ZipFile(path, 'w', zipfile.ZIP_DEFLATED) as archive:
