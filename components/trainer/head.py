@@ -192,9 +192,9 @@ def fit_head(head_model: tf_keras.Model, labeled: LabeledViews, config: Dict[str
   num_classes = head_model.output_shape[-1]
   clean = [labeled.features[0]] + ([] if unlabeled is None else [unlabeled])
   head_model.get_layer(classifier.NORMALIZATION_LAYER).adapt(np.concatenate(clean))
-  training_set = TrainingSet(normalized(head_model, labeled.features), labeled.labels,
-                     None if unlabeled is None else normalized(head_model, unlabeled),
-                     num_classes, config)
+  training_set = TrainingSet(
+      normalized(head_model, labeled.features), labeled.labels,
+      None if unlabeled is None else normalized(head_model, unlabeled), num_classes, config)
   folds = training_set.folds(config)
   writer = tf.summary.create_file_writer(summary_dir) if summary_dir else None
   if folds:
@@ -211,12 +211,12 @@ def fit_head(head_model: tf_keras.Model, labeled: LabeledViews, config: Dict[str
   }
   self_training = False
   if unlabeled is not None:
-    history['unlabeled'], self_training = _unlabeled_decision(training_set, folds,
-                                                              regularization)
+    history['unlabeled'], self_training = _unlabeled_decision(
+        training_set, folds, regularization, history['cv_accuracy'])
     if self_training:
       history['cv_accuracy'] = history['unlabeled']['cv_accuracy_self_training']
   head, pseudo_labels = training_set.fit(np.arange(len(labeled.labels)), regularization,
-                                    self_training)
+                                         self_training)
   head_model.get_layer(classifier.PROBABILITIES_LAYER).set_weights([head.kernel, head.bias])
   if unlabeled is not None:
     history['unlabeled']['pseudo_labels'] = pseudo_labels
@@ -238,14 +238,15 @@ def fit_head(head_model: tf_keras.Model, labeled: LabeledViews, config: Dict[str
   return history
 
 
-def _unlabeled_decision(training_set: TrainingSet, folds, regularization: float
-                        ) -> Tuple[Dict[str, Any], bool]:
+def _unlabeled_decision(training_set: TrainingSet, folds, regularization: float,
+                        supervised: Optional[float]) -> Tuple[Dict[str, Any], bool]:
+  """Self-training against the supervised head's cross-validated accuracy
+  (`supervised`, at `regularization`, on the same folds)."""
   decision: Dict[str, Any] = {'images': int(len(training_set.unlabeled))}
   if not folds:
     decision.update(used=False, reason='a class has a single labeled image: '
                     'cross-validation cannot tell whether the unlabeled images help')
   else:
-    supervised = training_set.cross_validate(folds, regularization, False)
     self_trained = training_set.cross_validate(folds, regularization, True)
     used = self_trained >= supervised
     decision.update(
