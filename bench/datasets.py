@@ -84,17 +84,29 @@ def labeled_subset(dataset: ImageDataset, k: int,
   """(labeled, unlabeled) pool indices: k random images of every class, and
   the rest of the pool. For one seed the draws are nested across k (the 5 are
   among the 10), so accuracy-vs-k curves compare like with like."""
+  labeled, _, unlabeled = gate_split(dataset, k, seed, eval_per_class=0)
+  return labeled, unlabeled
+
+
+def gate_split(dataset: ImageDataset, k: int, seed: int,
+               eval_per_class: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(labeled, eval, unlabeled) pool indices: labeled_subset's k images per
+  class, the last `eval_per_class` of each class's draw as the quality gate's
+  eval split (disjoint from the labeled images at every k), and the rest."""
   rng = np.random.default_rng(seed)
-  labeled = []
+  labeled, evaluation = [], []
   for class_id, class_name in enumerate(dataset.class_names):
     members = np.flatnonzero(dataset.pool_labels == class_id)
-    if k > len(members):
+    if k + eval_per_class > len(members):
       raise ValueError(f'{dataset.name}: k={k} labels per class, but the pool '
                        f'has only {len(members)} {class_name!r} images.')
-    labeled.append(rng.permutation(members)[:k])  # the draw ignores k: nested
-  labeled = np.sort(np.concatenate(labeled))
-  unlabeled = np.setdiff1d(np.arange(len(dataset.pool_labels)), labeled)
-  return labeled, unlabeled
+    order = rng.permutation(members)     # the draw ignores k: nested
+    labeled.append(order[:k])
+    evaluation.append(order[len(order) - eval_per_class:])
+  labeled, evaluation = np.sort(np.concatenate(labeled)), np.sort(np.concatenate(evaluation))
+  unlabeled = np.setdiff1d(np.arange(len(dataset.pool_labels)),
+                           np.concatenate([labeled, evaluation]))
+  return labeled, evaluation, unlabeled
 
 
 def _per_class_order(labels: np.ndarray, num_classes: int) -> List[np.ndarray]:

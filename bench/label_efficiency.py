@@ -2,22 +2,31 @@
 
 For each data set, k labeled images per class (k in --ks) and seed (--seeds),
 trains and scores on a fixed held-out test set (never used for training or
-model selection) four methods, side by side in one run:
+model selection) these methods, side by side in one run:
 
-  (a) seed recipe: augmentation -> frozen backbone -> global average pooling ->
-      Dense 256 -> softmax, Adam, 10 epochs, the backbone run every epoch
-      (and, as (a) cached, the same recipe on the feature cache);
-  (b) linear probe: logistic regression on the clean frozen features;
-  (c) the pipeline's default training (components/trainer/head.py on the
-      feature cache, with the default config, all k labels, no early stopping
-      since there is no validation split here);
-  (d) (c) plus the rest of the pool as unlabeled images (FixMatch-style).
+  (b)  linear probe: logistic regression (C = 1) on the clean Lite0 features;
+  (b+) strong probe: logistic regression on L2-normalised clean Lite0 features,
+       C chosen by 3-fold cross-validation on the k labels from {0.1, 1, 10};
+  (c)  the pipeline's default training (components/trainer/head.py on the
+       feature cache, default config, all k labels), per backbone in
+       --backbones and on their features combined;
+  (d)  (c) plus the rest of the pool as unlabeled images;
+  (c') (c) with its regularisation chosen on the gate's eval split instead of
+       by cross-validation: model selection leaking into the gate, as early
+       stopping on the eval split did;
+  (a)  the seed recipe (Dense 256 + Adam, 10 epochs), on request (--methods).
+
+For each (k, seed) an eval split of max(2, k/4) images per class (what a 20 %
+eval fraction leaves beside k train images) is drawn from the pool apart from
+the labeled and unlabeled images: the gate's accuracy on it, against test
+accuracy, shows whether the gate is optimistic.
 
 Every method sees the same images through the same preprocessing as the
 pipeline (PNG bytes -> image_codec.decode_and_resize -> backbone.normalize) and
-the same frozen backbone. Features of the pool (clean, weak and strong views)
-and of the test set are computed once per data set with the Trainer's own
-feature_cache.compute_views and kept under --cache-dir.
+the same frozen backbone. Features of the pool (clean and mirrored views, and
+augmented ones for (a)) and of the test set are computed once per data set
+and backbone with the Trainer's own feature_cache.compute_views and kept
+under --cache-dir.
 
     python bench/label_efficiency.py            # everything (make bench-labels)
     python bench/label_efficiency.py --datasets sample --ks 5 --seeds 0
@@ -39,15 +48,18 @@ import io
 import json
 import logging
 import time
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import numpy as np
 import tensorflow as tf
 import tf_keras
 from PIL import Image
+from sklearn import linear_model
+from sklearn import model_selection
 
 from bench import datasets
 from components import image_codec
+from components import backbones
 from components.backbones import get_backbone
 from components.trainer import feature_cache
 from components.trainer import head as head_lib
@@ -55,14 +67,23 @@ from components.trainer import model as classifier
 from pipeline import config as config_lib
 from pipeline import dag
 
-METHODS = ('seed_recipe', 'seed_recipe_cached', 'linear_probe', 'pipeline',
-           'pipeline_unlabeled')
+BASELINES = ('linear_probe', 'linear_probe_plus')
+METHODS = (*BASELINES, 'pipeline', 'pipeline_unlabeled', 'pipeline_eval_selected',
+           'seed_recipe', 'seed_recipe_cached')
+DEFAULT_METHODS = METHODS[:5]
+# Run per backbone in --backbones (and on their features combined); the rest
+# on the first backbone only.
+PER_BACKBONE = ('pipeline',)
+BACKBONES = (backbones.DEFAULT_BACKBONE, 'efficientnet_lite1', 'efficientnet_lite2')
+COMBINED = 'combined'
 LABELS = {
     'seed_recipe': '(a) seed recipe',
     'seed_recipe_cached': '(a) seed recipe on the feature cache',
     'linear_probe': '(b) linear probe',
+    'linear_probe_plus': '(b+) L2 probe, C by cross-validation',
     'pipeline': '(c) pipeline default',
     'pipeline_unlabeled': '(d) pipeline + unlabeled pool',
+    'pipeline_eval_selected': "(c') C chosen on the eval split",
 }
 # The issue's seed recipe; on the cache it draws each epoch among the clean
 # view and `cached_views` augmented ones.
@@ -71,6 +92,16 @@ SEED_RECIPE = {'hidden_units': 256, 'epochs': 10, 'learning_rate': 1e-3, 'batch_
 RESULTS_JSON = os.path.join(REPO_ROOT, 'bench', 'results', 'label_efficiency.json')
 TABLE_MD = os.path.join(REPO_ROOT, 'docs', 'label_efficiency_results.md')
 PLOT_PNG = os.path.join(REPO_ROOT, 'docs', 'label_efficiency.png')
+
+
+def method_key(method: str, backbone: str, primary: str) -> str:
+  """Row key: the method, tagged with its backbone when not the first one."""
+  return method if backbone == primary else f'{method}@{backbone}'
+
+
+def label(key: str) -> str:
+  method, _, backbone = key.partition('@')
+  return LABELS[method] + (f', {backbone}' if backbone else '')
 
 
 def encode_png(images: np.ndarray) -> List[bytes]:
@@ -106,23 +137,23 @@ def build_classifier(config: Dict[str, Any], num_classes: int) -> tf_keras.Model
   return classifier.build_classifier(config, num_classes, 'image')
 
 
-def pool_views(config: Dict[str, Any]) -> Dict[str, int]:
-  """How many views of each kind the pool's cache holds."""
-  return {'clean': 1,
-          'weak': max(config['training']['cached_views'], SEED_RECIPE['cached_views']),
-          'strong': config['semi_supervised']['strong_views']}
+def pool_views(config: Dict[str, Any], seed_recipe: bool) -> Dict[str, int]:
+  """How many views of each kind the pool's cache holds: clean, mirrored and
+  (for the seed recipe on the cache, or training.cached_views) augmented."""
+  return {'clean': 1, 'mirror': 1,
+          'weak': max(config['training']['cached_views'],
+                      SEED_RECIPE['cached_views'] if seed_recipe else 0)}
 
 
-def features(dataset: datasets.ImageDataset, config: Dict[str, Any],
-             cache_dir: str) -> Dict[str, np.ndarray]:
-  """Pool views [clean + weak + strong, N, D] and clean test features [N, D],
+def features(dataset: datasets.ImageDataset, config: Dict[str, Any], cache_dir: str,
+             seed_recipe: bool) -> Dict[str, np.ndarray]:
+  """Pool views [clean + mirror + weak, N, D] and clean test features [N, D],
   from the cache folder when the same images and settings were embedded before."""
-  counts = pool_views(config)
+  counts = pool_views(config, seed_recipe)
   key = hashlib.sha256(json.dumps(
       [dataset.name, dataset.pool_labels.tolist(), dataset.test_labels.tolist(),
-       config['image_size'], config['model'], config['augmentation'],
-       config['semi_supervised'], counts, config['training']['seed']]).encode()
-  ).hexdigest()[:12]
+       config['image_size'], config['model'], config['augmentation'], counts,
+       config['training']['seed']]).encode()).hexdigest()[:12]
   path = os.path.join(cache_dir, f'{dataset.name}-{key}.npz')
   if os.path.exists(path):
     with np.load(path) as cached:
@@ -130,11 +161,10 @@ def features(dataset: datasets.ImageDataset, config: Dict[str, Any],
   model = build_classifier(config, len(dataset.class_names))
   extractor = classifier.feature_extractor(model)
   weak = model.get_layer(classifier.AUGMENTATION_LAYER)
-  strong = classifier.strong_augmentation(config)
   start = time.perf_counter()
   views = feature_cache.compute_views(
       extractor, model_inputs(dataset.pool_images, config),
-      [None] + [weak] * counts['weak'] + [strong] * counts['strong'], 'pool images')
+      [None, feature_cache.mirror] + [weak] * counts['weak'], 'pool images')
   pool_seconds = time.perf_counter() - start
   test = feature_cache.compute_views(
       extractor, model_inputs(dataset.test_images, config), [None], 'test images')[0]
@@ -143,6 +173,15 @@ def features(dataset: datasets.ImageDataset, config: Dict[str, Any],
   os.makedirs(cache_dir, exist_ok=True)
   np.savez(path, **result)
   return result
+
+
+def combined(caches: List[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
+  """Several backbones' clean and mirrored features side by side, each scaled
+  to unit mean norm so that no backbone dominates by its feature scale."""
+  scales = [np.linalg.norm(cache['pool'][0], axis=-1).mean() for cache in caches]
+  return {'pool': np.concatenate([c['pool'][:2] / s for c, s in zip(caches, scales)], -1),
+          'test': np.concatenate([c['test'] / s for c, s in zip(caches, scales)], -1),
+          'seconds_per_view': np.array(sum(float(c['seconds_per_view']) for c in caches))}
 
 
 def seed_recipe_model(config: Dict[str, Any], num_classes: int, seed: int,
@@ -209,41 +248,86 @@ def run_seed_recipe(dataset, cache, config, labeled, seed, cached) -> Dict[str, 
           'epoch_seconds': float(np.median(seconds))}
 
 
-def run_linear_probe(dataset, cache, labeled, seed) -> Dict[str, Any]:
-  from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top
+def _score(predict: Callable[[np.ndarray], np.ndarray], cache, dataset, evaluation,
+           seconds: float) -> Dict[str, Any]:
+  """Test accuracy, the gate's eval accuracy (pool images) and training time."""
+  return {'accuracy': float(np.mean(predict(cache['test']) == dataset.test_labels)),
+          'eval_accuracy': float(np.mean(predict(cache['pool'][0, evaluation]) ==
+                                         dataset.pool_labels[evaluation])),
+          'train_seconds': seconds}
+
+
+def run_linear_probe(dataset, cache, labeled, evaluation, seed) -> Dict[str, Any]:
+  """(b): logistic regression with scikit-learn's defaults on raw features."""
   start = time.perf_counter()
-  probe = LogisticRegression(max_iter=2000, random_state=seed)
+  probe = linear_model.LogisticRegression(max_iter=2000, random_state=seed)
   probe.fit(cache['pool'][0, labeled], dataset.pool_labels[labeled])
-  seconds = time.perf_counter() - start
-  accuracy = float(np.mean(probe.predict(cache['test']) == dataset.test_labels))
-  return {'accuracy': accuracy, 'train_seconds': seconds}
+  return _score(probe.predict, cache, dataset, evaluation, time.perf_counter() - start)
 
 
-def run_pipeline(dataset, cache, config, labeled, unlabeled, seed) -> Dict[str, Any]:
-  """(c) / (d): the Trainer's head training on the cache, default config."""
-  config = {**config, 'training': {**config['training'], 'seed': seed}}
-  tf_keras.utils.set_random_seed(seed)
-  model = build_classifier(config, len(dataset.class_names))
-  head = classifier.head(model)
-  counts = pool_views(config)
-  labeled_views = cache['pool'][:1 + config['training']['cached_views'], labeled]
-  unlabeled_views = None
-  if unlabeled is not None:
-    strong_start = 1 + counts['weak']
-    strong = cache['pool'][strong_start:strong_start + counts['strong'], unlabeled]
-    unlabeled_views = head_lib.UnlabeledViews(cache['pool'][:1, unlabeled], strong)
+def run_linear_probe_plus(dataset, cache, labeled, evaluation, seed) -> Dict[str, Any]:
+  """(b+): L2-normalised features, C by 3-fold cross-validation on the labels."""
+  def unit(features):
+    return features / np.linalg.norm(features, axis=-1, keepdims=True)
   start = time.perf_counter()
-  history = head_lib.train_head(
-      head, head_lib.LabeledViews(labeled_views, dataset.pool_labels[labeled]), config,
-      unlabeled_views)
-  seconds = time.perf_counter() - start
-  probabilities = head.predict(cache['test'], batch_size=256, verbose=0)
-  result = {'accuracy': float(np.mean(probabilities.argmax(-1) == dataset.test_labels)),
-            'train_seconds': seconds,
-            'epoch_seconds': float(np.median(history['train_seconds']))}
+  probe = model_selection.GridSearchCV(
+      linear_model.LogisticRegression(max_iter=2000, random_state=seed),
+      {'C': [0.1, 1.0, 10.0]},
+      cv=model_selection.StratifiedKFold(3, shuffle=True, random_state=seed))
+  probe.fit(unit(cache['pool'][0, labeled]), dataset.pool_labels[labeled])
+  return _score(lambda features: probe.predict(unit(features)), cache, dataset, evaluation,
+                time.perf_counter() - start)
+
+
+def _head(config, num_classes, dimensions) -> tf_keras.Model:
+  """The Trainer's head (model.head) on features of any width."""
+  inputs = tf_keras.Input([dimensions])
+  x = classifier.FeatureNormalization(name=classifier.NORMALIZATION_LAYER)(inputs)
+  outputs = tf_keras.layers.Dense(num_classes, activation='softmax',
+                                  name=classifier.PROBABILITIES_LAYER)(x)
+  return tf_keras.Model(inputs, outputs)
+
+
+def run_pipeline(dataset, cache, config, labeled, evaluation, unlabeled,
+                 seed) -> Dict[str, Any]:
+  """(c) / (d): the Trainer's head fitting on the cache, default config."""
+  config = {**config, 'training': {**config['training'], 'seed': seed}}
+  views = 2 if config['augmentation']['horizontal_flip'] else 1
+  head = _head(config, len(dataset.class_names), cache['pool'].shape[-1])
+  start = time.perf_counter()
+  history = head_lib.fit_head(
+      head, head_lib.LabeledViews(cache['pool'][:views, labeled], dataset.pool_labels[labeled]),
+      config, None if unlabeled is None else cache['pool'][0, unlabeled])
+  seconds = time.perf_counter() - start - history['learning_curve_seconds']
+  result = _score(lambda features: head.predict(features, batch_size=1024,
+                                                verbose=0).argmax(-1),
+                  cache, dataset, evaluation, seconds)
+  result['regularization'] = history['regularization']['chosen']
   if unlabeled is not None:
-    result['pseudo_label_rate'] = history['pseudo_label_rate'][-1]
+    result['unlabeled_used'] = history['unlabeled']['used']
   return result
+
+
+def run_pipeline_eval_selected(dataset, cache, config, labeled, evaluation,
+                               seed) -> Dict[str, Any]:
+  """(c'): the head at each C of the grid, keeping the best on the eval split."""
+  views = 2 if config['augmentation']['horizontal_flip'] else 1
+  head = _head(config, len(dataset.class_names), cache['pool'].shape[-1])
+  head.get_layer(classifier.NORMALIZATION_LAYER).adapt(cache['pool'][0, labeled])
+  training_set = head_lib.TrainingSet(
+      head_lib.normalized(head, cache['pool'][:views, labeled]), dataset.pool_labels[labeled],
+      None, len(dataset.class_names), {**config, 'training': {**config['training'],
+                                                              'seed': seed}})
+  start = time.perf_counter()
+  eval_features = head_lib.normalized(head, cache['pool'][0, evaluation])
+  fits = [training_set.fit(np.arange(len(labeled)), c, False)[0]
+          for c in head_lib.REGULARIZATION_GRID]
+  eval_labels = dataset.pool_labels[evaluation]
+  best = max(fits, key=lambda fit: np.mean(
+      fit.probabilities(eval_features).argmax(-1) == eval_labels))
+  return _score(lambda features: best.probabilities(
+      head_lib.normalized(head, features)).argmax(-1), cache, dataset, evaluation,
+                time.perf_counter() - start)
 
 
 def main(argv=None) -> None:
@@ -251,7 +335,11 @@ def main(argv=None) -> None:
   parser.add_argument('--datasets', nargs='+', default=list(datasets.NAMES))
   parser.add_argument('--ks', nargs='+', type=int, default=[5, 10, 25, 50])
   parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
-  parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=METHODS)
+  parser.add_argument('--methods', nargs='+', default=list(DEFAULT_METHODS),
+                      choices=METHODS)
+  parser.add_argument('--backbones', nargs='+', default=list(BACKBONES),
+                      help='the first gets every method; (c) runs on each, and '
+                      'on their features combined when there are several')
   parser.add_argument('--pool-per-class', type=int, default=300)
   parser.add_argument('--test-per-class', type=int, default=200)
   parser.add_argument('--set', dest='overrides', action='append', default=[],
@@ -266,37 +354,63 @@ def main(argv=None) -> None:
 
   rows = []
   started = time.perf_counter()
+  primary = args.backbones[0]
+  seed_recipe = any(method.startswith('seed_recipe') for method in args.methods)
   for name in args.datasets:
     dataset = datasets.load(name, args.pool_per_class, args.test_per_class)
-    config = pipeline_config(dataset.class_names, args.overrides)
-    cache = features(dataset, config, args.cache_dir)
+    caches, configs = {}, {}
+    for backbone in args.backbones:
+      configs[backbone] = pipeline_config(dataset.class_names,
+                                          [*args.overrides, f'model.backbone={backbone}'])
+      caches[backbone] = features(dataset, configs[backbone], args.cache_dir,
+                                  seed_recipe and backbone == primary)
+    if len(args.backbones) > 1:
+      caches[COMBINED] = combined([caches[backbone] for backbone in args.backbones])
+      configs[COMBINED] = configs[primary]
     per_class = np.bincount(dataset.pool_labels).min()
     for k in args.ks:
-      if k >= per_class:
+      eval_per_class = max(2, round(k / 4))
+      if k + eval_per_class >= per_class:
         logging.info('%s: k=%d skipped, the pool has %d images per class.', name, k,
                      per_class)
         continue
       for seed in args.seeds:
-        labeled, unlabeled = datasets.labeled_subset(dataset, k, seed)
-        for method in args.methods:
-          if method.startswith('seed_recipe'):
-            result = run_seed_recipe(dataset, cache, config, labeled, seed,
-                                     cached=method.endswith('cached'))
-          elif method == 'linear_probe':
-            result = run_linear_probe(dataset, cache, labeled, seed)
-          else:
-            result = run_pipeline(dataset, cache, config, labeled,
-                                  unlabeled if method == 'pipeline_unlabeled' else None,
-                                  seed)
-          row = {'dataset': name, 'k': k, 'seed': seed, 'method': method,
-                 'labeled': len(labeled),
-                 'unlabeled': len(unlabeled) if method == 'pipeline_unlabeled' else 0,
-                 'test_images': len(dataset.test_labels),
-                 'feature_seconds_per_view': float(cache['seconds_per_view']), **result}
-          logging.info('%s', json.dumps(row))
-          rows.append(row)
+        labeled, evaluation, unlabeled = datasets.gate_split(dataset, k, seed,
+                                                             eval_per_class)
+        for backbone, cache in caches.items():
+          config = configs[backbone]
+          for method in args.methods:
+            if backbone != primary and method not in PER_BACKBONE:
+              continue
+            if method.startswith('seed_recipe'):
+              result = run_seed_recipe(dataset, cache, config, labeled, seed,
+                                       cached=method.endswith('cached'))
+            elif method == 'linear_probe':
+              result = run_linear_probe(dataset, cache, labeled, evaluation, seed)
+            elif method == 'linear_probe_plus':
+              result = run_linear_probe_plus(dataset, cache, labeled, evaluation, seed)
+            elif method == 'pipeline_eval_selected':
+              result = run_pipeline_eval_selected(dataset, cache, config, labeled,
+                                                  evaluation, seed)
+            else:
+              result = run_pipeline(
+                  dataset, cache, config, labeled, evaluation,
+                  unlabeled if method == 'pipeline_unlabeled' else None, seed)
+            row = {'dataset': name, 'k': k, 'seed': seed,
+                   'method': method_key(method, backbone, primary),
+                   'labeled': len(labeled), 'eval_images': len(evaluation),
+                   'unlabeled': len(unlabeled) if method == 'pipeline_unlabeled' else 0,
+                   'test_images': len(dataset.test_labels),
+                   'feature_seconds_per_view': float(cache['seconds_per_view']),
+                   **result}
+            logging.info('%s', json.dumps(row))
+            rows.append(row)
+  default_backbone = pipeline_config((), args.overrides)['model']['backbone']
   report = {'rows': rows, 'seconds': time.perf_counter() - started,
-            'args': vars(args), 'seed_recipe': SEED_RECIPE}
+            'args': vars(args), 'seed_recipe': SEED_RECIPE,
+            'default_key': {'pipeline': method_key('pipeline', default_backbone, primary),
+                            'pipeline_unlabeled': method_key('pipeline_unlabeled',
+                                                             default_backbone, primary)}}
   print(json.dumps(summarize(rows), indent=1))
   if not args.no_write:
     write_outputs(report)
@@ -310,12 +424,18 @@ def summarize(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
   summary = {}
   for (name, k, method), group in sorted(grouped.items()):
     accuracy = np.array([row['accuracy'] for row in group])
-    summary[f'{name}/k={k}/{method}'] = {
+    entry = {
         'accuracy_mean': float(accuracy.mean()), 'accuracy_std': float(accuracy.std()),
         'train_seconds_mean': float(np.mean([row['train_seconds'] for row in group])),
         'epoch_seconds_mean': (float(np.mean([row['epoch_seconds'] for row in group]))
                                if 'epoch_seconds' in group[0] else None),
         'seeds': len(group)}
+    if 'eval_accuracy' in group[0]:
+      entry['eval_gap_mean'] = float(np.mean([row['eval_accuracy'] - row['accuracy']
+                                              for row in group]))
+    if 'unlabeled_used' in group[0]:
+      entry['unlabeled_used'] = sum(row['unlabeled_used'] for row in group)
+    summary[f'{name}/k={k}/{method}'] = entry
   return summary
 
 
@@ -326,8 +446,8 @@ def write_outputs(report: Dict[str, Any]) -> None:
     json.dump(report, f, indent=1)
   summary = summarize(report['rows'])
   with open(TABLE_MD, 'w', encoding='utf-8') as f:
-    f.write(label_efficiency_report.table(report, summary, LABELS))
-  label_efficiency_report.plot(summary, LABELS, PLOT_PNG)
+    f.write(label_efficiency_report.table(report, summary, label))
+  label_efficiency_report.plot(summary, label, PLOT_PNG)
   logging.info('Wrote %s, %s and %s', RESULTS_JSON, TABLE_MD, PLOT_PNG)
 
 

@@ -62,3 +62,22 @@ def test_labeled_subsets_are_balanced_nested_and_repeatable():
   assert set(seed_0) != set(seed_1)
   with pytest.raises(ValueError, match='k=31'):
     datasets.labeled_subset(dataset, 31, seed=0)
+
+
+def test_gate_split_holds_out_an_eval_split_apart_from_every_labeled_set():
+  dataset = datasets.load('sample', pool_per_class=30, test_per_class=10)
+  classes = len(dataset.class_names)
+  everything = np.arange(len(dataset.pool_labels))
+  for k in (5, 10, 20):
+    labeled, evaluation, unlabeled = datasets.gate_split(dataset, k, seed=1, eval_per_class=3)
+    np.testing.assert_array_equal(labeled, datasets.labeled_subset(dataset, k, seed=1)[0])
+    assert np.bincount(dataset.pool_labels[evaluation], minlength=classes).tolist() == [3] * classes
+    np.testing.assert_array_equal(
+        np.sort(np.concatenate([labeled, evaluation, unlabeled])), everything)
+    # The same eval images at every k, never among the 27 first labeled.
+    if k == 5:
+      first = evaluation
+    np.testing.assert_array_equal(evaluation, first)
+    assert not set(evaluation) & set(datasets.labeled_subset(dataset, 27, seed=1)[0])
+  with pytest.raises(ValueError, match='k=28'):
+    datasets.gate_split(dataset, 28, seed=0, eval_per_class=3)
