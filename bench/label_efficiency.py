@@ -279,21 +279,12 @@ def run_linear_probe_plus(dataset, cache, labeled, evaluation, seed) -> Dict[str
                 time.perf_counter() - start)
 
 
-def _head(num_classes, dimensions) -> tf_keras.Model:
-  """The Trainer's head (model.head) on features of any width."""
-  inputs = tf_keras.Input([dimensions])
-  x = classifier.FeatureNormalization(name=classifier.NORMALIZATION_LAYER)(inputs)
-  outputs = tf_keras.layers.Dense(num_classes, activation='softmax',
-                                  name=classifier.PROBABILITIES_LAYER)(x)
-  return tf_keras.Model(inputs, outputs)
-
-
 def run_pipeline(dataset, cache, config, labeled, evaluation, unlabeled,
                  seed) -> Dict[str, Any]:
   """(c) / (d): the Trainer's head fitting on the cache, default config."""
   config = {**config, 'training': {**config['training'], 'seed': seed}}
   views = 2 if config['augmentation']['horizontal_flip'] else 1
-  head = _head(len(dataset.class_names), cache['pool'].shape[-1])
+  head = classifier.standalone_head(cache['pool'].shape[-1], len(dataset.class_names))
   start = time.perf_counter()
   history = head_lib.fit_head(
       head, head_lib.LabeledViews(cache['pool'][:views, labeled], dataset.pool_labels[labeled]),
@@ -312,7 +303,7 @@ def run_pipeline_eval_selected(dataset, cache, config, labeled, evaluation,
                                seed) -> Dict[str, Any]:
   """(c'): the head at each C of the grid, keeping the best on the eval split."""
   views = 2 if config['augmentation']['horizontal_flip'] else 1
-  head = _head(len(dataset.class_names), cache['pool'].shape[-1])
+  head = classifier.standalone_head(cache['pool'].shape[-1], len(dataset.class_names))
   head.get_layer(classifier.NORMALIZATION_LAYER).adapt(cache['pool'][0, labeled])
   training_set = head_lib.TrainingSet(
       head_lib.normalized(head, cache['pool'][:views, labeled]), dataset.pool_labels[labeled],

@@ -3,7 +3,6 @@ regression, self-training kept only when it helps) on real Keras layers."""
 
 import numpy as np
 import pytest
-import tf_keras
 
 from components.trainer import feature_cache
 from components.trainer import head as head_lib
@@ -33,12 +32,7 @@ def _clusters(per_class, seed, spread=0.35, dims=16, offset=3.0):
 
 
 def _head_model(dims=16):
-  """A classifier head like model.head's: normalisation, then softmax."""
-  inputs = tf_keras.Input([dims])
-  x = classifier.FeatureNormalization(name=classifier.NORMALIZATION_LAYER)(inputs)
-  outputs = tf_keras.layers.Dense(NUM_CLASSES, activation='softmax',
-                                  name=classifier.PROBABILITIES_LAYER)(x)
-  return tf_keras.Model(inputs, outputs)
+  return classifier.standalone_head(dims, NUM_CLASSES)
 
 
 def _accuracy(model, features, labels):

@@ -109,10 +109,22 @@ def build_classifier(config: Dict[str, Any], num_classes: int,
   # backbone is unfrozen for fine-tuning.
   x = backbone(x, training=False)
   x = tf_keras.layers.GlobalAveragePooling2D(name=POOLED_FEATURES_LAYER)(x)
-  x = FeatureNormalization(name=NORMALIZATION_LAYER)(x)
-  outputs = tf_keras.layers.Dense(num_classes, activation='softmax',
-                                  name=PROBABILITIES_LAYER)(x)
-  return tf_keras.Model(inputs, outputs, name='classifier')
+  return tf_keras.Model(inputs, _head_layers(num_classes, x), name='classifier')
+
+
+def _head_layers(num_classes: int, features: tf.Tensor) -> tf.Tensor:
+  """Feature normalisation -> softmax over `features`, under the layer names
+  head.fit_head looks up."""
+  x = FeatureNormalization(name=NORMALIZATION_LAYER)(features)
+  return tf_keras.layers.Dense(num_classes, activation='softmax',
+                               name=PROBABILITIES_LAYER)(x)
+
+
+def standalone_head(dimensions: int, num_classes: int) -> tf_keras.Model:
+  """The classifier's head alone, on features of any width: to fit and score
+  heads on precomputed features (the label-efficiency benchmark, tests)."""
+  features = tf_keras.Input([dimensions], name='features')
+  return tf_keras.Model(features, _head_layers(num_classes, features), name='head')
 
 
 def feature_extractor(model: tf_keras.Model) -> tf_keras.Model:
