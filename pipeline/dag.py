@@ -6,14 +6,14 @@
         |                        stops the run on bad data;
         |                        Transform waits for it
         +--------------------> Transform <--------------------+
-                                   |
-                                Trainer -> Evaluator (<- latest blessed model)
+        |                          | transform graph
+        +-----------------------> Trainer -> Evaluator (<- latest blessed model)
                                    |            |
                  (LabelQueue)  <---+     RegistryPusher
 
 With `data.unlabeled_path`, ExampleGen also writes an `unlabeled` split: the
-DataGate validates it (ExampleValidator skips it), Transform transforms it,
-the Trainer learns from it after `train`, the Evaluator never sees it, and
+DataGate validates it (ExampleValidator skips it), the Trainer learns from
+it after `train`, the Evaluator never sees it, and
 the LabelQueue ranks it: which images to label next.
 """
 
@@ -137,16 +137,23 @@ def create_pipeline(
       anomalies=example_validator.outputs['anomalies'],
       min_images_per_class=config.data.min_images_per_class)
 
+  # Transform only analyzes (the label vocabulary) and writes the transform
+  # graph: materialized float32 pixels would be ~7x the encoded images on disk
+  # and held in DirectRunner's memory. The graph runs instead inside the
+  # Trainer's input pipeline and inside every exported signature
+  # (docs/design.md, "Data path"). StatisticsGen already describes the raw data.
   transform = tfx.components.Transform(
       examples=example_gen.outputs['examples'],
       schema=schema_gen.outputs['schema'],
       module_file=os.path.join(code_root, TRANSFORM_MODULE),
-      custom_config=custom_config)
+      custom_config=custom_config,
+      materialize=False,
+      disable_statistics=True)
   transform.add_upstream_node(data_gate)
 
   trainer = tfx.components.Trainer(
       module_file=os.path.join(code_root, TRAINER_MODULE),
-      examples=transform.outputs['transformed_examples'],
+      examples=example_gen.outputs['examples'],
       transform_graph=transform.outputs['transform_graph'],
       schema=schema_gen.outputs['schema'],
       # The Trainer reads train_files[0] as the labeled split, the rest as unlabeled.

@@ -5,8 +5,8 @@ A version's record names the Trainer output it was copied from
 artifact with that URI the store's events lead to everything upstream and to
 the evaluation downstream:
 
-    Model <- Trainer <- transformed examples, transform graph, schema
-                        transformed examples <- Transform <- examples (ExampleGen)
+    Model <- Trainer <- examples (ExampleGen), transform graph, schema
+                        transform graph <- Transform <- examples, schema
                         examples -> StatisticsGen -> statistics
     Model -> Evaluator -> evaluation, blessing (and the baseline it was compared to)
 
@@ -162,8 +162,7 @@ def _evaluator(graph: _Graph, model_id: int,
 def model_lineage(metadata_path: str, record: Dict[str, Any]) -> Dict[str, Any]:
   """Everything that produced a registry version, from its record and the store.
 
-  Returns a plain dict: pipeline_run, model, transformed_examples,
-  transform_graph, schema, examples, statistics, evaluation, blessing and
+  Returns a plain dict: pipeline_run, model, transform_graph, schema, examples, statistics, evaluation, blessing and
   baseline_model; each artifact with uri, artifact_id, type, the component and
   pipeline run that produced it, and its properties. Entries the store does
   not hold are None.
@@ -182,11 +181,11 @@ def model_lineage(metadata_path: str, record: Dict[str, Any]) -> Dict[str, Any]:
 
   trainer = graph.producer(model.id)
   trainer_inputs = graph.artifacts(trainer.id, _INPUT_TYPES) if trainer else {}
-  transformed = trainer_inputs.get('examples')
-  transform = graph.producer(transformed.id) if transformed else None
+  transform_graph = trainer_inputs.get('transform_graph')
+  transform = graph.producer(transform_graph.id) if transform_graph else None
   transform_inputs = graph.artifacts(transform.id, _INPUT_TYPES) if transform else {}
-  examples = transform_inputs.get('examples')
-  statistics = None   # StatisticsGen's output (Transform's stats have other keys)
+  examples = trainer_inputs.get('examples')
+  statistics = None   # StatisticsGen's output
   for execution in graph.consumers(examples.id, 'examples') if examples else []:
     statistics = graph.artifacts(execution.id, _OUTPUT_TYPES).get('statistics', statistics)
 
@@ -207,8 +206,7 @@ def model_lineage(metadata_path: str, record: Dict[str, Any]) -> Dict[str, Any]:
       'metadata_path': metadata_path,
       'pipeline_run': run,
       'model': graph.describe(model),
-      'transformed_examples': graph.describe(transformed),
-      'transform_graph': graph.describe(trainer_inputs.get('transform_graph')),
+      'transform_graph': graph.describe(transform_graph),
       'schema': graph.describe(trainer_inputs.get('schema') or
                                transform_inputs.get('schema')),
       'examples': graph.describe(examples),

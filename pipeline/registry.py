@@ -473,8 +473,7 @@ def format_details(details: Dict[str, Any]) -> str:
   lines.append(f'Lineage (ML Metadata {found["metadata_path"]}):')
   lines.append(f'  pipeline run          {run.get("id")} (pipeline '
                f'{run.get("pipeline")}, context {run.get("context_id")})')
-  for role in ('examples', 'schema', 'statistics', 'transformed_examples',
-               'transform_graph', 'model', 'evaluation', 'blessing', 'baseline_model'):
+  for role in ('examples', 'schema', 'statistics', 'transform_graph', 'model', 'evaluation', 'blessing', 'baseline_model'):
     artifact = found.get(role)
     lines.append(f'  {role:<21} ' + ('-' if artifact is None else
                  f'{artifact["component"]} #{artifact["artifact_id"]} {artifact["uri"]}'))

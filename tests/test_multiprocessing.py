@@ -130,11 +130,10 @@ def test_example_gen_writes_the_same_examples(runs):
     assert _records(uris[2]['ImageExampleGen/examples'], split) == in_process
 
 
-def test_transform_writes_the_same_transformed_examples_and_vocabulary(runs):
+def test_transform_writes_the_same_vocabulary(runs):
+  """Transform's one data-dependent output (it materializes nothing): with
+  the same examples and vocabulary, the graph transforms alike."""
   _, uris, _ = runs
-  for split in SPLITS:
-    in_process = _records(uris[1]['Transform/transformed_examples'], split)
-    assert _records(uris[2]['Transform/transformed_examples'], split) == in_process
   vocabularies = [sorted(glob.glob(os.path.join(
       uris[w]['Transform/transform_graph'], 'transform_fn', 'assets', '*')))
                   for w in (1, 2)]

@@ -108,7 +108,6 @@ def test_show_gives_the_lineage_of_version_1_from_ml_metadata(run_outputs, capsy
       'examples': ('ImageExampleGen', 'Examples'),
       'schema': ('ImportSchemaGen', 'Schema'),
       'statistics': ('StatisticsGen', 'ExampleStatistics'),
-      'transformed_examples': ('Transform', 'Examples'),
       'transform_graph': ('Transform', 'TransformGraph'),
       'model': ('Trainer', 'Model'),
       'evaluation': ('Evaluator', 'ModelEvaluation'),
@@ -183,7 +182,6 @@ def _fake_tfx_store(path):
 
   a = {name: artifact(type_name, f'/{name}') for name, type_name in [
       ('examples', 'Examples'), ('schema', 'Schema'), ('statistics', 'ExampleStatistics'),
-      ('pre_stats', 'ExampleStatistics'), ('transformed', 'Examples'),
       ('graph', 'TransformGraph'), ('model', 'Model'), ('model2', 'Model'),
       ('evaluation1', 'ModelEvaluation'), ('blessing1', 'ModelBlessing'),
       ('evaluation2', 'ModelEvaluation'), ('blessing2', 'ModelBlessing'),
@@ -194,21 +192,20 @@ def _fake_tfx_store(path):
       ('ImportSchemaGen', done, {}, {'schema': a['schema']}),
       ('StatisticsGen', done, {'examples': a['examples']}, {'statistics': a['statistics']}),
       ('Transform', done, {'examples': a['examples'], 'schema': a['schema']},
-       {'transformed_examples': a['transformed'], 'transform_graph': a['graph'],
-        'pre_transform_stats': a['pre_stats']}),
-      ('Trainer', done, {'examples': a['transformed'], 'transform_graph': a['graph'],
+       {'transform_graph': a['graph']}),
+      ('Trainer', done, {'examples': a['examples'], 'transform_graph': a['graph'],
                          'schema': a['schema']}, {'model': a['model']}),
       ('Evaluator', done, {'examples': a['examples'], 'model': a['model']},
        {'evaluation': a['evaluation1'], 'blessing': a['blessing1']}),
   ])
   run('run2', [
-      ('Trainer', cached, {'examples': a['transformed'], 'transform_graph': a['graph'],
+      ('Trainer', cached, {'examples': a['examples'], 'transform_graph': a['graph'],
                            'schema': a['schema']}, {'model': a['model']}),
       ('Evaluator', done, {'model': a['model'], 'baseline_model': a['model']},
        {'evaluation': a['evaluation2'], 'blessing': a['blessing2']}),
   ])
   run('run3', [
-      ('Trainer', done, {'examples': a['transformed'], 'transform_graph': a['graph'],
+      ('Trainer', done, {'examples': a['examples'], 'transform_graph': a['graph'],
                          'schema': a['schema']}, {'model': a['model2']}),
       ('Evaluator', done, {'model': a['model2'], 'baseline_model': a['model']},
        {'evaluation': a['evaluation3'], 'blessing': a['blessing3']}),
@@ -230,11 +227,10 @@ def test_lineage_follows_the_publishing_run_past_cached_reruns(tmp_path):
            if isinstance(entry, dict) and 'uri' in entry}
   assert roles == {
       'model': ('/model', 'Trainer', 'run1'),   # not the cached run2 Trainer
-      'transformed_examples': ('/transformed', 'Transform', 'run1'),
       'transform_graph': ('/graph', 'Transform', 'run1'),
       'schema': ('/schema', 'ImportSchemaGen', 'run1'),
       'examples': ('/examples', 'ImageExampleGen', 'run1'),
-      'statistics': ('/statistics', 'StatisticsGen', 'run1'),   # not Transform's
+      'statistics': ('/statistics', 'StatisticsGen', 'run1'),
       'evaluation': ('/evaluation1', 'Evaluator', 'run1'),
       'blessing': ('/blessing1', 'Evaluator', 'run1'),
   }

@@ -35,13 +35,17 @@ def compute_views(extractor: tf_keras.Model, image_batches: Iterable[tf.Tensor],
   batch is augmented and embedded once per view, so images are held one batch
   at a time.
   """
+  # One input signature, so the backbone is traced once per view whatever the
+  # size of the last batch; no autograph, whose conversion of the Keras layers'
+  # code took ~15 s of the first trace (the graph is plain TensorFlow ops).
+  images_spec = [tf.TensorSpec([None, *extractor.input_shape[1:]], tf.float32)]
+
   def embedder(view: View) -> Callable[[tf.Tensor], tf.Tensor]:
-    if view is None:
-      return tf.function(lambda images: extractor(images, training=False),
-                         reduce_retracing=True)
-    return tf.function(
-        lambda images: extractor(view(images, training=True), training=False),
-        reduce_retracing=True)
+    def embed(images):
+      if view is not None:
+        images = view(images, training=True)
+      return extractor(images, training=False)
+    return tf.function(embed, input_signature=images_spec, autograph=False)
 
   # One traced function per distinct view layer (tracing the backbone is slow).
   traced: Dict[int, Callable[[tf.Tensor], tf.Tensor]] = {}

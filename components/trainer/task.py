@@ -40,15 +40,26 @@ TRAINING_HISTORY_FILE = 'training_history.json'
 def _dataset(fn_args: tfx.components.FnArgs, files: List[str],
              tf_transform_output: tft.TFTransformOutput, batch_size: int,
              shuffle: bool, seed: int) -> tf.data.Dataset:
-  """One pass over transformed examples as (image, label id) batches."""
+  """One pass over raw examples as (image, label id) batches.
+
+  Transform does not materialize its output: the transform graph (decode,
+  resize, normalize, label ids) runs here, on several batches at once while
+  the backbone works on the previous one, so only encoded images are held.
+  """
+  transform = tf_transform_output.transform_features_layer()
+  raw_inputs = (preprocessing.IMAGE_KEY, preprocessing.LABEL_KEY)
+
+  def transformed(raw):
+    features = transform({key: raw[key] for key in raw_inputs})
+    return (features[preprocessing.TRANSFORMED_IMAGE_KEY],
+            tf.reshape(features[preprocessing.TRANSFORMED_LABEL_KEY], [-1]))
+
   return fn_args.data_accessor.tf_dataset_factory(
       files,
       tfxio.TensorFlowDatasetOptions(
-          batch_size=batch_size, label_key=preprocessing.TRANSFORMED_LABEL_KEY,
-          num_epochs=1, shuffle=shuffle, shuffle_seed=seed),
-      tf_transform_output.transformed_metadata.schema,
-  ).map(lambda features, label: (
-      features[preprocessing.TRANSFORMED_IMAGE_KEY], tf.reshape(label, [-1])))
+          batch_size=batch_size, num_epochs=1, shuffle=shuffle, shuffle_seed=seed),
+      tf_transform_output.raw_metadata.schema,
+  ).map(transformed, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def _images(dataset: tf.data.Dataset, labels: List[np.ndarray]) -> Iterator[tf.Tensor]:
