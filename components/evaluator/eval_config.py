@@ -26,9 +26,12 @@ def make_eval_config(class_names: List[str], signature_name: str,
           direction=tfma.MetricDirection.HIGHER_IS_BETTER,
           absolute={'value': -max_accuracy_drop}))
   return tfma.EvalConfig(
+      # A generic SavedModel called through the signature: left unset, TFMA
+      # first tries a full Keras load of the candidate and of the baseline
+      # only to learn their type, then loads them again.
       model_specs=[tfma.ModelSpec(
           signature_name=signature_name, label_key=label_key,
-          prediction_key='probabilities')],
+          prediction_key='probabilities', model_type=tfma.TF_GENERIC)],
       slicing_specs=[tfma.SlicingSpec()],
       metrics_specs=[
           tfma.MetricsSpec(metrics=[
