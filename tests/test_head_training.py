@@ -99,6 +99,21 @@ def test_head_is_the_cross_validated_logistic_regression_and_never_reads_eval():
   assert 'unlabeled' not in history
 
 
+def test_folds_are_repeated_only_while_the_train_split_is_small():
+  """Three shuffles of the folds where one shuffle's verdict is noise; one
+  past REPEATED_CV_MAX_IMAGES, where every fit costs more."""
+  config = _config('training.cv_folds=4')
+  for per_class, repeats in ((20, head_lib.CV_REPEATS),
+                             (head_lib.REPEATED_CV_MAX_IMAGES // NUM_CLASSES + 1, 1)):
+    features, labels = _clusters(per_class, seed=1)
+    training_set = head_lib.TrainingSet(features[np.newaxis], labels, None, NUM_CLASSES,
+                                        config)
+    folds = training_set.folds(config)
+    assert training_set.repeats == repeats and len(folds) == 4 * repeats
+    for _, held_out in folds[:4]:   # one shuffle holds every image out once
+      assert np.bincount(labels[held_out]).min() >= per_class // 4
+
+
 def test_head_falls_back_without_cross_validation_when_a_class_has_one_image():
   features, labels = _clusters(4, seed=1)
   keep = np.r_[0, 4:12]                        # class 0 keeps a single image

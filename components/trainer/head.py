@@ -7,7 +7,7 @@ The head is multinomial logistic regression on normalised features
 backbone a converged, regularised linear model is a stronger few-shot learner
 than a small-batch Adam head stopped early (docs/label_efficiency.md). What
 is left to choose is chosen by repeated stratified k-fold cross-validation
-over the labeled train images (CV_REPEATS shuffles; every view of an image in
+over the labeled train images (`repeats` shuffles; every view of an image in
 its image's fold):
 
 1. how strongly to regularise: C (scikit-learn's inverse strength) from
@@ -50,8 +50,12 @@ REGULARIZATION_GRID = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 FALLBACK_REGULARIZATION = 10.0
 MAX_ITERATIONS = 1000
 # Shuffles of the k folds: with a few labels per class one shuffle's verdict
-# on self-training is mostly noise (docs/label_efficiency.md).
+# on self-training is mostly noise (docs/label_efficiency.md). Past
+# REPEATED_CV_MAX_IMAGES labeled images one shuffle's noise is small and every
+# fit costs more (~100 L-BFGS fits in all; ~8 s each on 16,000 images x 2
+# views against 0.1 s on 320), so the folds are not repeated.
 CV_REPEATS = 3
+REPEATED_CV_MAX_IMAGES = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,15 +158,19 @@ class TrainingSet:
     predicted = head.probabilities(self.views[0, images]).argmax(-1)
     return float(np.mean(predicted == self.labels[images]))
 
+  @property
+  def repeats(self) -> int:
+    return CV_REPEATS if len(self.labels) <= REPEATED_CV_MAX_IMAGES else 1
+
   def folds(self, config: Dict[str, Any]) -> List[Tuple[np.ndarray, np.ndarray]]:
-    """Stratified folds over images, CV_REPEATS shuffles of them; none when a
+    """Stratified folds over images, `repeats` shuffles of them; none when a
     class has a single image."""
     counts = np.bincount(self.labels)
     splits = min(config['training']['cv_folds'], int(counts[counts > 0].min()))
     if splits < 2:
       return []
     return list(model_selection.RepeatedStratifiedKFold(
-        n_splits=splits, n_repeats=CV_REPEATS, random_state=self.seed).split(
+        n_splits=splits, n_repeats=self.repeats, random_state=self.seed).split(
             self.views[0], self.labels))
 
   def cross_validate(self, folds, regularization: float, self_training: bool) -> float:
@@ -204,7 +212,8 @@ def fit_head(head_model: tf_keras.Model, labeled: LabeledViews, config: Dict[str
     cv_accuracy, regularization = [], FALLBACK_REGULARIZATION
   history: Dict[str, Any] = {
       'method': 'logistic regression on normalised features',
-      'cv_folds': len(folds) // CV_REPEATS, 'cv_repeats': CV_REPEATS if folds else 0,
+      'cv_folds': len(folds) // training_set.repeats,
+      'cv_repeats': training_set.repeats if folds else 0,
       'regularization': {'grid': list(REGULARIZATION_GRID), 'cv_accuracy': cv_accuracy,
                          'chosen': regularization},
       'cv_accuracy': max(cv_accuracy) if cv_accuracy else None,
@@ -233,7 +242,7 @@ def fit_head(head_model: tf_keras.Model, labeled: LabeledViews, config: Dict[str
       tf.summary.scalar('train_accuracy', history['train_accuracy'], step=0)
     writer.close()
   logging.info('Head: C=%g chosen by %d-fold cross-validation (accuracy %s); '
-               'train accuracy %.4f; %.1f s.', regularization, len(folds) // CV_REPEATS,
+               'train accuracy %.4f; %.1f s.', regularization, len(folds) // training_set.repeats,
                _format(cv_accuracy), history['train_accuracy'], history['seconds'])
   return history
 
