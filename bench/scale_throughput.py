@@ -57,42 +57,33 @@ import platform
 import resource
 import shutil
 import statistics
-import subprocess
 import tempfile
-import threading
 import time
 from typing import Any, Dict, List, Optional
 
 import psutil
 
+from bench import measure
 from data import regenerate_sample
 
 DEFAULT_REPORT = os.path.join(REPO_ROOT, 'bench', 'results', 'scale_throughput.json')
 CLASSES = len(regenerate_sample.CLASS_NAMES)
 # The Debian package's test split holds 1000 images of each class.
 MAX_IMAGES = 1000 * CLASSES
-SAMPLE_SECONDS = 0.2
 # Components timed, in pipeline order; ImportSchemaGen only copies a file.
 TIMED = ('ImageExampleGen', 'StatisticsGen', 'Transform')
-BEAM_WORKER_MARK = 'sdk_worker_main'   # DirectRunner multi_processing workers
-MB = 1 << 20
 
 
 # --------------------------------------------------------------------------
 # One configuration, in its own process (`--measure-one`).
 # --------------------------------------------------------------------------
 
-def _dir_bytes(path: str) -> int:
-  return sum(os.path.getsize(os.path.join(d, f))
-             for d, _, files in os.walk(path) for f in files)
-
-
 def _output_bytes(pipeline_root: str, component: str) -> Dict[str, int]:
   """Bytes on disk of each output of a component (all artifact ids)."""
   root = os.path.join(pipeline_root, component)
   if not os.path.isdir(root):
     return {}
-  return {name: _dir_bytes(os.path.join(root, name))
+  return {name: measure.dir_bytes(os.path.join(root, name))
           for name in sorted(os.listdir(root))
           if os.path.isdir(os.path.join(root, name)) and name != '.system'}
 
@@ -193,127 +184,6 @@ def measure_one(args: argparse.Namespace) -> None:
 # The parent: data, one child per configuration, memory sampling, report.
 # --------------------------------------------------------------------------
 
-class _Sampler(threading.Thread):
-  """Samples RSS and CPU time of a process and its descendants until it exits.
-
-  Stops the whole tree if the machine runs low on memory (`min_free_bytes`
-  available) or the tree exceeds `max_tree_bytes`, so an over-sized run ends
-  with a measurement instead of the kernel's OOM killer picking a victim.
-  """
-
-  def __init__(self, pid: int, min_free_bytes: int, max_tree_bytes: int):
-    super().__init__(daemon=True)
-    self._process = psutil.Process(pid)
-    self._min_free = min_free_bytes
-    self._max_tree = max_tree_bytes
-    self.samples: List[Dict[str, Any]] = []
-    self.cpu_seconds: Dict[int, float] = {}   # last seen user+system per pid
-    self.stopped_for: Optional[str] = None
-    self.stop = threading.Event()
-
-  def _tree(self) -> List[psutil.Process]:
-    return [self._process] + self._process.children(recursive=True)
-
-  def run(self) -> None:
-    while not self.stop.is_set():
-      try:
-        tree = self._tree()
-      except psutil.Error:
-        return
-      main, workers, others = 0, [], []
-      for process in tree:
-        try:
-          with process.oneshot():
-            rss = process.memory_info().rss
-            times = process.cpu_times()
-            command = process.cmdline()
-        except psutil.Error:
-          continue
-        self.cpu_seconds[process.pid] = times.user + times.system
-        if process.pid == self._process.pid:
-          main = rss
-        # DirectRunner starts each worker as `/bin/sh -c python -m ...`; the
-        # Python process is the worker, the shell is only its parent.
-        elif (BEAM_WORKER_MARK in ' '.join(command) and
-              'python' in os.path.basename(command[0])):
-          workers.append(rss)
-        else:
-          others.append(rss)
-      sample = {'t': time.time(), 'main': main, 'workers': workers, 'others': others}
-      self.samples.append(sample)
-      total = main + sum(workers) + sum(others)
-      available = psutil.virtual_memory().available
-      if available < self._min_free or (self._max_tree and total > self._max_tree):
-        self.stopped_for = (
-            f'memory guard: tree RSS {total / MB:.0f} MB, machine available '
-            f'{available / MB:.0f} MB')
-        self._kill_tree()
-        return
-      self.stop.wait(SAMPLE_SECONDS)
-
-  def _kill_tree(self) -> None:
-    try:
-      tree = self._tree()
-    except psutil.Error:
-      return
-    for process in reversed(tree):   # workers first, then the pipeline process
-      try:
-        process.kill()
-      except psutil.Error:
-        pass
-
-
-def _busy_seconds() -> float:
-  """CPU seconds all processes on the machine have used since boot."""
-  times = psutil.cpu_times()
-  return sum(times) - times.idle - getattr(times, 'iowait', 0.0)
-
-
-def _others_cores(seconds: float = 10.0) -> float:
-  """Mean cores used by other processes over `seconds` (nothing of ours runs)."""
-  me = psutil.Process()
-  busy, own = _busy_seconds(), sum(me.cpu_times()[:2])
-  time.sleep(seconds)
-  return max(0.0, (_busy_seconds() - busy) - (sum(me.cpu_times()[:2]) - own)) / seconds
-
-
-def _wait_until_quiet(max_cores: float, max_wait: float) -> Dict[str, float]:
-  """Waits (up to `max_wait` s) until other processes use < `max_cores` cores."""
-  start = time.time()
-  cores = _others_cores()
-  while cores >= max_cores and time.time() - start < max_wait:
-    print(f'    waiting: other processes use {cores:.2f} cores', flush=True)
-    cores = _others_cores(30.0)
-  return {'waited_seconds': round(time.time() - start), 'other_cores_at_start': round(cores, 2)}
-
-
-def _peaks(samples: List[Dict[str, Any]], window: Optional[List[float]] = None) -> Dict[str, Any]:
-  if window:
-    samples = [s for s in samples if window[0] <= s['t'] <= window[1]]
-  if not samples:
-    return {}
-  return {
-      'main_mb': round(max(s['main'] for s in samples) / MB),
-      'worker_max_mb': round(max((max(s['workers'], default=0) for s in samples)) / MB),
-      'workers_seen': max(len(s['workers']) for s in samples),
-      'tree_total_mb': round(max(s['main'] + sum(s['workers']) + sum(s['others'])
-                                 for s in samples) / MB),
-      'samples': len(samples),
-  }
-
-
-def _timeline(samples: List[Dict[str, Any]], every: float = 2.0) -> List[List[float]]:
-  """[seconds since start, pipeline process MB, sum of Beam workers MB, tree MB]."""
-  points, last = [], None
-  for s in samples:
-    if last is None or s['t'] - last >= every:
-      last = s['t']
-      points.append([round(s['t'] - samples[0]['t'], 1), round(s['main'] / MB),
-                     round(sum(s['workers']) / MB),
-                     round((s['main'] + sum(s['workers']) + sum(s['others'])) / MB)])
-  return points
-
-
 def _relative(windows: Dict[str, List[Any]],
               samples: List[Dict[str, Any]]) -> Dict[str, List[float]]:
   """Component windows in seconds since the first sample (the timeline's origin)."""
@@ -341,31 +211,22 @@ def _run_child(images: int, workers: int, data_dir: str, output_dir: str,
   env.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   log_path = os.path.join(args.work_dir, f'log_{images}_{workers}w.txt')
 
-  quiet = _wait_until_quiet(args.quiet_cores, args.quiet_wait) if args.quiet_wait else {}
+  quiet = measure.wait_until_quiet(args.quiet_cores, args.quiet_wait) if args.quiet_wait else {}
   print(f'[{datetime.datetime.now():%H:%M:%S}] N={images} beam.workers={workers}: '
         f'running (log {log_path})', flush=True)
-  busy_before, start = _busy_seconds(), time.time()
-  with open(log_path, 'w') as log:
-    child = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    sampler = _Sampler(child.pid, int(args.min_free_gb * 2**30),
-                       int(args.max_memory_gb * 2**30))
-    sampler.start()
-    code = child.wait()
-    sampler.stop.set()
-    sampler.join()
-  wall = time.time() - start
-  ours = sum(sampler.cpu_seconds.values())
-  others = max(0.0, _busy_seconds() - busy_before - ours)
+  run = measure.run_sampled(command, log_path, int(args.min_free_gb * 2**30),
+                            int(args.max_memory_gb * 2**30), env=env)
+  code, sampler, wall = run.code, run.sampler, run.seconds
   common = {
       'images': images, 'beam_workers': workers,
       'process_seconds': round(wall, 1),
       # CPU seconds of the measured process tree and of everything else on
       # the machine over the same wall time (this machine is shared).
-      'cpu_seconds': {'measured_processes': round(ours, 1),
-                      'other_processes': round(others, 1)},
-      'other_processes_mean_cores': round(others / wall, 2),
+      'cpu_seconds': {'measured_processes': round(run.cpu_seconds, 1),
+                      'other_processes': round(run.other_cpu_seconds, 1)},
+      'other_processes_mean_cores': round(run.other_cpu_seconds / wall, 2),
       **quiet,
-      'memory_timeline_mb': _timeline(sampler.samples),
+      'memory_timeline_mb': measure.timeline(sampler.samples),
   }
   if code != 0 or not os.path.exists(result_path):
     if sampler.stopped_for:
@@ -390,8 +251,8 @@ def _run_child(images: int, workers: int, data_dir: str, output_dir: str,
               'component_started_seconds_before_stop':
                   round(sampler.samples[-1]['t'] - windows[running][0], 1) if running else None,
               'memory_peaks': {
-                  'run': _peaks(sampler.samples),
-                  **{node: _peaks(sampler.samples, w[:2])
+                  'run': measure.peaks(sampler.samples),
+                  **{node: measure.peaks(sampler.samples, w[:2])
                      for node, w in windows.items() if node in TIMED}},
               'component_windows_seconds': _relative(windows, sampler.samples)}
     with open(log_path) as log:
@@ -405,8 +266,8 @@ def _run_child(images: int, workers: int, data_dir: str, output_dir: str,
   result.update(common)
   result['status'] = 'ok'
   result['memory_peaks'] = {
-      'run': _peaks(sampler.samples),
-      **{node: _peaks(sampler.samples, window)
+      'run': measure.peaks(sampler.samples),
+      **{node: measure.peaks(sampler.samples, window)
          for node, window in windows.items() if node in TIMED}}
   result['component_windows_seconds'] = _relative(windows, sampler.samples)
   _derive(result)
@@ -570,12 +431,8 @@ def _markdown(report: Dict[str, Any]) -> str:
 
 def _write_report(report: Dict[str, Any], path: str) -> str:
   report['speedups'] = _speedups(report['results'])
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, 'w') as f:
-    json.dump(report, f, indent=2)
   markdown = _markdown(report)
-  with open(os.path.splitext(path)[0] + '.md', 'w') as f:
-    f.write(markdown)
+  measure.write_results(path, report, markdown)
   return markdown
 
 
@@ -654,8 +511,8 @@ def main() -> None:
       'stop_when': {'processes_above_gb': args.max_memory_gb or None,
                     'machine_available_below_gb': args.min_free_gb},
       'memory_method': ('RSS of the pipeline process and of each descendant, sampled '
-                        f'with psutil every {SAMPLE_SECONDS} s from a parent process; '
-                        f'Beam workers are the descendants running {BEAM_WORKER_MARK}; '
+                        f'with psutil every {measure.SAMPLE_SECONDS} s from a parent process; '
+                        f'Beam workers are the descendants running {measure.BEAM_WORKER_MARK}; '
                         'per-component peaks use the execution windows in ML Metadata'),
       'results': [],
   }
