@@ -12,7 +12,7 @@ UV         := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 export TF_CPP_MIN_LOG_LEVEL ?= 1
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: env run test test-core test-faults test-quick bench lock clean
+.PHONY: env run test test-core test-faults test-quick bench bench-scale lock clean
 
 env: $(VENV)/.synced
 
@@ -60,6 +60,11 @@ test-quick: env
 
 bench: env
 	$(PY) bench/pipeline_timing.py $(ARGS)
+
+# The whole pipeline on 1k, 5k and 20k generated 640x480 photos, beside the
+# previous design (bench/scale_photos.py; hours, not part of `make test`).
+bench-scale: env
+	$(PY) bench/scale_photos.py $(ARGS)
 
 # Label-efficiency benchmark (bench/label_efficiency.py; not part of `make
 # test`): the core env, plus Animal-MNIST from bench.lock installed with
