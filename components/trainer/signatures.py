@@ -14,6 +14,7 @@
 """
 
 import contextlib
+import functools
 from typing import Callable, Dict, List, Optional
 
 import tensorflow as tf
@@ -68,30 +69,33 @@ def make_signatures(
   `normalize` is the backbone's (the one Transform ran); with it, `from_pixels`
   is exported too.
   """
+  # No autograph: the graphs are plain TensorFlow ops (tf.cond where they
+  # branch), and converting the Keras layers' code took ~15 s of an export.
+  signature = functools.partial(tf.function, autograph=False)
   names = tf.constant(class_names)
   raw_spec = tf_transform_output.raw_feature_spec()
   unlabeled_spec = {preprocessing.IMAGE_KEY: raw_spec[preprocessing.IMAGE_KEY]}
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=SERVING_INPUT)])
+  @signature(input_signature=[tf.TensorSpec([None], tf.string, name=SERVING_INPUT)])
   def serve_images(images):
     return _predictions(model, names,
                         {preprocessing.IMAGE_KEY: tf.reshape(images, [-1, 1])})
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
+  @signature(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
   def serve_examples(examples):
     features = tf.io.parse_example(examples, unlabeled_spec)
     outputs = _predictions(model, names, features)
     outputs['all_classes'] = tf.tile(names[tf.newaxis], [tf.shape(examples)[0], 1])
     return outputs
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
+  @signature(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
   def transform_features(examples):
     return model.tft_layer(tf.io.parse_example(examples, raw_spec))
 
   embed = tf_keras.Model(model.inputs, [model.get_layer(POOLED_FEATURES_LAYER).output,
                                         model.output])
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
+  @signature(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
   def embed_examples(examples):
     transformed = model.tft_layer(tf.io.parse_example(examples, unlabeled_spec))
     embedding, probabilities = embed(
@@ -109,7 +113,7 @@ def make_signatures(
     # (image_codec.decode_and_resize); normalization stays inside the model.
     size = model.input_shape[1]
 
-    @tf.function(input_signature=[
+    @signature(input_signature=[
         tf.TensorSpec([None, size, size, 3], tf.float32, name=PIXELS_INPUT)])
     def serve_pixels(pixels):
       return {'probabilities': model(normalize(pixels), training=False)}
