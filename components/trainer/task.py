@@ -38,15 +38,17 @@ TRAINING_HISTORY_FILE = 'training_history.json'
 
 
 def _dataset(fn_args: tfx.components.FnArgs, files: List[str],
-             tf_transform_output: tft.TFTransformOutput, batch_size: int,
+             tf_transform_output: tft.TFTransformOutput,
+             transform: tf_keras.layers.Layer, batch_size: int,
              shuffle: bool, seed: int) -> tf.data.Dataset:
   """One pass over raw examples as (image, label id) batches.
 
   Transform does not materialize its output: the transform graph (decode,
   resize, normalize, label ids) runs here, on several batches at once while
   the backbone works on the previous one, so only encoded images are held.
+  `transform` is the run's one TFT layer (it loads the graph's SavedModel),
+  the same the exported model carries.
   """
-  transform = tf_transform_output.transform_features_layer()
   raw_inputs = (preprocessing.IMAGE_KEY, preprocessing.LABEL_KEY)
 
   def transformed(raw):
@@ -116,11 +118,13 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
   num_classes = len(class_names)
 
   labeled_files, unlabeled_files = fn_args.train_files[:1], fn_args.train_files[1:]
-  train = _dataset(fn_args, labeled_files, tf_transform_output,
+  # Loaded once: the input pipelines and the exported signatures share it.
+  transform = tf_transform_output.transform_features_layer()
+  train = _dataset(fn_args, labeled_files, tf_transform_output, transform,
                    training['batch_size'], shuffle=True, seed=training['seed'])
   unlabeled = None
   if unlabeled_files and config['semi_supervised']['enabled']:
-    unlabeled = _dataset(fn_args, unlabeled_files, tf_transform_output,
+    unlabeled = _dataset(fn_args, unlabeled_files, tf_transform_output, transform,
                          training['batch_size'], shuffle=False, seed=0)
   elif unlabeled_files:
     logging.info('semi_supervised.enabled is off: the unlabeled split is not used.')
@@ -152,7 +156,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         verbose=2).history
 
   start = time.perf_counter()
-  model.tft_layer = tf_transform_output.transform_features_layer()
+  model.tft_layer = transform
   normalize = get_backbone(config['model']['backbone']).normalize
   # Consumers call the signatures (TF Serving, TFMA, the CLI, TFLite); no
   # one reloads the Keras object, so its per-layer traces, ~25 of the ~30 s
