@@ -5,10 +5,10 @@
 VENV       := .venv
 PY         := $(VENV)/bin/python
 LOCK       := requirements/core.lock
-# Python 3.10 from pyenv where it is installed, else from PATH.
-PYTHON310  := $(shell p="$$(pyenv root 2>/dev/null)/versions/3.10.13/bin/python3.10"; \
-                if [ -x "$$p" ]; then echo "$$p"; else command -v python3.10; fi)
-UV         := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+# Found, or installed on a fresh machine, by requirements/bootstrap.sh; evaluated
+# only by the targets that use them.
+PYTHON310   = $(shell requirements/bootstrap.sh python)
+UV          = $(shell requirements/bootstrap.sh uv)
 export TF_CPP_MIN_LOG_LEVEL ?= 1
 export PYTHONPATH := $(CURDIR)
 
@@ -16,13 +16,10 @@ export PYTHONPATH := $(CURDIR)
 
 env: $(VENV)/.synced
 
-# $(call make_venv,<venv dir>,<lock file>): creates the venv with pip inside
-# (TFX installs module-file wheels with `python -m pip`) and syncs it to the lock.
+# $(call make_venv,<venv dir>,<lock file>): a Python 3.10 venv synced to the lock
+# (uv and Python 3.10 found or installed first).
 define make_venv
-	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	@test -n "$(PYTHON310)" || { echo "Python 3.10 not found (pyenv install 3.10.13)"; exit 1; }
-	@test -x $(1)/bin/python || $(UV) venv --seed --python "$(PYTHON310)" $(1)
-	$(UV) pip sync --python $(1)/bin/python $(2)
+	requirements/bootstrap.sh venv $(1) $(2)
 	@touch $(1)/.synced
 endef
 
@@ -34,8 +31,10 @@ RUN_ARGS   ?= --unlabeled data/fashion_mnist_unlabeled
 run: env
 	$(PY) -m pipeline run $(RUN_ARGS) $(ARGS)
 
-# Every pytest run lists its 25 slowest tests, so CI's log shows where the time goes.
-PYTEST     := $(PY) -m pytest --durations=25
+# Every pytest run lists its 25 slowest tests, so CI's log shows where the time
+# goes, and uses two workers: one real pipeline run keeps about one core busy.
+# Tests that share a costly set-up share a worker (tests/conftest.py).
+PYTEST     := $(PY) -m pytest --durations=25 -n 2 --dist loadgroup
 # The one end-to-end run `make test-quick` keeps (the session's first run).
 E2E_SMOKE  := tests/test_pipeline_e2e.py::test_first_run_executes_every_component_blesses_and_pushes
 
