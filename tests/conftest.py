@@ -1,84 +1,22 @@
-"""Shared test set-up: Keras 2 before TensorFlow, repo root importable, and
-small real image folders built with Pillow."""
+"""Shared fixtures and collection hooks; Keras 2 before TensorFlow, and the repo
+root and tests/helpers.py importable."""
 
 import os
 import sys
 
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-  sys.path.insert(0, REPO_ROOT)
 
 import pytest  # pylint: disable=g-import-not-at-top
 
-SAMPLE_DIR = os.path.join(REPO_ROOT, 'data', 'fashion_mnist_sample')
+from helpers import REPO_ROOT, make_e2e_workspace, run_e2e_pipeline  # pylint: disable=g-import-not-at-top
 
-
-def copy_sample(destination: str, classes, per_class: int) -> str:
-  """Copies the first `per_class` bundled images of each class; returns the folder."""
-  import shutil  # pylint: disable=g-import-not-at-top
-  for name in classes:
-    os.makedirs(os.path.join(destination, name))
-    for file_name in sorted(os.listdir(os.path.join(SAMPLE_DIR, name)))[:per_class]:
-      shutil.copy(os.path.join(SAMPLE_DIR, name, file_name),
-                  os.path.join(destination, name, file_name))
-  return destination
-
-
-@pytest.fixture
-def sample_copy():
-  return copy_sample
-
-
-# The end-to-end workspace, shared by every test module that needs a real run's
-# outputs (ML Metadata, artifacts, a published model): tests may read it, and
-# must copy anything they change.
-E2E_CLASSES = ['trouser', 'bag', 'sneaker']
-
-
-def copy_unlabeled(destination: str, classes, skip: int, count: int) -> str:
-  """Copies `count` bundled images of each class after the first `skip`, into
-  one flat folder and under names that hide the class; returns the folder."""
-  import shutil  # pylint: disable=g-import-not-at-top
-  os.makedirs(destination)
-  for name in classes:
-    for file_name in sorted(os.listdir(os.path.join(SAMPLE_DIR, name)))[skip:skip + count]:
-      shutil.copy(os.path.join(SAMPLE_DIR, name, file_name),
-                  os.path.join(destination, 'unlabeled_' + file_name.rsplit('_', 1)[1]))
-  return destination
-
-
-def make_e2e_workspace(root):
-  """A 3-class copy of the sample, unlabeled images of the same classes, its
-  schema, and the small settings (64 px images) of every real run in the
-  tests, under `root`."""
-  from pipeline import config as config_lib, schema  # pylint: disable=g-import-not-at-top
-  data_dir = copy_sample(str(root / 'images'), E2E_CLASSES, 15)
-  unlabeled_dir = copy_unlabeled(str(root / 'unlabeled'), E2E_CLASSES, 15, 8)
-  schema_file = root / 'schema.pbtxt'
-  schema_file.write_text(schema.derive(config_lib.DataConfig.schema_file, E2E_CLASSES))
-  overrides = [
-      f'data.path={data_dir}', f'data.schema_file={schema_file}',
-      f'data.unlabeled_path={unlabeled_dir}',
-      f'pipeline.output_dir={root / "outputs"}',
-      'model.image_size=64', 'training.batch_size=8',
-      'evaluation.min_accuracy=0.6', 'evaluation.max_accuracy_drop=0.05',
-  ]
-  return {'root': root, 'data': data_dir, 'unlabeled': unlabeled_dir,
-          'overrides': overrides,
-          'output_dir': str(root / 'outputs')}
+if REPO_ROOT not in sys.path:
+  sys.path.insert(0, REPO_ROOT)
 
 
 @pytest.fixture(scope='session')
 def e2e_workspace(tmp_path_factory):
   return make_e2e_workspace(tmp_path_factory.mktemp('e2e'))
-
-
-def run_e2e_pipeline(workspace, *extra, orchestrator='local'):
-  """Runs the pipeline in the workspace with extra `section.key=value` overrides."""
-  from pipeline import config as config_lib, runner  # pylint: disable=g-import-not-at-top
-  return runner.run_local(
-      config_lib.load_config(None, [*workspace['overrides'], *extra]), orchestrator)
 
 
 @pytest.fixture(scope='session')
@@ -92,43 +30,21 @@ def e2e_first_run(e2e_workspace):
 PIPELINE_MODULES = ('test_data_gate.py', 'test_multiprocessing.py')
 
 
+# tryfirst: before pytest-xdist's own hook, which reads the groups.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
   """Marks `pipeline` (pytest.ini) every test that needs the first run or sits
-  in PIPELINE_MODULES, so that `make test-quick` can leave them out."""
+  in PIPELINE_MODULES, so that `make test-quick` can leave them out.
+
+  For the two workers of `make test` (pytest-xdist, --dist loadgroup), tests
+  that share a costly set-up share a group, which one worker runs: every user
+  of the first run (a session fixture) in one group, else a module's tests in
+  one (its module fixtures). Groups whose set-up runs real pipelines go first,
+  so the short ones fill the workers' tails."""
   for item in items:
-    if ('e2e_first_run' in getattr(item, 'fixturenames', ()) or
-        item.path.name in PIPELINE_MODULES):
+    shares_first_run = 'e2e_first_run' in getattr(item, 'fixturenames', ())
+    if shares_first_run or item.path.name in PIPELINE_MODULES:
       item.add_marker(pytest.mark.pipeline)
-
-
-def analyze_and_transform(rows, image_size, class_names):
-  """Runs preprocessing_fn through real TF Transform on Beam over
-  (encoded image, label) rows; returns (transformed rows, transform output dir)."""
-  import functools  # pylint: disable=g-import-not-at-top
-  import tempfile  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  import tensorflow_transform.beam as tft_beam  # pylint: disable=g-import-not-at-top
-  import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
-  from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils  # pylint: disable=g-import-not-at-top
-  from components.transform import preprocessing  # pylint: disable=g-import-not-at-top
-
-  feature_spec = {
-      preprocessing.IMAGE_KEY: tf.io.FixedLenFeature([1], tf.string),
-      preprocessing.LABEL_KEY: tf.io.FixedLenFeature([1], tf.string),
-  }
-  metadata = dataset_metadata.DatasetMetadata(
-      schema_utils.schema_from_feature_spec(feature_spec))
-  instances = [{preprocessing.IMAGE_KEY: [image], preprocessing.LABEL_KEY: [label]}
-               for image, label in rows]
-  fn = functools.partial(preprocessing.preprocessing_fn, custom_config={
-      'image_size': image_size, 'model': {'backbone': 'efficientnet_lite0'},
-      'class_names': class_names})
-  output_dir = tempfile.mkdtemp()
-  with tft_beam.Context(temp_dir=tempfile.mkdtemp()):
-    (data, _), transform_fn = (
-        (instances, metadata) | tft_beam.AnalyzeAndTransformDataset(
-            fn, output_record_batches=False))
-    _ = transform_fn | tft_beam.WriteTransformFn(output_dir)
-  metadata_io.write_metadata(
-      metadata, os.path.join(output_dir, tft.TFTransformOutput.RAW_METADATA_DIR))
-  return data, output_dir
+    item.add_marker(pytest.mark.xdist_group('e2e' if shares_first_run else item.path.stem))
+  items.sort(key=lambda item: not (item.get_closest_marker('pipeline') or
+                                   item.get_closest_marker('faults')))
