@@ -143,7 +143,7 @@ def _run_command(args) -> int:
     overrides.append(f'data.unlabeled_path={os.path.abspath(args.unlabeled)}')
   if args.output:
     overrides.append(f'pipeline.output_dir={os.path.abspath(args.output)}')
-  config = config_lib.load_config(args.config, overrides)
+  config = config_lib.load_config(args.config, overrides).check_local_folders()
   from pipeline import run_summary, runner  # pylint: disable=g-import-not-at-top
   try:
     summary = runner.run_local(config, args.orchestrator, wait=args.wait)

@@ -260,6 +260,16 @@ class Config:
       raise ValueError('Invalid configuration:\n  ' + '\n  '.join(errors))
     return self
 
+  def check_local_folders(self) -> 'Config':
+    """A local run's input folders exist: checked before anything heavy is
+    imported or written, so a typo fails in a second."""
+    if not os.path.isdir(self.data.path):
+      raise FileNotFoundError(f'Image folder {self.data.path} does not exist')
+    if self.data.unlabeled_path and not os.path.isdir(self.data.unlabeled_path):
+      raise FileNotFoundError(f'Unlabeled image folder {self.data.unlabeled_path} '
+                              'does not exist (data.unlabeled_path, --unlabeled)')
+    return self
+
 
 # String keys whose default is empty take an empty value as well (`--set
 # data.unlabeled_path=`, or `unlabeled_path:` in a file): it means none. Every

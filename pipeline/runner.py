@@ -65,11 +65,7 @@ def run_local(config: Config, orchestrator: str = 'local',
   """
   if orchestrator not in ORCHESTRATORS:
     raise ValueError(f'orchestrator must be one of {ORCHESTRATORS}, got {orchestrator!r}')
-  if not os.path.isdir(config.data.path):
-    raise FileNotFoundError(f'Image folder {config.data.path} does not exist')
-  if config.data.unlabeled_path and not os.path.isdir(config.data.unlabeled_path):
-    raise FileNotFoundError(f'Unlabeled image folder {config.data.unlabeled_path} '
-                            'does not exist (data.unlabeled_path, --unlabeled)')
+  config.check_local_folders()
   os.makedirs(config.pipeline.output_dir, exist_ok=True)
   with run_lock(config.pipeline.output_dir, wait=wait,
                 details={'orchestrator': orchestrator, 'data': config.data.path}):
