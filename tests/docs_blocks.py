@@ -4,7 +4,7 @@ import os
 import re
 from typing import Any, Dict, List
 
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 SERVING_DOC = os.path.join(REPO_ROOT, 'docs', 'serving.md')
 

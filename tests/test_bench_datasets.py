@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from bench import datasets
-from conftest import SAMPLE_DIR
+from helpers import SAMPLE_DIR
 
 
 def _contents(images):

@@ -133,7 +133,7 @@ def test_schema_for_new_data_lists_its_class_folders(tmp_path):
 def test_cli_reports_bad_input_in_one_line(argv, message):
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
-  from conftest import REPO_ROOT  # pylint: disable=g-import-not-at-top
+  from helpers import REPO_ROOT  # pylint: disable=g-import-not-at-top
   result = subprocess.run([sys.executable, '-m', 'pipeline', *argv], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=120, check=False)
   assert result.returncode == 2

@@ -27,7 +27,7 @@ from pipeline import config as config_lib
 from pipeline import dag, report, run_summary, runner, schema
 from pipeline import __main__ as cli
 
-from conftest import copy_sample
+from helpers import copy_sample
 
 HEADER = 'The data set cannot be used for training; the data gate found'
 

@@ -10,7 +10,7 @@ from components.backbones import efficientnet_lite
 from pipeline import config as config_lib
 from pipeline import dag
 
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 CODE_DIR_IN_IMAGE = '/pipeline'
 

@@ -42,7 +42,7 @@ import time
 
 import pytest
 
-from conftest import E2E_CLASSES, REPO_ROOT, copy_sample, make_e2e_workspace
+from helpers import E2E_CLASSES, REPO_ROOT, copy_sample, make_e2e_workspace
 
 MODEL_NAME = 'image_classifier'
 RUN_TIMEOUT = 1200        # seconds for one whole run on a busy 2-core machine

@@ -8,17 +8,15 @@ from components.trainer import feature_cache
 from components.trainer import head as head_lib
 from components.trainer import learning_curve
 from components.trainer import model as classifier
-from pipeline import config as config_lib
-from pipeline import dag
+
+from helpers import components_config
 
 NUM_CLASSES = 3
 
 
 def _config(*overrides):
-  config = dag.components_config(config_lib.load_config(None, [
-      'model.weights=none', 'model.image_size=32', *overrides]))
-  config['class_names'] = ['a', 'b', 'c']
-  return config
+  return components_config('model.weights=none', 'model.image_size=32', *overrides,
+                           class_names=['a', 'b', 'c'])
 
 
 def _clusters(per_class, seed, spread=0.35, dims=16, offset=3.0):

@@ -179,7 +179,7 @@ def test_every_ingested_example_passes_the_transform(ingest):
   """What ingest accepted never fails later: the real preprocessing_fn
   through TF Transform on Beam, then the serialized transform graph (what
   serving runs), on every ingested image."""
-  from conftest import analyze_and_transform  # pylint: disable=g-import-not-at-top
+  from helpers import analyze_and_transform  # pylint: disable=g-import-not-at-top
   import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
   rows = [(r['image'], r['label']) for r in ingest['ingested'].values()]
   data, output_dir = analyze_and_transform(

@@ -35,7 +35,7 @@ from components import image_codec
 from components.trainer import signatures
 from pipeline import __main__ as cli
 
-from conftest import E2E_CLASSES, REPO_ROOT, SAMPLE_DIR
+from helpers import E2E_CLASSES, REPO_ROOT, SAMPLE_DIR
 
 # Peak RSS may grow by at most this much over all the hostile requests; a
 # decoded 100000 x 100000 image would be 30 GB.

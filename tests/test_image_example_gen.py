@@ -19,6 +19,8 @@ from components.image_example_gen import component, executor
 from components.image_example_gen.component import (
     UNLABELED_LABEL, UNLABELED_SPLIT, ImageExampleGen, has_fixed_split)
 
+from helpers import copy_sample
+
 
 def _encode(image: Image.Image, image_format: str) -> bytes:
   buffer = io.BytesIO()
@@ -146,8 +148,8 @@ def test_ingests_mixed_images_and_quarantines_the_rest(mixed_folder, tmp_path):
   assert split_of['dog/nested/copy.png'] == split_of['dog/dog 0.png']
 
 
-def test_split_is_deterministic_and_follows_eval_fraction(sample_copy, tmp_path):
-  data_dir = sample_copy(str(tmp_path / 'images'), ['bag', 'trouser'], 20)
+def test_split_is_deterministic_and_follows_eval_fraction(tmp_path):
+  data_dir = copy_sample(str(tmp_path / 'images'), ['bag', 'trouser'], 20)
   runs = []
   for attempt in range(2):
     artifact = _run_example_gen(data_dir, str(tmp_path / f'work{attempt}'),
@@ -160,10 +162,10 @@ def test_split_is_deterministic_and_follows_eval_fraction(sample_copy, tmp_path)
   assert counts == {b'bag': 4, b'trouser': 4}
 
 
-def test_fixed_train_eval_layout_is_kept(sample_copy, tmp_path):
+def test_fixed_train_eval_layout_is_kept(tmp_path):
   root = tmp_path / 'images'
-  sample_copy(str(root / 'train'), ['bag', 'trouser'], 5)
-  sample_copy(str(root / 'eval'), ['bag', 'trouser'], 2)
+  copy_sample(str(root / 'train'), ['bag', 'trouser'], 5)
+  copy_sample(str(root / 'eval'), ['bag', 'trouser'], 2)
   artifact = _run_example_gen(str(root), str(tmp_path / 'work'))
   for split, count in (('train', 10), ('eval', 4)):
     records = _read_split(artifact.uri, split)
@@ -183,12 +185,12 @@ def test_allocation_is_proportional_with_one_per_split(count, weights, expected)
 
 
 @pytest.fixture
-def unlabeled_folder(tmp_path, sample_copy):
+def unlabeled_folder(tmp_path):
   """Labeled bag/trouser images and a folder of unlabeled ones: two at its
   top, one nested, one the copy of a labeled image, one corrupt, one hidden,
   one whose name is not UTF-8 (quarantined under its name with \\xNN)."""
-  labeled = sample_copy(str(tmp_path / 'images'), ['bag', 'trouser'], 5)
-  pool = sample_copy(str(tmp_path / 'pool_source'), ['sneaker'], 3)
+  labeled = copy_sample(str(tmp_path / 'images'), ['bag', 'trouser'], 5)
+  pool = copy_sample(str(tmp_path / 'pool_source'), ['sneaker'], 3)
   root = tmp_path / 'unlabeled'
   sneakers = sorted(glob.glob(os.path.join(pool, 'sneaker', '*.png')))
   files = {'a.png': sneakers[0], 'b.png': sneakers[1], 'batch 2/c.png': sneakers[2],
@@ -268,10 +270,10 @@ def test_a_file_added_to_the_unlabeled_folder_invalidates_the_cache(
       executor.UNLABELED_COUNT_PROPERTY].int_value == len(good) + 1
 
 
-def test_a_relabel_runs_example_gen_again_with_the_new_label(sample_copy, tmp_path):
+def test_a_relabel_runs_example_gen_again_with_the_new_label(tmp_path):
   """Moving an image to another class folder (the usual fix of a wrong label)
   keeps its size and mtime; the cache must not serve the old label."""
-  data_dir = sample_copy(str(tmp_path / 'images'), ['bag', 'trouser'], 5)
+  data_dir = copy_sample(str(tmp_path / 'images'), ['bag', 'trouser'], 5)
   work = str(tmp_path / 'work')
   first = _run_example_gen(data_dir, work, enable_cache=True)
   moved = sorted(os.listdir(os.path.join(data_dir, 'bag')))[0]

@@ -17,7 +17,7 @@ from pipeline import config as config_lib
 from pipeline import dag
 from pipeline import kubeflow
 
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 IMAGE = 'gcr.io/p/image-classifier:v1'
 OUTPUT_DIR = 'gs://bucket/image-classifier'

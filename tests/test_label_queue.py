@@ -26,7 +26,7 @@ from components.label_queue import ranking
 from components.trainer import signatures
 from components.trainer.model import POOLED_FEATURES_LAYER
 
-from conftest import REPO_ROOT, SAMPLE_DIR, analyze_and_transform
+from helpers import REPO_ROOT, SAMPLE_DIR, analyze_and_transform
 
 CLASSES = ['bag', 'sneaker', 'trouser']
 LABELING_DOC = os.path.join(REPO_ROOT, 'docs', 'labeling.md')

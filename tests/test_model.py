@@ -6,13 +6,11 @@ import tf_keras
 
 from components.trainer import model as classifier
 
-CONFIG = {
-    'image_size': 32,
-    'model': {'backbone': 'efficientnet_lite0', 'weights': 'none'},
-    'augmentation': {'horizontal_flip': True, 'rotation': 0.1, 'zoom': 0.1,
-                     'translation': 0.1, 'contrast': 0.2},
-    'training': {'seed': 3},
-}
+from helpers import components_config
+
+CONFIG = components_config('model.image_size=32', 'model.weights=none',
+                           'augmentation.rotation=0.1', 'augmentation.contrast=0.2',
+                           'training.seed=3')
 
 
 def _build():

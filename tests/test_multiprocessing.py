@@ -27,7 +27,7 @@ from pipeline import config as config_lib
 from pipeline import dag, schema
 from pipeline.beam_args import beam_pipeline_args
 
-from conftest import copy_sample
+from helpers import copy_sample
 
 CLASSES = ['trouser', 'bag', 'sneaker', 'sandal']
 SPLITS = ('train', 'eval')

@@ -21,7 +21,7 @@ from components.registry_pusher import registry
 from components.trainer import signatures
 from pipeline import __main__ as cli
 
-from conftest import SAMPLE_DIR
+from helpers import SAMPLE_DIR
 
 LABELS = ['dark', 'bright', 'grey']
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from components.transform import preprocessing
 
-from conftest import analyze_and_transform
+from helpers import analyze_and_transform
 
 IMAGE_SIZE = 32
 CLASS_NAMES = ['cat', 'dog', 'fish']

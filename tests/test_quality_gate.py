@@ -20,7 +20,7 @@ import shutil
 from pipeline import runner
 from pipeline.registry import Registry
 
-from conftest import E2E_CLASSES, run_e2e_pipeline
+from helpers import E2E_CLASSES, run_e2e_pipeline
 
 MODEL = 'image_classifier'
 SEED = 20261128

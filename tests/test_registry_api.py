@@ -22,7 +22,7 @@ import pytest
 from pipeline import __main__ as cli
 from pipeline.registry import Registry
 
-from conftest import E2E_CLASSES
+from helpers import E2E_CLASSES
 
 MODEL = 'image_classifier'
 

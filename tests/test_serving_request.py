@@ -30,7 +30,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from components.trainer import signatures
 
 import docs_blocks
-from conftest import E2E_CLASSES, SAMPLE_DIR
+from helpers import E2E_CLASSES, SAMPLE_DIR
 
 MODEL_NAME = 'image_classifier'
 

@@ -12,7 +12,7 @@ from components.trainer import model as classifier
 from components.trainer import signatures
 from components.transform import preprocessing
 
-from conftest import SAMPLE_DIR, analyze_and_transform
+from helpers import SAMPLE_DIR, analyze_and_transform, components_config
 
 IMAGE_SIZE = 32
 CLASSES = ['bag', 'trouser']
@@ -28,13 +28,8 @@ def _sample_bytes(label, index):
 def exported(tmp_path_factory):
   rows = [(_sample_bytes(label, i), label) for label in CLASSES for i in range(3)]
   _, transform_dir = analyze_and_transform(rows, IMAGE_SIZE, CLASSES)
-  config = {
-      'image_size': IMAGE_SIZE,
-      'model': {'backbone': 'efficientnet_lite0', 'weights': 'none'},
-      'augmentation': {'horizontal_flip': True, 'rotation': 0.1, 'zoom': 0.1,
-                       'translation': 0.1, 'contrast': 0.1},
-      'training': {'seed': 1},
-  }
+  config = components_config(f'model.image_size={IMAGE_SIZE}', 'model.weights=none',
+                             'training.seed=1', class_names=CLASSES)
   model = classifier.build_classifier(config, len(CLASSES),
                                       preprocessing.TRANSFORMED_IMAGE_KEY)
   tf_transform_output = tft.TFTransformOutput(transform_dir)

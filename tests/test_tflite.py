@@ -18,7 +18,7 @@ from components.registry_pusher import registry, tflite
 from components.trainer import signatures
 
 import docs_blocks
-from conftest import E2E_CLASSES, SAMPLE_DIR
+from helpers import E2E_CLASSES, SAMPLE_DIR
 
 IMAGES_PER_CLASS = 10
 

@@ -28,7 +28,7 @@ from pipeline import config as config_lib
 from pipeline import dag as dag_lib
 from pipeline import runner
 
-from conftest import E2E_CLASSES, REPO_ROOT
+from helpers import E2E_CLASSES, REPO_ROOT
 
 DAG_ID = 'image-classifier'
 # Unquoted in IMAGE_PIPELINE_SET: YAML would read the leading * as an alias.

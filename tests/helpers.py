@@ -1,0 +1,109 @@
+"""What the tests share besides fixtures (tests/conftest.py holds those): the
+bundled sample copied into small real image folders, the end-to-end workspace
+and its runs, the pipeline's own component configuration, and a real TF
+Transform over a few rows."""
+
+import os
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLE_DIR = os.path.join(REPO_ROOT, 'data', 'fashion_mnist_sample')
+
+
+def copy_sample(destination: str, classes, per_class: int) -> str:
+  """Copies the first `per_class` bundled images of each class; returns the folder."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  for name in classes:
+    os.makedirs(os.path.join(destination, name))
+    for file_name in sorted(os.listdir(os.path.join(SAMPLE_DIR, name)))[:per_class]:
+      shutil.copy(os.path.join(SAMPLE_DIR, name, file_name),
+                  os.path.join(destination, name, file_name))
+  return destination
+
+
+# The end-to-end workspace, shared by every test module that needs a real run's
+# outputs (ML Metadata, artifacts, a published model): tests may read it, and
+# must copy anything they change.
+E2E_CLASSES = ['trouser', 'bag', 'sneaker']
+
+
+def copy_unlabeled(destination: str, classes, skip: int, count: int) -> str:
+  """Copies `count` bundled images of each class after the first `skip`, into
+  one flat folder and under names that hide the class; returns the folder."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  os.makedirs(destination)
+  for name in classes:
+    for file_name in sorted(os.listdir(os.path.join(SAMPLE_DIR, name)))[skip:skip + count]:
+      shutil.copy(os.path.join(SAMPLE_DIR, name, file_name),
+                  os.path.join(destination, 'unlabeled_' + file_name.rsplit('_', 1)[1]))
+  return destination
+
+
+def make_e2e_workspace(root):
+  """A 3-class copy of the sample, unlabeled images of the same classes, its
+  schema, and the small settings (64 px images) of every real run in the
+  tests, under `root`."""
+  from pipeline import config as config_lib, schema  # pylint: disable=g-import-not-at-top
+  data_dir = copy_sample(str(root / 'images'), E2E_CLASSES, 15)
+  unlabeled_dir = copy_unlabeled(str(root / 'unlabeled'), E2E_CLASSES, 15, 8)
+  schema_file = root / 'schema.pbtxt'
+  schema_file.write_text(schema.derive(config_lib.DataConfig.schema_file, E2E_CLASSES))
+  overrides = [
+      f'data.path={data_dir}', f'data.schema_file={schema_file}',
+      f'data.unlabeled_path={unlabeled_dir}',
+      f'pipeline.output_dir={root / "outputs"}',
+      'model.image_size=64', 'training.batch_size=8',
+      'evaluation.min_accuracy=0.6', 'evaluation.max_accuracy_drop=0.05',
+  ]
+  return {'root': root, 'data': data_dir, 'unlabeled': unlabeled_dir,
+          'overrides': overrides,
+          'output_dir': str(root / 'outputs')}
+
+
+def run_e2e_pipeline(workspace, *extra, orchestrator='local'):
+  """Runs the pipeline in the workspace with extra `section.key=value` overrides."""
+  from pipeline import config as config_lib, runner  # pylint: disable=g-import-not-at-top
+  return runner.run_local(
+      config_lib.load_config(None, [*workspace['overrides'], *extra]), orchestrator)
+
+
+def components_config(*overrides, class_names=None):
+  """The `custom_config` Transform and the Trainer receive, built by the
+  pipeline's own dag.components_config from the default configuration with
+  `section.key=value` overrides (and, if given, these class names)."""
+  from pipeline import config as config_lib, dag  # pylint: disable=g-import-not-at-top
+  config = dag.components_config(config_lib.load_config(None, list(overrides)))
+  if class_names is not None:
+    config['class_names'] = list(class_names)
+  return config
+
+
+def analyze_and_transform(rows, image_size, class_names):
+  """Runs preprocessing_fn through real TF Transform on Beam over
+  (encoded image, label) rows; returns (transformed rows, transform output dir)."""
+  import functools  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_transform.beam as tft_beam  # pylint: disable=g-import-not-at-top
+  import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
+  from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils  # pylint: disable=g-import-not-at-top
+  from components.transform import preprocessing  # pylint: disable=g-import-not-at-top
+
+  feature_spec = {
+      preprocessing.IMAGE_KEY: tf.io.FixedLenFeature([1], tf.string),
+      preprocessing.LABEL_KEY: tf.io.FixedLenFeature([1], tf.string),
+  }
+  metadata = dataset_metadata.DatasetMetadata(
+      schema_utils.schema_from_feature_spec(feature_spec))
+  instances = [{preprocessing.IMAGE_KEY: [image], preprocessing.LABEL_KEY: [label]}
+               for image, label in rows]
+  fn = functools.partial(preprocessing.preprocessing_fn, custom_config=components_config(
+      f'model.image_size={image_size}', class_names=class_names))
+  output_dir = tempfile.mkdtemp()
+  with tft_beam.Context(temp_dir=tempfile.mkdtemp()):
+    (data, _), transform_fn = (
+        (instances, metadata) | tft_beam.AnalyzeAndTransformDataset(
+            fn, output_record_batches=False))
+    _ = transform_fn | tft_beam.WriteTransformFn(output_dir)
+  metadata_io.write_metadata(
+      metadata, os.path.join(output_dir, tft.TFTransformOutput.RAW_METADATA_DIR))
+  return data, output_dir
