@@ -38,10 +38,13 @@ PYTEST     := $(PY) -m pytest --durations=25 -n 2 --dist loadgroup
 # The one end-to-end run `make test-quick` keeps (the session's first run).
 E2E_SMOKE  := tests/test_pipeline_e2e.py::test_first_run_executes_every_component_blesses_and_pushes
 
-# What CI runs: the core tests (unit, end-to-end and fault tests), then the
-# Airflow tests in their own venv. Any pytest exit code but 0 fails it,
-# including 5 (no tests collected).
-test: test-core test-airflow
+# What CI runs: the core tests (unit, end-to-end and fault tests) and the
+# Airflow tests in their own venv, both venvs made first, then the two suites at
+# once (the core suite's two workers leave about a third of the cores idle);
+# each suite's output is shown whole when it ends. Any pytest exit code but 0
+# fails it, including 5 (no tests collected).
+test: env env-airflow
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-core test-airflow
 # (test-core already holds test-faults: pytest -m faults tests is a subset of it.)
 
 test-core: env

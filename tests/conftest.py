@@ -38,13 +38,27 @@ def pytest_collection_modifyitems(items):
 
   For the two workers of `make test` (pytest-xdist, --dist loadgroup), tests
   that share a costly set-up share a group, which one worker runs: every user
-  of the first run (a session fixture) in one group, else a module's tests in
-  one (its module fixtures). Groups whose set-up runs real pipelines go first,
-  so the short ones fill the workers' tails."""
+  of the first run (a session fixture) in one group, each fault test alone
+  (each runs pipelines of its own), else a module's tests in one (its module
+  fixtures). Groups that run pipelines start first (`_start_order`), so the
+  short ones fill the workers' tails."""
   for item in items:
     shares_first_run = 'e2e_first_run' in getattr(item, 'fixturenames', ())
     if shares_first_run or item.path.name in PIPELINE_MODULES:
       item.add_marker(pytest.mark.pipeline)
-    item.add_marker(pytest.mark.xdist_group('e2e' if shares_first_run else item.path.stem))
-  items.sort(key=lambda item: not (item.get_closest_marker('pipeline') or
-                                   item.get_closest_marker('faults')))
+    if shares_first_run:
+      group = 'e2e'
+    elif item.get_closest_marker('faults'):
+      group = item.name
+    else:
+      group = item.path.stem
+    item.add_marker(pytest.mark.xdist_group(group))
+  items.sort(key=_start_order)
+
+
+def _start_order(item) -> int:
+  """The first run's group (the largest) first, then the other groups that run
+  pipelines, then the rest."""
+  if 'e2e_first_run' in getattr(item, 'fixturenames', ()):
+    return 0
+  return 1 if item.get_closest_marker('pipeline') or item.get_closest_marker('faults') else 2

@@ -28,6 +28,7 @@ The quick tests (not marked) check the run lock itself: its message, `--wait`,
 and that the operating system drops it when its holder is killed.
 """
 
+import fcntl
 import glob
 import json
 import os
@@ -57,13 +58,22 @@ LOCK_MESSAGE = re.compile(
 
 @pytest.fixture(scope='session')
 def figures(tmp_path_factory):
+  """The fault tests' measurements, merged into one JSON file by each pytest
+  process (the fault tests spread over `make test`'s workers)."""
   found = {}
   yield found
-  path = os.environ.get('FAULT_FIGURES_JSON') or str(
-      tmp_path_factory.getbasetemp() / 'fault_figures.json')
-  with open(path, 'w', encoding='utf-8') as f:
-    json.dump(found, f, indent=2, sort_keys=True)
-  print(f'\nFault figures ({path}):\n{json.dumps(found, indent=2, sort_keys=True)}')
+  base = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    base = base.parent             # the workers' shared temporary folder
+  path = os.environ.get('FAULT_FIGURES_JSON') or str(base / 'fault_figures.json')
+  with open(path, 'a+', encoding='utf-8') as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    f.seek(0)
+    merged = {**json.loads(f.read() or '{}'), **found}
+    f.seek(0)
+    f.truncate()
+    json.dump(merged, f, indent=2, sort_keys=True)
+  print(f'\nFault figures ({path}):\n{json.dumps(merged, indent=2, sort_keys=True)}')
 
 
 # --- running the pipeline in a killable process group --------------------------
