@@ -6,7 +6,7 @@ from typing import List
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from components.data_gate import labels
+from components import label_schema
 
 
 
@@ -18,7 +18,7 @@ def load(schema_file: str) -> schema_pb2.Schema:
 def class_names(schema_file: str) -> List[str]:
   """The label domain, in the order that defines class ids."""
   try:
-    return labels.domain(load(schema_file))
+    return label_schema.domain(load(schema_file))
   except ValueError as error:
     raise ValueError(f'{schema_file}: {error}') from None
 
@@ -37,7 +37,7 @@ def derive(template_file: str, classes: List[str]) -> str:
     raise ValueError(f'A classifier needs at least two classes, got {classes}')
   schema = load(template_file)
   for feature in schema.feature:
-    if feature.name == labels.LABEL_FEATURE:
+    if feature.name == label_schema.LABEL_FEATURE:
       del feature.string_domain.value[:]
       feature.string_domain.value.extend(classes)
   return text_format.MessageToString(schema)

@@ -27,6 +27,7 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
+from components import label_schema
 from components.data_gate import labels
 from components.image_example_gen import executor as example_gen_executor
 from components.image_example_gen.component import UNLABELED_LABEL, UNLABELED_SPLIT
@@ -204,7 +205,7 @@ class Executor(base_executor.BaseExecutor):
     min_images = int(exec_properties['min_images_per_class'])
 
     schema = io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(schema_uri))
-    classes = labels.domain(schema)
+    classes = label_schema.domain(schema)
     splits = artifact_utils.decode_split_names(examples.split_names)
     counts, counts_source, why = labels.count(statistics.uri, examples.uri, splits)
     if why:

@@ -1,6 +1,6 @@
-"""The `label` feature: the schema's classes, and images per class and split.
+"""Images per class and split, counted from the `label` feature.
 
-Shared by the DataGate, the run report and the pipeline's configuration.
+Shared by the DataGate and the run report.
 Counts are read from StatisticsGen's `label` rank histogram (complete up to
 1000 classes); when it is missing or truncated, from the examples.
 """
@@ -11,26 +11,14 @@ from typing import Dict, Iterator, List, Tuple
 
 import numpy as np
 import tensorflow as tf
-from tensorflow_metadata.proto.v0 import schema_pb2
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
-LABEL_FEATURE = 'label'
+from components.label_schema import LABEL_FEATURE
+
 STATISTICS_FILE = 'FeatureStats.pb'
 FROM_STATISTICS, FROM_EXAMPLES = 'statistics', 'examples'
 
 Counts = Dict[str, Dict[str, int]]     # split -> label -> images
-
-
-def domain(schema: schema_pb2.Schema) -> List[str]:
-  """The schema's classes: the `label` feature's string domain, in id order."""
-  for feature in schema.feature:
-    if feature.name == LABEL_FEATURE:
-      if feature.HasField('string_domain'):
-        return list(feature.string_domain.value)
-      for string_domain in schema.string_domain:
-        if string_domain.name == (feature.domain or LABEL_FEATURE):
-          return list(string_domain.value)
-  raise ValueError(f'The schema has no string domain for feature {LABEL_FEATURE!r}')
 
 
 def _split_dir(uri: str, split: str) -> str:
