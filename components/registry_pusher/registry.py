@@ -89,6 +89,15 @@ def _exists(path: str) -> bool:
   return gfile().exists(path) if is_object_store(path) else os.path.exists(path)
 
 
+def open_text(path: str, mode: str = 'r'):
+  """A registry text file (record, labels): local files directly, so that the
+  CLI's reads of a local registry never import TensorFlow; object storage
+  through tf.io.gfile."""
+  if is_object_store(path):
+    return gfile().GFile(path, mode)
+  return open(path, mode, encoding='utf-8')  # pylint: disable=consider-using-with
+
+
 def _numbers(model_dir: str) -> List[int]:
   """Every version number in use, published or not, ascending."""
   return sorted(int(name) for name in listdir(model_dir) if is_version_number(name))
@@ -137,7 +146,7 @@ def version_dir(registry_dir: str, model_name: str,
 
 
 def read_record(model_dir: str) -> Dict[str, Any]:
-  with gfile().GFile(os.path.join(model_dir, RECORD_FILE)) as f:
+  with open_text(os.path.join(model_dir, RECORD_FILE)) as f:
     return json.load(f)
 
 
@@ -152,7 +161,7 @@ def find_version(registry_dir: str, model_name: str,
 
 
 def read_labels(model_dir: str) -> List[str]:
-  with gfile().GFile(os.path.join(model_dir, LABELS_FILE)) as f:
+  with open_text(os.path.join(model_dir, LABELS_FILE)) as f:
     return [line.rstrip('\n') for line in f]
 
 
@@ -333,7 +342,7 @@ def _write_version(saved_model_dir: str, destination: str, class_names: List[str
 
 
 def _write_record(destination: str, record: Dict[str, Any], version: int) -> None:
-  with gfile().GFile(os.path.join(destination, RECORD_FILE), 'w') as f:
+  with open_text(os.path.join(destination, RECORD_FILE), 'w') as f:
     json.dump({**record, 'version': version}, f, indent=2, sort_keys=True)
 
 
