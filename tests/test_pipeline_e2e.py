@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from components.backbones import efficientnet_lite
 from components.registry_pusher import registry
@@ -33,6 +34,7 @@ def _states(summary):
   return {c.node_id: c.state for c in summary.components}
 
 
+@pytest.mark.quick
 def test_first_run_executes_every_component_blesses_and_pushes(e2e_first_run, e2e_workspace):
   states = _states(e2e_first_run)
   assert set(states) >= EXPECTED_NODES
