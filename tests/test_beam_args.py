@@ -3,6 +3,7 @@ read every flag (none unknown) and land it on the option the runner uses."""
 
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
+from tfx.utils import dependency_utils
 
 from pipeline import config as config_lib
 from pipeline.beam_args import beam_pipeline_args
@@ -33,6 +34,15 @@ def test_more_direct_workers_run_as_processes(workers):
   _, options = _parsed(f'beam.workers={workers}')
   assert options['direct_running_mode'] == 'multi_processing'
   assert options['direct_num_workers'] == workers
+
+
+@pytest.mark.parametrize('workers', [1, 2])
+def test_direct_runs_spare_tfx_packaging_itself_for_workers(workers):
+  """TFX builds an sdist of its own installation for remote Beam workers
+  before every Beam component unless a dependency flag is set; DirectRunner's
+  workers run from this environment."""
+  args, _ = _parsed(f'beam.workers={workers}')
+  assert dependency_utils.make_beam_dependency_flags(args) == args
 
 
 def test_dataflow_runs_the_pipeline_image_on_runner_v2():
