@@ -38,7 +38,7 @@ PYTEST     := $(PY) -m pytest --durations=25 -n 2 --dist loadgroup
 
 # What CI runs: the core tests (unit, end-to-end and fault tests) and the
 # Airflow tests in their own venv, both venvs made first, then the two suites at
-# once (the core suite's two workers leave about a third of the cores idle);
+# once (the core suite alone leaves about a fifth of the two cores idle);
 # each suite's output is shown whole when it ends. Any pytest exit code but 0
 # fails it, including 5 (no tests collected).
 test: env env-airflow

@@ -28,8 +28,8 @@ def _direct(config: Config) -> List[str]:
   # separate processes, which is what sidesteps the GIL for image decoding.
   # Both run from this environment, and DirectRunner ignores the container
   # image; naming it tells TFX the workers already have TFX, which it would
-  # otherwise package as an sdist for them before every Beam component (4.7 s
-  # each, measured).
+  # otherwise package as an sdist for them before every Beam component (a
+  # setuptools build each time).
   image = f'--sdk_container_image={config.deploy.image}'
   if config.beam.workers == 1:
     return ['--direct_running_mode=in_memory', '--direct_num_workers=1', image]
