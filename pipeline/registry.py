@@ -81,13 +81,9 @@ def _isdir(path: str) -> bool:
 def _read_json(path: str) -> Optional[Any]:
   """The file's JSON value, or None when there is no such file."""
   try:
-    if published.is_object_store(path):
-      gfile = published.gfile()
-      if not gfile.exists(path):
-        return None
-      with gfile.GFile(path) as f:
-        return json.load(f)
-    with open(path, encoding='utf-8') as f:
+    if published.is_object_store(path) and not published.gfile().exists(path):
+      return None
+    with published.open_text(path) as f:
       return json.load(f)
   except FileNotFoundError:
     return None
