@@ -28,6 +28,8 @@ def e2e_first_run(e2e_workspace):
 # Modules whose own fixtures run several real components through a TFX runner
 # (minutes each, like the first run).
 PIPELINE_MODULES = ('test_data_gate.py', 'test_multiprocessing.py')
+# The xdist group of every test that uses the first run.
+FIRST_RUN_GROUP = 'e2e'
 
 
 # tryfirst: before pytest-xdist's own hook, which reads the groups.
@@ -47,7 +49,7 @@ def pytest_collection_modifyitems(items):
     if shares_first_run or item.path.name in PIPELINE_MODULES:
       item.add_marker(pytest.mark.pipeline)
     if shares_first_run:
-      group = 'e2e'
+      group = FIRST_RUN_GROUP
     elif item.get_closest_marker('faults'):
       group = item.name
     else:
@@ -59,6 +61,6 @@ def pytest_collection_modifyitems(items):
 def _start_order(item) -> int:
   """The first run's group (the largest) first, then the other groups that run
   pipelines, then the rest."""
-  if 'e2e_first_run' in getattr(item, 'fixturenames', ()):
+  if item.get_closest_marker('xdist_group').args[0] == FIRST_RUN_GROUP:
     return 0
   return 1 if item.get_closest_marker('pipeline') or item.get_closest_marker('faults') else 2
