@@ -33,8 +33,9 @@ run: env
 
 # Every pytest run lists its 25 slowest tests, so CI's log shows where the time
 # goes, and uses two workers: one real pipeline run keeps about one core busy.
-# Tests that share a costly set-up share a worker (tests/conftest.py).
-PYTEST     := $(PY) -m pytest --durations=25 -n 2 --dist loadgroup
+# Tests that share a costly set-up share a worker, longest groups first
+# (tests/conftest.py; xdist would otherwise start the groups with most tests).
+PYTEST     := $(PY) -m pytest --durations=25 -n 2 --dist loadgroup --no-loadscope-reorder
 
 # What CI runs: the core tests (unit, end-to-end and fault tests) and the
 # Airflow tests in their own venv, both venvs made first, then the two suites at

@@ -42,8 +42,9 @@ def pytest_collection_modifyitems(items):
   that share a costly set-up share a group, which one worker runs: every user
   of the first run (a session fixture) in one group, each fault test alone
   (each runs pipelines of its own), else a module's tests in one (its module
-  fixtures). Groups that run pipelines start first (`_start_order`), so the
-  short ones fill the workers' tails."""
+  fixtures). Groups that run pipelines start first (`_start_order`; the
+  Makefile's --no-loadscope-reorder keeps this order), so the short ones fill
+  the workers' tails."""
   for item in items:
     shares_first_run = 'e2e_first_run' in getattr(item, 'fixturenames', ())
     if shares_first_run or item.path.name in PIPELINE_MODULES:
