@@ -148,6 +148,44 @@ def test_ingests_mixed_images_and_quarantines_the_rest(mixed_folder, tmp_path):
   assert split_of['dog/nested/copy.png'] == split_of['dog/dog 0.png']
 
 
+def _read_then_write(path, root, change=None):
+  """Ingest's two reads of one file, in process: what `_ReadImage` describes,
+  then (after `change(path)`) what `_WriteExample` emits for it."""
+  [description] = executor._ReadImage(root, root).process(  # pylint: disable=protected-access
+      os.fsencode(path))
+  if change:
+    change(path)
+  return list(executor._WriteExample().process(description))  # pylint: disable=protected-access
+
+
+def test_the_bytes_written_are_the_bytes_judged_or_the_file_is_quarantined(tmp_path):
+  """The split and the conflict check are decided on a description of each
+  image (no bytes are held); the example is written from a second read,
+  which must hash to what was judged."""
+  rng = np.random.default_rng(1)
+  first, second = (_encode(_random_image(rng, (16, 12), 'RGB'), 'PNG')
+                   for _ in range(2))
+  path = str(tmp_path / 'cat' / 'a.png')
+  _write(path, first)
+
+  [serialized] = _read_then_write(path, str(tmp_path))
+  features = tf.train.Example.FromString(serialized).features.feature
+  assert features['image'].bytes_list.value == [first]
+  assert features['image_id'].bytes_list.value == [
+      hashlib.sha256(first).hexdigest().encode()]
+  assert set(features) == {'image', 'label', 'image_id', 'source_path', 'height',
+                           'width', 'format'}
+
+  for change, reason in ((lambda p: _write(p, second), 'its content differs'),
+                         (os.remove, 'unreadable on the second read')):
+    _write(path, first)
+    [quarantined] = _read_then_write(path, str(tmp_path), change)
+    assert quarantined.tag == 'quarantined'
+    assert quarantined.value['path'] == 'cat/a.png'
+    assert quarantined.value['reason'].startswith(
+        f'changed while being ingested: {reason}'), quarantined.value
+
+
 def test_split_is_deterministic_and_follows_eval_fraction(tmp_path):
   data_dir = copy_sample(str(tmp_path / 'images'), ['bag', 'trouser'], 20)
   runs = []

@@ -11,6 +11,16 @@ spread over the splits in proportion to their hash buckets, every split gets
 at least one image of every class that has enough images, the assignment is
 the same on every run, and identical images always land in the same split.
 
+Memory stays flat in the number of images: the first read of a file judges
+it and keeps only its description (label, content hash, size), which is all
+the split, the conflict check and the quarantine need; the bytes are read a
+second time, checked against the hash, and streamed straight into the
+split's TFRecord file. TFX's own write step (`write_split.WriteSplit`) is not
+used: it reshuffles the examples, which the in-process DirectRunner does by
+holding every image of the data set in memory at once (7 GB at 20,000 photos
+of 64 KB, docs/scale.md). A file that changed between the two reads is
+quarantined, never written with a stale description.
+
 An optional folder of unlabeled images (`unlabeled_dir` in the custom config;
 any layout, every file one image) becomes one more split, `unlabeled`, whose
 examples carry the placeholder label '' and a `source_path` relative to that
@@ -30,6 +40,8 @@ import tensorflow as tf
 from google.protobuf import struct_pb2
 from tfx.components.example_gen import base_example_gen_executor
 from tfx.components.example_gen import utils as example_gen_utils
+from tfx.components.example_gen import write_split
+from tfx.components.util import examples_utils
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 from tfx.types import standard_component_specs
@@ -54,6 +66,11 @@ _SPECIAL_FILES = {statlib.S_IFIFO: 'fifo', statlib.S_IFSOCK: 'socket',
                   statlib.S_IFCHR: 'character device', statlib.S_IFBLK: 'block device'}
 _OK = 'ok'
 _QUARANTINED = 'quarantined'
+# Fields of a read image's description that are not features of its example.
+_PATH = 'path'
+_SHOWN = 'shown'
+# Each split's TFRecord files, as TFX's own ExampleGens name them.
+_SPLIT_FILE_PREFIX = 'data_tfrecord'
 
 
 def list_files(split_root: str) -> List[str]:
@@ -197,6 +214,10 @@ class _ReadImage(beam.DoFn):
   relative to `input_base`; unlabeled ones (`labeled=False`, `input_base` is
   then their folder) need no class folder, carry UNLABELED_LABEL, and are
   quarantined under their full path, so the list tells them apart.
+
+  What is emitted describes the image without its bytes (`_WriteExample`
+  reads them again): the file's path to read, and as `shown` the path its
+  quarantine line would name.
   """
 
   def __init__(self, input_base: str, split_root: str,
@@ -277,14 +298,14 @@ class _ReadImage(beam.DoFn):
     source_path = os.path.relpath(path, self._input_base)
     parts = os.path.relpath(path, self._split_root).split(os.sep)
     reason, fields = self._reason(path, parts)
+    shown = shown_path(source_path if self._labeled else path)
     if reason is not None:
-      shown = shown_path(source_path if self._labeled else path)
-      logging.warning('Quarantined %s: %s', shown, reason)
-      yield beam.pvalue.TaggedOutput(_QUARANTINED, {'path': shown, 'reason': reason})
+      yield _quarantine(shown, reason)
       return
     encoded, image_format, height, width = fields
     yield {
-        'image': encoded,
+        _PATH: path,
+        _SHOWN: shown,
         'label': parts[0] if self._labeled else UNLABELED_LABEL,
         'image_id': hashlib.sha256(encoded).hexdigest(),
         'source_path': source_path,
@@ -292,6 +313,11 @@ class _ReadImage(beam.DoFn):
         'width': width,
         'format': image_format,
     }
+
+
+def _quarantine(shown: str, reason: str) -> beam.pvalue.TaggedOutput:
+  logging.warning('Quarantined %s: %s', shown, reason)
+  return beam.pvalue.TaggedOutput(_QUARANTINED, {'path': shown, 'reason': reason})
 
 
 def _to_example(record: Dict[str, Any]) -> tf.train.Example:
@@ -304,6 +330,31 @@ def _to_example(record: Dict[str, Any]) -> tf.train.Example:
 
   return tf.train.Example(features=tf.train.Features(
       feature={name: feature(value) for name, value in record.items()}))
+
+
+class _WriteExample(beam.DoFn):
+  """Reads an image described by `_ReadImage` a second time and emits its
+  serialized tf.Example, or quarantines it when its bytes no longer hash to
+  the `image_id` the split and the conflict check were decided on."""
+
+  def process(self, record: Dict[str, Any]) -> Iterable[Any]:
+    try:
+      with tf.io.gfile.GFile(record[_PATH], 'rb') as f:
+        encoded = f.read()
+    except (OSError, tf.errors.OpError) as error:
+      encoded, problem = None, image_codec.error_text(error)
+    else:
+      problem = None
+    if encoded is None or hashlib.sha256(encoded).hexdigest() != record['image_id']:
+      yield _quarantine(record[_SHOWN], (
+          'changed while being ingested: '
+          + (f'unreadable on the second read ({problem})' if problem else
+             'its content differs between the first and the second read')
+          + '; run again'))
+      return
+    fields = {name: value for name, value in record.items()
+              if name not in (_PATH, _SHOWN)}
+    yield _to_example({'image': encoded, **fields}).SerializeToString()
 
 
 def _allocate(count: int, weights: List[int]) -> List[int]:
@@ -401,13 +452,32 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
     raise NotImplementedError('GenerateExamplesByBeam is overridden instead.')
 
   def Do(self, input_dict, output_dict, exec_properties) -> None:
+    """The base executor's Do, with each split written without its reshuffle
+    (see the module docstring), then the quarantine and conflict counts."""
+    self._log_startup(input_dict, output_dict, exec_properties)
     examples = artifact_utils.get_single_instance(
         output_dict[standard_component_specs.EXAMPLES_KEY])
     self._quarantine_path = os.path.join(examples.uri, QUARANTINE_FILE)
     self._label_conflicts_path = os.path.join(examples.uri, LABEL_CONFLICTS_FILE)
     self._examples = examples
     self._unlabeled_paths = None     # listed by GenerateExamplesByBeam
-    super().Do(input_dict, output_dict, exec_properties)
+    with self._make_beam_pipeline() as pipeline:
+      splits = self.GenerateExamplesByBeam(pipeline, exec_properties)
+      for name, serialized in splits.items():
+        _ = serialized | f'WriteSplit[{name}]' >> beam.io.WriteToTFRecord(
+            os.path.join(artifact_utils.get_split_uri([examples], name),
+                         _SPLIT_FILE_PREFIX),
+            file_name_suffix='.gz')
+    payload_format = exec_properties.get(
+        standard_component_specs.OUTPUT_DATA_FORMAT_KEY)
+    if payload_format:
+      examples_utils.set_payload_format(examples, payload_format)
+    file_format = exec_properties.get(
+        standard_component_specs.OUTPUT_FILE_FORMAT_KEY)
+    if file_format:
+      examples_utils.set_file_format(
+          examples, write_split.to_file_format_str(file_format))
+
     with tf.io.gfile.GFile(self._label_conflicts_path) as f:
       conflicts = sum(1 for line in f if line.strip())
     examples.set_int_custom_property(LABEL_CONFLICT_COUNT_PROPERTY, conflicts)
@@ -430,6 +500,8 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
   def GenerateExamplesByBeam(
       self, pipeline: beam.Pipeline,
       exec_properties: Dict[str, Any]) -> Dict[str, beam.PCollection]:
+    """{split name: serialized tf.Examples}; names the artifact's splits and
+    writes the quarantine list and the label conflicts."""
     input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
     input_config = proto_utils.json_to_proto(
         exec_properties[standard_component_specs.INPUT_CONFIG_KEY],
@@ -459,10 +531,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
           weights)
     else:
       record_splits = read_splits
-    examples = {
-        name: records | f'ToExample[{name}]' >> beam.Map(_to_example)
-        for name, records in zip(split_names, record_splits)
-    }
+    records = dict(zip(split_names, record_splits))
 
     unlabeled_root = unlabeled_dir(exec_properties)
     if unlabeled_root:
@@ -470,13 +539,17 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
           pipeline, UNLABELED_SPLIT, unlabeled_root,
           _ReadImage(unlabeled_root, unlabeled_root, labeled=False, **limits))
       self._unlabeled_paths = {shown_path(path) for path in paths}
-      # The base executor named the splits of the input and output configs
-      # just before; the split's output folder is looked up by name.
-      self._examples.split_names = artifact_utils.encode_split_names(
-          split_names + [UNLABELED_SPLIT])
+      split_names = split_names + [UNLABELED_SPLIT]
       quarantines.append(outputs[_QUARANTINED])
-      examples[UNLABELED_SPLIT] = (
-          outputs[_OK] | f'ToExample[{UNLABELED_SPLIT}]' >> beam.Map(_to_example))
+      records[UNLABELED_SPLIT] = outputs[_OK]
+    self._examples.split_names = artifact_utils.encode_split_names(split_names)
+
+    examples = {}
+    for name, split in records.items():
+      written = split | f'ToExample[{name}]' >> beam.ParDo(
+          _WriteExample()).with_outputs(_QUARANTINED, main=_OK)
+      examples[name] = written[_OK]
+      quarantines.append(written[_QUARANTINED])
 
     (quarantines
      | 'MergeQuarantine' >> beam.Flatten()
