@@ -29,6 +29,7 @@ JPEG EXIF orientation (tag 0x0112) is applied after decoding, so a phone photo
 comes out upright, as a person (and `PIL.ImageOps.exif_transpose`) sees it.
 """
 
+import functools
 import re
 
 import tensorflow as tf
@@ -49,6 +50,11 @@ SUPPORTED_FORMATS = ('jpeg', 'png', 'gif', 'bmp')
 # as float32 while resizing): 50 M pixels is 150 MB decoded, 600 MB as floats.
 # The pipeline passes `data.max_image_pixels`; this is its default.
 DEFAULT_MAX_PIXELS = 50_000_000
+
+# The scales a large JPEG is decoded at (`tf.io.decode_jpeg`'s ratio). libjpeg
+# also offers 1/8, but there it keeps only each 8x8 block's mean: up to 4 grey
+# levels from a full decode and resize, against <= 2 at 1/2 and 1/4.
+JPEG_SCALES = (1, 2, 4)
 
 _EXIF_WINDOW = 65536          # bytes of the APP1 segment read (its maximum size)
 _EXIF_SEARCH = 65536          # the Exif APP1 segment must start in these bytes
@@ -311,8 +317,18 @@ def apply_orientation(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
   return tf.switch_case(index, branches)
 
 
+def _jpeg_scale_index(encoded: tf.Tensor, min_size: int) -> tf.Tensor:
+  """Index into JPEG_SCALES of the largest DCT scale that keeps both sides of
+  the JPEG `encoded` at least `min_size` pixels; 0 (full size) otherwise."""
+  shape = tf.image.extract_jpeg_shape(encoded)
+  smaller_side = tf.minimum(shape[0], shape[1])
+  fits = [smaller_side >= scale * min_size for scale in JPEG_SCALES[1:]]
+  return tf.reduce_sum(tf.cast(tf.stack(fits), tf.int32))
+
+
 def decode_rgb(encoded: tf.Tensor,
-               max_pixels: int = DEFAULT_MAX_PIXELS) -> tf.Tensor:
+               max_pixels: int = DEFAULT_MAX_PIXELS,
+               min_size: int | None = None) -> tf.Tensor:
   """Decodes one encoded image (scalar tf.string) to uint8 RGB [H, W, 3], upright.
 
   Grayscale is replicated, alpha and palettes are flattened to RGB, and only
@@ -321,15 +337,33 @@ def decode_rgb(encoded: tf.Tensor,
   InvalidArgumentError, before allocating anything, when the header declares
   more than `max_pixels` pixels (see `declared_size`), and on anything the
   decoder refuses.
+
+  `min_size`: the image is wanted no smaller than this (both sides). A JPEG
+  of at least twice that is then decoded at 1/2 or 1/4 scale by libjpeg's
+  DCT scaling (JPEG_SCALES), the largest that keeps both sides >= `min_size`:
+  for a 640x480 photo and a 224-px model, 4x fewer pixels to decode and to
+  resize. Other formats, and JPEGs too small to scale, decode at full size.
   """
   encoded = tf.reshape(tf.convert_to_tensor(encoded, tf.string), [])
   checks = [_check_format(encoded), _check_declared_size(encoded, max_pixels),
             _check_bmp_palette(encoded)]
+  is_jpeg = _is_format(encoded, 'jpeg')
+
+  def full_size():
+    return tf.io.decode_image(encoded, channels=3, expand_animations=False)
+
+  def scaled_jpeg():
+    return tf.switch_case(_jpeg_scale_index(encoded, min_size), [full_size] + [
+        functools.partial(tf.io.decode_jpeg, encoded, channels=3, ratio=scale)
+        for scale in JPEG_SCALES[1:]])
+
   with tf.control_dependencies(checks):
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    if min_size is None:
+      image = full_size()
+    else:
+      image = tf.cond(is_jpeg, scaled_jpeg, full_size)
   image.set_shape([None, None, 3])
-  orientation = tf.cond(_is_format(encoded, 'jpeg'),
-                        lambda: exif_orientation(encoded),
+  orientation = tf.cond(is_jpeg, lambda: exif_orientation(encoded),
                         lambda: tf.constant(1, tf.int32))
   image = apply_orientation(image, orientation)
   image.set_shape([None, None, 3])
@@ -340,11 +374,13 @@ def decode_and_resize(encoded: tf.Tensor, image_size: int,
                       max_pixels: int = DEFAULT_MAX_PIXELS) -> tf.Tensor:
   """Decodes a batch of encoded images [B] to float32 RGB [B, S, S, 3] in [0, 255].
 
-  Images of any size and format may share a batch; each is resized on its own.
-  `max_pixels`: the decompression-bomb limit of `decode_rgb`.
+  Images of any size and format may share a batch; each is resized on its own
+  (antialiased), large JPEGs from a DCT-scaled decode (`decode_rgb`'s
+  `min_size`). `max_pixels`: the decompression-bomb limit of `decode_rgb`.
   """
   def one(image_bytes):
-    image = tf.cast(decode_rgb(image_bytes, max_pixels), tf.float32)
+    image = tf.cast(decode_rgb(image_bytes, max_pixels, min_size=image_size),
+                    tf.float32)
     return tf.image.resize(image, [image_size, image_size], antialias=True)
 
   return tf.map_fn(

@@ -417,3 +417,28 @@ def test_malformed_exif_means_orientation_1(upright):
   for encoded in (good[:12], good[:30], b'', b'Exif\0\0', b'\xff\xd8\xff\xe1\xff\xff'
                   + b'Exif\0\0MM\0*' + b'\xff' * 64):
     assert int(image_codec.exif_orientation(encoded)) == 1, encoded
+
+
+@pytest.mark.parametrize('min_size, scale', [(None, 1), (151, 1), (150, 2), (76, 2),
+                                             (75, 4), (10, 4)])
+def test_large_jpegs_decode_at_the_largest_dct_scale_that_fits(min_size, scale):
+  """A JPEG at least twice `min_size` on both sides decodes at 1/2 or 1/4
+  scale (libjpeg rounds the sides up); other formats at full size."""
+  photo = skimage_data.chelsea()                          # 300 x 451
+  encoded = _quality_jpeg(photo)
+  shape = image_codec.decode_rgb(encoded, min_size=min_size).shape
+  assert shape == (-(-300 // scale), -(-451 // scale), 3)
+  png = corpus.encode(Image.fromarray(photo), 'PNG')
+  assert image_codec.decode_rgb(png, min_size=min_size).shape == (300, 451, 3)
+
+
+def test_a_dct_scaled_decode_resizes_to_what_a_full_decode_does():
+  """The transform graph's decoder (`decode_and_resize`) decodes a large JPEG
+  at a DCT scale: the model sees the picture a full-size decode and resize
+  would give, within two grey levels (of 255) on average."""
+  encoded = _quality_jpeg(skimage_data.chelsea())
+  for size in (32, 64, 140):
+    scaled = image_codec.decode_and_resize(tf.constant([encoded]), size)[0]
+    full = tf.image.resize(tf.cast(image_codec.decode_rgb(encoded), tf.float32),
+                           [size, size], antialias=True)
+    assert float(tf.reduce_mean(tf.abs(scaled - full))) < 2.0, size
