@@ -62,6 +62,21 @@ def test_serving_default_takes_image_bytes(exported):
       CLASSES[i] for i in class_ids]
 
 
+def test_a_batch_larger_than_one_chunk_comes_back_whole_and_in_order(exported):
+  """The model runs MAX_IMAGES_AT_ONCE images at a time; a batch of two and
+  a half chunks gives every image the outputs it gets on its own."""
+  loaded, rows = exported
+  serve = loaded.signatures[signatures.SERVING_SIGNATURE]
+  alone = np.concatenate([serve(images=tf.constant([image]))['probabilities'].numpy()
+                          for image, _ in rows])
+  assert np.abs(alone[:, None] - alone[None]).max(axis=2)[
+      ~np.eye(len(rows), dtype=bool)].min() > 1e-4      # each image tells apart
+  count = 2 * signatures.MAX_IMAGES_AT_ONCE + len(rows) - 1
+  batch = [rows[i % len(rows)][0] for i in range(count)]
+  together = serve(images=tf.constant(batch))['probabilities'].numpy()
+  np.testing.assert_allclose(together, alone[np.arange(count) % len(rows)], atol=1e-6)
+
+
 def test_examples_signature_agrees_and_lists_all_classes(exported):
   loaded, rows = exported
   images = [image for image, _ in rows]
