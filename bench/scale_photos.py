@@ -55,8 +55,10 @@ sys.path.insert(0, REPO_ROOT)
 
 import argparse  # pylint: disable=g-import-not-at-top,wrong-import-position
 import datetime
+import functools
 import io
 import json
+import multiprocessing
 import platform
 import re
 import shutil
@@ -128,29 +130,42 @@ def _file_count(folder: str) -> int:
   return sum(len(files) for _, _, files in os.walk(folder))
 
 
-def _write_photos(folder: str, count: int, labeled: bool,
-                  photos: Dict[str, Image.Image]) -> None:
-  """`count` photos: <class>/<i>.jpg (count/10 a class) or a flat pool.
+_PHOTOS: Dict[str, Image.Image] = {}   # each writer process's source photos
 
-  Each image has its own seed, so a smaller folder is a subset of a larger.
-  """
+
+def _load_source_photos() -> None:
+  _PHOTOS.update(_source_photos())
+
+
+def _write_photo(folder: str, labeled: bool, i: int) -> None:
+  """Photo number `i`, from a seed of its own: <class>/<i // classes>.jpg, or
+  <i>.jpg in a flat pool."""
+  names = sorted(_PHOTOS)
+  if labeled:
+    rng = np.random.default_rng([SEED, 0, i])
+    name = names[i % CLASSES]
+    path = os.path.join(folder, name, f'{i // CLASSES}.jpg')
+  else:
+    rng = np.random.default_rng([SEED, 1, i])
+    name = names[int(rng.integers(CLASSES))]
+    path = os.path.join(folder, f'{i}.jpg')
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, 'wb') as f:
+    f.write(_draw(_PHOTOS[name], rng))
+
+
+def _write_photos(folder: str, count: int, labeled: bool) -> None:
+  """`count` photos: <class>/<i>.jpg (count/10 a class) or a flat pool, drawn
+  on every core. Each image has its own seed, so a smaller folder is a
+  subset of a larger."""
   if os.path.isdir(folder) and _file_count(folder) == count:
     return
   print(f'Writing {count} photos to {folder}', flush=True)
   shutil.rmtree(folder, ignore_errors=True)
-  names = list(photos)
-  for i in range(count):
-    if labeled:
-      rng = np.random.default_rng([SEED, 0, i])
-      name = names[i % CLASSES]
-      path = os.path.join(folder, name, f'{i // CLASSES}.jpg')
-    else:
-      rng = np.random.default_rng([SEED, 1, i])
-      name = names[int(rng.integers(CLASSES))]
-      path = os.path.join(folder, f'{i}.jpg')
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, 'wb') as f:
-      f.write(_draw(photos[name], rng))
+  with multiprocessing.Pool(os.cpu_count(), initializer=_load_source_photos) as pool:
+    for _ in pool.imap_unordered(functools.partial(_write_photo, folder, labeled),
+                                 range(count), chunksize=64):
+      pass
 
 
 def _folder_stats(folder: str) -> Dict[str, Any]:
@@ -479,15 +494,14 @@ def main() -> None:
       'photos': {},
       'results': [],
   }
-  photos = _source_photos()
   sizes = sorted(set(args.sizes) | set(args.baseline_sizes))
   for n in sizes:
     folder = os.path.join(args.work_dir, f'photos-{n}')
-    _write_photos(folder, n, True, photos)
+    _write_photos(folder, n, True)
     report['photos'][os.path.basename(folder)] = _folder_stats(folder)
     if 'with' in args.pools:
       pool = folder + '-unlabeled'
-      _write_photos(pool, round(n * args.unlabeled_fraction), False, photos)
+      _write_photos(pool, round(n * args.unlabeled_fraction), False)
       report['photos'][os.path.basename(pool)] = _folder_stats(pool)
   report['forward_pass'] = _measure_forward_pass(args)
 
