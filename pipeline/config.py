@@ -203,6 +203,14 @@ class GcpConfig:
   region: str = 'us-central1'
   # Identity the runs execute as; empty uses the project's default.
   service_account: str = ''
+  # The Trainer as a Vertex AI Training custom job on this machine type (e.g.
+  # 'n1-standard-8'), with `training_accelerator_count` GPUs of
+  # `training_accelerator_type` (e.g. 'NVIDIA_TESLA_T4'); empty: the Trainer
+  # runs in the pipeline's own step like every other component. For runs on
+  # Vertex AI / Kubeflow Pipelines (remote pipeline root).
+  training_machine_type: str = ''
+  training_accelerator_type: str = ''
+  training_accelerator_count: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,6 +262,15 @@ class Config:
         (self.beam.workers >= 0, 'beam.workers must be >= 0'),
         (len(self.deploy.schedule.split()) == 5,
          'deploy.schedule must be a 5-field cron expression'),
+        (not self.gcp.training_machine_type or self.gcp.project,
+         'gcp.training_machine_type needs gcp.project, the project its jobs run in'),
+        (self.gcp.training_machine_type or not (
+            self.gcp.training_accelerator_type or self.gcp.training_accelerator_count),
+         'gcp.training_accelerator_type/count need gcp.training_machine_type'),
+        ((self.gcp.training_accelerator_count > 0) ==
+         bool(self.gcp.training_accelerator_type),
+         'gcp.training_accelerator_type and gcp.training_accelerator_count (>= 1) '
+         'go together'),
     ]
     errors = [message for ok, message in checks if not ok]
     if errors:
@@ -263,6 +280,10 @@ class Config:
   def check_local_folders(self) -> 'Config':
     """A local run's input folders exist: checked before anything heavy is
     imported or written, so a typo fails in a second."""
+    if self.gcp.training_machine_type:
+      raise ValueError('gcp.training_machine_type sends the Trainer to Vertex AI '
+                       'Training, which cannot read a local run\'s artifacts: '
+                       'leave it empty here, set it for `compile --target kubeflow`')
     if not os.path.isdir(self.data.path):
       raise FileNotFoundError(f'Image folder {self.data.path} does not exist')
     if self.data.unlabeled_path and not os.path.isdir(self.data.unlabeled_path):

@@ -24,6 +24,7 @@ from typing import Any, Dict, Optional
 from ml_metadata.proto import metadata_store_pb2
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
+from tfx.v1.extensions import google_cloud_ai_platform as vertex
 
 from components.backbones import get_backbone
 from components.data_gate.component import DataGate
@@ -77,6 +78,29 @@ def evaluator_config(config: Config) -> tfma.EvalConfig:
       label_key=preprocessing.LABEL_KEY,
       min_accuracy=config.evaluation.min_accuracy,
       max_accuracy_drop=config.evaluation.max_accuracy_drop)
+
+
+def vertex_training(config: Config) -> Dict[str, Any]:
+  """The `custom_config` keys that make TFX's Vertex AI Trainer extension run
+  the same module file as a Vertex AI Training custom job: one replica of
+  `gcp.training_machine_type` (and its GPUs) running `deploy.image`, which
+  holds the code at `deploy.code_root`."""
+  machine_spec = {'machine_type': config.gcp.training_machine_type}
+  if config.gcp.training_accelerator_count:
+    machine_spec.update(accelerator_type=config.gcp.training_accelerator_type,
+                        accelerator_count=config.gcp.training_accelerator_count)
+  return {
+      vertex.ENABLE_VERTEX_KEY: True,
+      vertex.VERTEX_REGION_KEY: config.gcp.region,
+      vertex.TRAINING_ARGS_KEY: {
+          'project': config.gcp.project,
+          'worker_pool_specs': [{
+              'machine_spec': machine_spec,
+              'replica_count': 1,
+              'container_spec': {'image_uri': config.deploy.image},
+          }],
+      },
+  }
 
 
 def local_metadata(config: Config) -> metadata_store_pb2.ConnectionConfig:
@@ -151,15 +175,19 @@ def create_pipeline(
       disable_statistics=True)
   transform.add_upstream_node(data_gate)
 
-  trainer = tfx.components.Trainer(
+  trainer_inputs = dict(
       module_file=os.path.join(code_root, TRAINER_MODULE),
       examples=example_gen.outputs['examples'],
       transform_graph=transform.outputs['transform_graph'],
       schema=schema_gen.outputs['schema'],
       # The Trainer reads train_files[0] as the labeled split, the rest as unlabeled.
       train_args=(tfx.proto.TrainArgs(splits=['train', UNLABELED_SPLIT])
-                  if config.data.unlabeled_path else None),
-      custom_config=custom_config)
+                  if config.data.unlabeled_path else None))
+  if config.gcp.training_machine_type:
+    trainer = vertex.Trainer(
+        **trainer_inputs, custom_config={**custom_config, **vertex_training(config)})
+  else:
+    trainer = tfx.components.Trainer(**trainer_inputs, custom_config=custom_config)
 
   baseline_resolver = tfx.dsl.Resolver(
       strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,

@@ -260,3 +260,52 @@ def test_schedule_errors_name_what_to_fix(spec_file, tmp_path):
   with pytest.raises(FileNotFoundError):
     kubeflow.build_vertex_request(_config(), str(tmp_path / 'missing.json'),
                                   credentials=AnonymousCredentials())
+
+
+def test_the_trainer_can_run_on_vertex_ai_training_with_a_gpu(tmp_path):
+  """gcp.training_machine_type swaps in TFX's Vertex AI Trainer extension: the
+  step submits the same module file as a custom job on that machine and GPU,
+  running the pipeline's image (checked in the compiled spec; no cloud here)."""
+  path = kubeflow.compile_spec(_config(
+      'gcp.training_machine_type=n1-standard-8',
+      'gcp.training_accelerator_type=NVIDIA_TESLA_T4',
+      'gcp.training_accelerator_count=1'), str(tmp_path / 'spec.json'))
+  with open(path, encoding='utf-8') as f:
+    spec = json.load(f)
+  args = _container(spec, 'Trainer')['args']
+  assert args[args.index('--executor_class_path') + 1] == (
+      'tfx.extensions.google_cloud_ai_platform.trainer.executor.GenericExecutor')
+  parameters = _parameters(spec, 'Trainer')
+  assert _in_image(parameters['module_file']['stringValue']) == dag.TRAINER_MODULE
+  custom_config = json.loads(parameters['custom_config']['stringValue'])
+  assert custom_config['ai_platform_enable_vertex'] is True
+  assert custom_config['ai_platform_vertex_region'] == 'us-central1'
+  assert custom_config['ai_platform_training_args'] == {
+      'project': 'p',
+      'worker_pool_specs': [{
+          'machine_spec': {'machine_type': 'n1-standard-8',
+                           'accelerator_type': 'NVIDIA_TESLA_T4',
+                           'accelerator_count': 1},
+          'replica_count': 1,
+          'container_spec': {'image_uri': IMAGE}}]}
+  # The module file's own settings travel beside the job's.
+  assert custom_config['training'] == dag.components_config(_config())['training']
+
+
+@pytest.mark.parametrize('overrides, message', [
+    (['gcp.training_accelerator_type=NVIDIA_TESLA_T4',
+      'gcp.training_accelerator_count=1'], 'need gcp.training_machine_type'),
+    (['gcp.training_machine_type=n1-standard-8',
+      'gcp.training_accelerator_count=2'], 'go together'),
+    (['gcp.training_machine_type=n1-standard-8', 'gcp.project='], 'needs gcp.project'),
+])
+def test_vertex_training_settings_that_cannot_work_are_refused(overrides, message):
+  with pytest.raises(ValueError, match=message):
+    _config(*overrides)
+
+
+def test_a_local_run_refuses_vertex_training():
+  config = config_lib.load_config(None, ['gcp.project=p',
+                                         'gcp.training_machine_type=n1-standard-8'])
+  with pytest.raises(ValueError, match='cannot read a local run'):
+    config.check_local_folders()
