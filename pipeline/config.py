@@ -278,8 +278,9 @@ class Config:
     return self
 
   def check_local_folders(self) -> 'Config':
-    """A local run's input folders exist: checked before anything heavy is
-    imported or written, so a typo fails in a second."""
+    """A local run can work: no step is sent to Vertex AI Training, and its
+    input folders exist. Checked before anything heavy is imported or
+    written, so a typo fails in a second."""
     if self.gcp.training_machine_type:
       raise ValueError('gcp.training_machine_type sends the Trainer to Vertex AI '
                        'Training, which cannot read a local run\'s artifacts: '
