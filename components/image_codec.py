@@ -200,10 +200,9 @@ def declared_size(encoded: tf.Tensor) -> tf.Tensor:
               _is_format(encoded, 'bmp'), tf.concat([bmp, one_frame], 0), nothing))))
 
 
-def _check_declared_size(encoded: tf.Tensor, max_pixels) -> tf.Operation:
-  """An assert that fails (InvalidArgumentError) when the header declares more
-  than `max_pixels` pixels, naming the declared size and the limit."""
-  size = declared_size(encoded)
+def _check_declared_size(size: tf.Tensor, max_pixels) -> tf.Operation:
+  """An assert that fails (InvalidArgumentError) when the header's `size`
+  (`declared_size`) exceeds `max_pixels` pixels, naming it and the limit."""
   pixels = size[0] * size[1] * size[2]
   max_pixels = tf.cast(max_pixels, tf.int64)
   message = tf.strings.format(
@@ -317,11 +316,11 @@ def apply_orientation(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
   return tf.switch_case(index, branches)
 
 
-def _jpeg_scale_index(encoded: tf.Tensor, min_size: int) -> tf.Tensor:
+def _jpeg_scale_index(size: tf.Tensor, min_size: int) -> tf.Tensor:
   """Index into JPEG_SCALES of the largest DCT scale that keeps both sides of
-  the JPEG `encoded` at least `min_size` pixels; 0 (full size) otherwise."""
-  shape = tf.image.extract_jpeg_shape(encoded)
-  smaller_side = tf.minimum(shape[0], shape[1])
+  a JPEG of header `size` (`declared_size`) at least `min_size` pixels; 0
+  (full size) otherwise."""
+  smaller_side = tf.minimum(size[0], size[1])
   fits = [smaller_side >= scale * min_size for scale in JPEG_SCALES[1:]]
   return tf.reduce_sum(tf.cast(tf.stack(fits), tf.int32))
 
@@ -345,7 +344,8 @@ def decode_rgb(encoded: tf.Tensor,
   resize. Other formats, and JPEGs too small to scale, decode at full size.
   """
   encoded = tf.reshape(tf.convert_to_tensor(encoded, tf.string), [])
-  checks = [_check_format(encoded), _check_declared_size(encoded, max_pixels),
+  size = declared_size(encoded)     # read once: the size guard and the JPEG scale
+  checks = [_check_format(encoded), _check_declared_size(size, max_pixels),
             _check_bmp_palette(encoded)]
   is_jpeg = _is_format(encoded, 'jpeg')
 
@@ -353,7 +353,7 @@ def decode_rgb(encoded: tf.Tensor,
     return tf.io.decode_image(encoded, channels=3, expand_animations=False)
 
   def scaled_jpeg():
-    return tf.switch_case(_jpeg_scale_index(encoded, min_size), [full_size] + [
+    return tf.switch_case(_jpeg_scale_index(size, min_size), [full_size] + [
         functools.partial(tf.io.decode_jpeg, encoded, channels=3, ratio=scale)
         for scale in JPEG_SCALES[1:]])
 
