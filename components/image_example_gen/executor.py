@@ -332,6 +332,10 @@ def _to_example(record: Dict[str, Any]) -> tf.train.Example:
       feature={name: feature(value) for name, value in record.items()}))
 
 
+def _changed(record: Dict[str, Any], how: str) -> beam.pvalue.TaggedOutput:
+  return _quarantine(record[_SHOWN], f'changed while being ingested: {how}; run again')
+
+
 class _WriteExample(beam.DoFn):
   """Reads an image described by `_ReadImage` a second time and emits its
   serialized tf.Example, or quarantines it when its bytes no longer hash to
@@ -342,15 +346,12 @@ class _WriteExample(beam.DoFn):
       with tf.io.gfile.GFile(record[_PATH], 'rb') as f:
         encoded = f.read()
     except (OSError, tf.errors.OpError) as error:
-      encoded, problem = None, image_codec.error_text(error)
-    else:
-      problem = None
-    if encoded is None or hashlib.sha256(encoded).hexdigest() != record['image_id']:
-      yield _quarantine(record[_SHOWN], (
-          'changed while being ingested: '
-          + (f'unreadable on the second read ({problem})' if problem else
-             'its content differs between the first and the second read')
-          + '; run again'))
+      yield _changed(record, 'unreadable on the second read '
+                     f'({image_codec.error_text(error)})')
+      return
+    if hashlib.sha256(encoded).hexdigest() != record['image_id']:
+      yield _changed(record, 'its content differs between the first and the '
+                     'second read')
       return
     fields = {name: value for name, value in record.items()
               if name not in (_PATH, _SHOWN)}
