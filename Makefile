@@ -23,7 +23,7 @@ define make_venv
 	@touch $(1)/.synced
 endef
 
-$(VENV)/.synced: $(LOCK)
+$(VENV)/.synced: $(LOCK) requirements/bootstrap.sh
 	$(call make_venv,$(VENV),$(LOCK))
 
 # `make run` also learns from the bundled unlabeled pool; RUN_ARGS= runs without.
@@ -117,7 +117,7 @@ AIRFLOW_LOCK := requirements/airflow.lock
 
 env-airflow: $(AIRFLOW_VENV)/.synced
 
-$(AIRFLOW_VENV)/.synced: $(AIRFLOW_LOCK)
+$(AIRFLOW_VENV)/.synced: $(AIRFLOW_LOCK) requirements/bootstrap.sh
 	$(call make_venv,$(AIRFLOW_VENV),$(AIRFLOW_LOCK))
 
 # A real Airflow on SQLite in a temporary AIRFLOW_HOME: DAG import, structure,
