@@ -133,8 +133,8 @@ def trained(tmp_path_factory):
   tf_transform_output = tft.TFTransformOutput(transform_dir)
   model.tft_layer = tf_transform_output.transform_features_layer()
   model_uri = str(tmp_path_factory.mktemp('model'))
-  model.save(os.path.join(model_uri, 'Format-Serving'), save_format='tf',
-             signatures=signatures.make_signatures(model, tf_transform_output, CLASSES))
+  signatures.export(model, os.path.join(model_uri, 'Format-Serving'),
+                    tf_transform_output, CLASSES)
   return model_uri, transform_dir
 
 

@@ -35,8 +35,7 @@ def exported(tmp_path_factory):
   tf_transform_output = tft.TFTransformOutput(transform_dir)
   model.tft_layer = tf_transform_output.transform_features_layer()
   path = str(tmp_path_factory.mktemp('saved_model'))
-  model.save(path, save_format='tf', signatures=signatures.make_signatures(
-      model, tf_transform_output, CLASSES))
+  signatures.export(model, path, tf_transform_output, CLASSES)
   return tf.saved_model.load(path), rows
 
 

@@ -161,12 +161,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
   start = time.perf_counter()
   model.tft_layer = transform
   normalize = get_backbone(config['model']['backbone']).normalize
-  # Consumers call the signatures (TF Serving, TFMA, the CLI, TFLite); no
-  # one reloads the Keras object, so its per-layer traces, ~25 of the ~30 s
-  # of an export, are not saved.
-  model.save(fn_args.serving_model_dir, save_format='tf', save_traces=False,
-             signatures=signatures.make_signatures(model, tf_transform_output,
-                                                   class_names, normalize))
+  signatures.export(model, fn_args.serving_model_dir, tf_transform_output,
+                    class_names, normalize)
   logging.info('SavedModel exported in %.1f s.', time.perf_counter() - start)
   extra_dir = os.path.join(fn_args.serving_model_dir, 'assets.extra')
   tf.io.gfile.makedirs(extra_dir)
