@@ -26,6 +26,7 @@ on images nothing was tuned on.
 """
 
 import dataclasses
+import gc
 import logging
 import math
 import time
@@ -96,6 +97,11 @@ def fit_logistic(features: np.ndarray, labels: np.ndarray, sample_weights: np.nd
     # Close enough to converged for a classifier; scikit-learn warns anyway.
     warnings.simplefilter('ignore', sklearn_exceptions.ConvergenceWarning)
     model.fit(features, labels, sample_weight=sample_weights)
+  # The fit leaves its float64 copy of `features` in a reference cycle (joblib's
+  # Parallel holds the generator of fits), freed only by a full collection:
+  # at 20,000 images the cross-validation's fits piled up 3-4 GB that way. The
+  # cycle is young, so a collection of the young generations (~2 ms) frees it.
+  gc.collect(1)
   coef, intercept = model.coef_, model.intercept_
   if len(present) == 2:       # scikit-learn fits one logit; softmax needs two
     coef, intercept = np.concatenate([-coef, coef]) / 2, np.array([-1, 1]) * intercept / 2
