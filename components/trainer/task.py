@@ -123,8 +123,11 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
   labeled_files, unlabeled_files = fn_args.train_files[:1], fn_args.train_files[1:]
   # Loaded once: the input pipelines and the exported signatures share it.
   transform = tf_transform_output.transform_features_layer()
-  train = _dataset(fn_args, labeled_files, tf_transform_output, transform,
-                   training['batch_size'], shuffle=True, seed=training['seed'])
+  # The feature cache sees every image once, in file order: the head's fits
+  # do not depend on it, and a shuffle buffer would hold up to 10,000 encoded
+  # images (~0.8 GB of photos). Fine-tuning shuffles.
+  labeled = _dataset(fn_args, labeled_files, tf_transform_output, transform,
+                     training['batch_size'], shuffle=False, seed=0)
   unlabeled = None
   if unlabeled_files and config['semi_supervised']['enabled']:
     unlabeled = _dataset(fn_args, unlabeled_files, tf_transform_output, transform,
@@ -138,7 +141,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
   logging.info('Classifier built in %.1f s.', time.perf_counter() - start)
   history: Dict[str, Any] = {}
   history['head'], history['feature_cache'], train_labels = _fit_head_on_cache(
-      model, config, train, unlabeled, fn_args.model_run_dir)
+      model, config, labeled, unlabeled, fn_args.model_run_dir)
   train_counts = np.bincount(train_labels, minlength=num_classes)
   logging.info('Train images per class: %s', dict(zip(class_names, train_counts.tolist())))
   history['train_images'] = int(train_counts.sum())
@@ -151,6 +154,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     steps = training['max_steps_per_epoch']
     class_weight = (dict(enumerate(head_lib.class_weights(train_labels, num_classes).tolist()))
                     if training['class_weights'] else None)
+    train = _dataset(fn_args, labeled_files, tf_transform_output, transform,
+                     training['batch_size'], shuffle=True, seed=training['seed'])
     history['fine_tune'] = model.fit(
         train.repeat() if steps else train, epochs=training['fine_tune_epochs'],
         steps_per_epoch=steps or None, class_weight=class_weight,
