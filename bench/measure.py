@@ -183,3 +183,27 @@ def timeline(samples: List[Dict[str, Any]], every: float = 2.0) -> List[List[flo
                      round(sum(s['workers']) / MB),
                      round((s['main'] + sum(s['workers']) + sum(s['others'])) / MB)])
   return points
+
+
+def component_windows(metadata_path: str, with_state: bool = False) -> Dict[str, List[Any]]:
+  """[start, end] in epoch seconds (+ state) of each execution of the newest run."""
+  import ml_metadata as mlmd  # pylint: disable=g-import-not-at-top
+  from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
+  connection = metadata_store_pb2.ConnectionConfig()
+  connection.sqlite.filename_uri = metadata_path
+  connection.sqlite.connection_mode = 3  # READONLY
+  store = mlmd.MetadataStore(connection)
+  run = max(store.get_contexts_by_type('pipeline_run'),
+            key=lambda c: c.create_time_since_epoch)
+  node_type = store.get_context_type('node').id
+  windows = {}
+  for execution in store.get_executions_by_context(run.id):
+    node = next(c.name.split('.', 1)[-1]
+                for c in store.get_contexts_by_execution(execution.id)
+                if c.type_id == node_type)
+    windows[node] = [execution.create_time_since_epoch / 1000.0,
+                     execution.last_update_time_since_epoch / 1000.0]
+    if with_state:
+      windows[node].append(metadata_store_pb2.Execution.State.Name(
+          execution.last_known_state))
+  return windows

@@ -264,6 +264,17 @@ def _parse_log(text: str) -> Dict[str, Any]:
           'feature_cache': cache}
 
 
+def _component_peaks(output: str, samples: List[Dict[str, Any]]) -> Dict[str, int]:
+  """Peak tree RSS (MB) while each component of the run executed (ML Metadata's
+  execution times); none for a run that recorded no executions."""
+  metadata = os.path.join(output, 'metadata.sqlite')
+  if not os.path.exists(metadata):
+    return {}
+  peaks = {node: measure.peaks(samples, window[:2])
+           for node, window in measure.component_windows(metadata).items()}
+  return {node: peak['tree_total_mb'] for node, peak in peaks.items() if peak}
+
+
 def _run(design: str, repo: str, n: int, unlabeled: Optional[str], schema: str,
          input_bytes: int, args: argparse.Namespace) -> Dict[str, Any]:
   """One pipeline run of `design` (its code in `repo`), sampled and parsed."""
@@ -295,6 +306,7 @@ def _run(design: str, repo: str, n: int, unlabeled: Optional[str], schema: str,
       **_parse_log(text),
       'memory_peaks': measure.peaks(run.sampler.samples),
       'memory_timeline_mb': measure.timeline(run.sampler.samples),
+      'component_peaks_mb': _component_peaks(output, run.sampler.samples),
       **{f'{key}_bytes': value for key, value in
          _artifact_bytes(os.path.join(output, 'pipeline_root')).items()},
   }
@@ -418,6 +430,11 @@ def _markdown(report: Dict[str, Any]) -> str:
       '| ' + ' | '.join('---' if i in (0, 2, 3) else '---:' for i in range(len(header))) + ' |',
   ]
   lines += ['| ' + ' | '.join(str(cell) for cell in _cells(row)) + ' |'
+            for row in report['results']]
+  lines += ['', 'Peak tree RSS (MB) while each component ran:', '']
+  lines += [f'- {row["design"]}, N={row["images"]}, pool '
+            f'{"with" if row["unlabeled_pool"] else "none"}: ' +
+            ', '.join(f'{node} {mb}' for node, mb in row.get('component_peaks_mb', {}).items())
             for row in report['results']]
   for row in report['results']:
     if row['status'] != 'ok':

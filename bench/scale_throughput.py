@@ -88,30 +88,6 @@ def _output_bytes(pipeline_root: str, component: str) -> Dict[str, int]:
           if os.path.isdir(os.path.join(root, name)) and name != '.system'}
 
 
-def _component_windows(metadata_path: str, with_state: bool = False) -> Dict[str, List[Any]]:
-  """[start, end] in epoch seconds (+ state) of each execution of the newest run."""
-  import ml_metadata as mlmd  # pylint: disable=g-import-not-at-top
-  from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
-  connection = metadata_store_pb2.ConnectionConfig()
-  connection.sqlite.filename_uri = metadata_path
-  connection.sqlite.connection_mode = 3  # READONLY
-  store = mlmd.MetadataStore(connection)
-  run = max(store.get_contexts_by_type('pipeline_run'),
-            key=lambda c: c.create_time_since_epoch)
-  node_type = store.get_context_type('node').id
-  windows = {}
-  for execution in store.get_executions_by_context(run.id):
-    node = next(c.name.split('.', 1)[-1]
-                for c in store.get_contexts_by_execution(execution.id)
-                if c.type_id == node_type)
-    windows[node] = [execution.create_time_since_epoch / 1000.0,
-                     execution.last_update_time_since_epoch / 1000.0]
-    if with_state:
-      windows[node].append(metadata_store_pb2.Execution.State.Name(
-          execution.last_known_state))
-  return windows
-
-
 def _transformed_record_bytes(pipeline_root: str, limit: int = 200) -> Optional[float]:
   """Mean uncompressed size of the first `limit` transformed tf.Examples."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -161,7 +137,7 @@ def measure_one(args: argparse.Namespace) -> None:
       'run_seconds': round(end - start, 2),
       'run_window': [start, end],
       'components_seconds': {c.node_id: c.seconds for c in summary.components},
-      'component_windows': _component_windows(config.pipeline.metadata_path),
+      'component_windows': measure.component_windows(config.pipeline.metadata_path),
       'quarantined': summary.quarantined,
       'output_bytes': {
           'ImageExampleGen': _output_bytes(root, 'ImageExampleGen'),
@@ -232,7 +208,7 @@ def _run_child(images: int, workers: int, data_dir: str, output_dir: str,
     if sampler.stopped_for:
       windows = {}
       try:
-        windows = _component_windows(os.path.join(output_dir, 'metadata.sqlite'),
+        windows = measure.component_windows(os.path.join(output_dir, 'metadata.sqlite'),
                                      with_state=True)
       except Exception:  # pylint: disable=broad-except
         pass
