@@ -20,6 +20,46 @@ def copy_sample(destination: str, classes, per_class: int) -> str:
   return destination
 
 
+def sample_bytes(label: str, index: int) -> bytes:
+  """The encoded bytes of the `index`-th bundled image of class `label`."""
+  folder = os.path.join(SAMPLE_DIR, label)
+  with open(os.path.join(folder, sorted(os.listdir(folder))[index]), 'rb') as f:
+    return f.read()
+
+
+def artifact(artifact_class, uri: str, splits=None):
+  """An artifact of `artifact_class` at `uri` (with `splits`), as an executor gets it."""
+  from tfx.types import artifact_utils  # pylint: disable=g-import-not-at-top
+  made = artifact_class()
+  made.uri = uri
+  if splits:
+    made.split_names = artifact_utils.encode_split_names(splits)
+  return made
+
+
+def write_examples_split(examples_uri: str, split: str, records) -> None:
+  """A GZIP TFRecord of tf.Examples with ImageExampleGen's features, from
+  (image bytes, label, source path) records."""
+  import hashlib  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  def feature(value):
+    if isinstance(value, int):
+      return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+    return tf.train.Feature(bytes_list=tf.train.BytesList(
+        value=[value if isinstance(value, bytes) else value.encode()]))
+
+  folder = os.path.join(examples_uri, f'Split-{split}')
+  os.makedirs(folder)
+  with tf.io.TFRecordWriter(os.path.join(folder, 'data.gz'), 'GZIP') as writer:
+    for image, label, source_path in records:
+      writer.write(tf.train.Example(features=tf.train.Features(feature={
+          name: feature(value) for name, value in {
+              'image': image, 'label': label, 'source_path': source_path,
+              'image_id': hashlib.sha256(image).hexdigest(),
+              'height': 28, 'width': 28, 'format': 'png'}.items()})).SerializeToString())
+
+
 # The end-to-end workspace, shared by every test module that needs a real run's
 # outputs (ML Metadata, artifacts, a published model): tests may read it, and
 # must copy anything they change.

@@ -16,7 +16,6 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
 from PIL import Image
-from tfx.types import artifact_utils
 from tfx.types import standard_artifacts
 
 from components.data_gate.labels import split_records
@@ -26,7 +25,8 @@ from components.label_queue import ranking
 from components.trainer import signatures
 from components.trainer.model import POOLED_FEATURES_LAYER
 
-from helpers import REPO_ROOT, SAMPLE_DIR, analyze_and_transform
+from helpers import (REPO_ROOT, analyze_and_transform, artifact, sample_bytes,
+                     write_examples_split)
 
 CLASSES = ['bag', 'sneaker', 'trouser']
 LABELING_DOC = os.path.join(REPO_ROOT, 'docs', 'labeling.md')
@@ -94,36 +94,11 @@ def test_a_shortlist_kept_over_batches_is_the_shortlist_of_the_whole_pool():
   np.testing.assert_array_equal(kept, ranking.most_uncertain(scores, ids, 30))
 
 
-def _sample(label, index):
-  folder = os.path.join(SAMPLE_DIR, label)
-  with open(os.path.join(folder, sorted(os.listdir(folder))[index]), 'rb') as f:
-    return f.read()
-
-
-def _write_split(examples_uri, split, records):
-  """A GZIP TFRecord of tf.Examples with ImageExampleGen's features."""
-  def feature(value):
-    if isinstance(value, int):
-      return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
-    return tf.train.Feature(bytes_list=tf.train.BytesList(
-        value=[value if isinstance(value, bytes) else value.encode()]))
-
-  folder = os.path.join(examples_uri, f'Split-{split}')
-  os.makedirs(folder)
-  with tf.io.TFRecordWriter(os.path.join(folder, 'data.gz'), 'GZIP') as writer:
-    for image, label, source_path in records:
-      writer.write(tf.train.Example(features=tf.train.Features(feature={
-          name: feature(value) for name, value in {
-              'image': image, 'label': label, 'source_path': source_path,
-              'image_id': hashlib.sha256(image).hexdigest(),
-              'height': 28, 'width': 28, 'format': 'png'}.items()})).SerializeToString())
-
-
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
   """A real transform graph and a small real SavedModel with the trainer's
   signatures (the backbone replaced by one convolution, to save time)."""
-  rows = [(_sample(label, i), label) for label in CLASSES for i in range(2)]
+  rows = [(sample_bytes(label, i), label) for label in CLASSES for i in range(2)]
   _, transform_dir = analyze_and_transform(rows, 32, CLASSES)
   tf_keras.utils.set_random_seed(3)
   images = tf_keras.Input([32, 32, 3])
@@ -138,22 +113,14 @@ def trained(tmp_path_factory):
   return model_uri, transform_dir
 
 
-def _artifact(cls, uri, splits=None):
-  artifact = cls()
-  artifact.uri = uri
-  if splits:
-    artifact.split_names = artifact_utils.encode_split_names(splits)
-  return artifact
-
-
 def _run(trained, examples, output_uri, unlabeled_dir, **knobs):
   model_uri, transform_dir = trained
   os.makedirs(output_uri)
-  queue = _artifact(standard_artifacts.InferenceResult, output_uri)
+  queue = artifact(standard_artifacts.InferenceResult, output_uri)
   executor.Executor().Do(
-      {'model': [_artifact(standard_artifacts.Model, model_uri)],
+      {'model': [artifact(standard_artifacts.Model, model_uri)],
        'examples': [examples],
-       'transform_graph': [_artifact(standard_artifacts.TransformGraph, transform_dir)]},
+       'transform_graph': [artifact(standard_artifacts.TransformGraph, transform_dir)]},
       {'queue': [queue]},
       {'unlabeled_dir': unlabeled_dir, 'queue_size': 5, 'candidate_factor': 2,
        'uncertainty': 'margin', **knobs})
@@ -165,9 +132,9 @@ def queued(trained, tmp_path_factory):
   """The executor over train/eval/unlabeled splits: 12 unlabeled images, one
   of them also labeled (train) and one stored twice."""
   root = tmp_path_factory.mktemp('queue')
-  labeled = {'train': [(_sample(label, 0), label, f'{label}/0.png') for label in CLASSES],
-             'eval': [(_sample(label, 1), label, f'{label}/1.png') for label in CLASSES]}
-  pool = [(_sample(label, i), f'{label[0]}{i}.png') for label in CLASSES for i in range(2, 6)]
+  labeled = {'train': [(sample_bytes(label, 0), label, f'{label}/0.png') for label in CLASSES],
+             'eval': [(sample_bytes(label, 1), label, f'{label}/1.png') for label in CLASSES]}
+  pool = [(sample_bytes(label, i), f'{label[0]}{i}.png') for label in CLASSES for i in range(2, 6)]
   pool[1] = (labeled['train'][0][0], pool[1][1])           # already labeled
   pool.append((pool[6][0], 'copy.png'))                    # a repeat
   unlabeled_dir = root / 'unlabeled'
@@ -176,10 +143,10 @@ def queued(trained, tmp_path_factory):
     (unlabeled_dir / name).write_bytes(image)
   examples_uri = str(root / 'examples')
   for split, records in labeled.items():
-    _write_split(examples_uri, split, records)
-  _write_split(examples_uri, UNLABELED_SPLIT,
+    write_examples_split(examples_uri, split, records)
+  write_examples_split(examples_uri, UNLABELED_SPLIT,
                [(image, UNLABELED_LABEL, name) for image, name in pool])
-  examples = _artifact(standard_artifacts.Examples, examples_uri,
+  examples = artifact(standard_artifacts.Examples, examples_uri,
                        ['train', 'eval', UNLABELED_SPLIT])
   queue = _run(trained, examples, str(root / 'out'), str(unlabeled_dir))
   with open(os.path.join(queue.uri, executor.QUEUE_CSV), newline='') as f:
@@ -230,8 +197,8 @@ def test_executor_queues_the_signature_ranking_of_the_new_images(trained, queued
 
 
 def test_executor_refuses_examples_without_an_unlabeled_split(trained, tmp_path):
-  _write_split(str(tmp_path / 'examples'), 'train', [(_sample('bag', 0), 'bag', 'bag/0.png')])
-  examples = _artifact(standard_artifacts.Examples, str(tmp_path / 'examples'), ['train'])
+  write_examples_split(str(tmp_path / 'examples'), 'train', [(sample_bytes('bag', 0), 'bag', 'bag/0.png')])
+  examples = artifact(standard_artifacts.Examples, str(tmp_path / 'examples'), ['train'])
   with pytest.raises(ValueError, match=r"'unlabeled' split.*--unlabeled DIR"):
     _run(trained, examples, str(tmp_path / 'out'), '')
 
@@ -242,11 +209,11 @@ def test_csv_cells_that_would_start_a_formula_are_quoted(trained, tmp_path):
   what the documented move reads) is the real file."""
   names = ['=1+1.png', '@SUM(1+1).png', 'plain.png']
   examples_uri = str(tmp_path / 'examples')
-  _write_split(examples_uri, 'train',
-               [(_sample(label, 0), label, f'{label}/0.png') for label in CLASSES])
-  _write_split(examples_uri, UNLABELED_SPLIT, [
-      (_sample(label, 2), UNLABELED_LABEL, name) for label, name in zip(CLASSES, names)])
-  examples = _artifact(standard_artifacts.Examples, examples_uri, ['train', UNLABELED_SPLIT])
+  write_examples_split(examples_uri, 'train',
+               [(sample_bytes(label, 0), label, f'{label}/0.png') for label in CLASSES])
+  write_examples_split(examples_uri, UNLABELED_SPLIT, [
+      (sample_bytes(label, 2), UNLABELED_LABEL, name) for label, name in zip(CLASSES, names)])
+  examples = artifact(standard_artifacts.Examples, examples_uri, ['train', UNLABELED_SPLIT])
   unlabeled_dir = str(tmp_path / 'unlabeled')
   queue = _run(trained, examples, str(tmp_path / 'out'), unlabeled_dir)
   with open(os.path.join(queue.uri, executor.QUEUE_CSV), newline='') as f:

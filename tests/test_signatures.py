@@ -1,6 +1,5 @@
 """The exported signatures round-trip through a real SavedModel on disk."""
 
-import os
 import re
 
 import numpy as np
@@ -12,21 +11,15 @@ from components.trainer import model as classifier
 from components.trainer import signatures
 from components.transform import preprocessing
 
-from helpers import SAMPLE_DIR, analyze_and_transform, components_config
+from helpers import analyze_and_transform, components_config, sample_bytes
 
 IMAGE_SIZE = 32
 CLASSES = ['bag', 'trouser']
 
 
-def _sample_bytes(label, index):
-  folder = os.path.join(SAMPLE_DIR, label)
-  with open(os.path.join(folder, sorted(os.listdir(folder))[index]), 'rb') as f:
-    return f.read()
-
-
 @pytest.fixture(scope='module')
 def exported(tmp_path_factory):
-  rows = [(_sample_bytes(label, i), label) for label in CLASSES for i in range(3)]
+  rows = [(sample_bytes(label, i), label) for label in CLASSES for i in range(3)]
   _, transform_dir = analyze_and_transform(rows, IMAGE_SIZE, CLASSES)
   config = components_config(f'model.image_size={IMAGE_SIZE}', 'model.weights=none',
                              'training.seed=1', class_names=CLASSES)

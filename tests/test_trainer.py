@@ -1,0 +1,57 @@
+"""The Trainer's module file run alone by TFX's Trainer executor, over real
+TFRecords and a real transform graph: the paths the pipeline's small default
+run does not take (fine-tuning)."""
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+from tfx.components.trainer import executor as trainer_executor
+from tfx.types import standard_artifacts
+from tfx.utils import json_utils
+
+from components.trainer import signatures
+from components.trainer import task
+from pipeline import dag
+
+from helpers import (REPO_ROOT, analyze_and_transform, artifact, components_config,
+                     sample_bytes, write_examples_split)
+
+CLASSES = ['bag', 'trouser']
+IMAGE_SIZE = 32
+
+
+def test_fine_tuning_runs_its_epochs_and_the_model_exports(tmp_path):
+  rows = [(sample_bytes(label, i), label) for label in CLASSES for i in range(6)]
+  _, transform_dir = analyze_and_transform(rows, IMAGE_SIZE, CLASSES)
+  examples_uri = str(tmp_path / 'examples')
+  for split in ('train', 'eval'):
+    write_examples_split(examples_uri, split, [
+        (image, label, f'{label}/{i}.png') for i, (image, label) in enumerate(rows)])
+  model = artifact(standard_artifacts.Model, str(tmp_path / 'model'))
+  model_run = artifact(standard_artifacts.ModelRun, str(tmp_path / 'model_run'))
+  config = components_config(
+      f'model.image_size={IMAGE_SIZE}', 'model.weights=none', 'training.batch_size=4',
+      'training.fine_tune_epochs=2', 'training.max_steps_per_epoch=2',
+      class_names=CLASSES)
+
+  trainer_executor.GenericExecutor().Do(
+      {'examples': [artifact(standard_artifacts.Examples, examples_uri, ['train', 'eval'])],
+       'transform_graph': [artifact(standard_artifacts.TransformGraph, transform_dir)]},
+      {'model': [model], 'model_run': [model_run]},
+      {'module_file': os.path.join(REPO_ROOT, dag.TRAINER_MODULE),
+       'custom_config': json_utils.dumps(config),
+       'train_args': '{"splits": ["train"]}', 'eval_args': '{"splits": ["eval"]}'})
+
+  serving_dir = os.path.join(model.uri, 'Format-Serving')
+  with open(os.path.join(serving_dir, 'assets.extra', task.TRAINING_HISTORY_FILE)) as f:
+    history = json.load(f)
+  assert history['train_images'] == len(rows)
+  assert len(history['fine_tune']['loss']) == 2
+  assert all(np.isfinite(history['fine_tune']['loss']))
+  assert all(seconds > 0 for seconds in history['fine_tune']['seconds'])
+  serve = tf.saved_model.load(serving_dir).signatures[signatures.SERVING_SIGNATURE]
+  outputs = serve(images=tf.constant([image for image, _ in rows[:3]]))
+  assert outputs['probabilities'].shape == (3, len(CLASSES))
+  assert set(outputs['class_name'].numpy()) <= {name.encode() for name in CLASSES}
