@@ -140,10 +140,12 @@ def create_pipeline(
                      if config.data.unlabeled_path else ''),
       max_file_bytes=config.data.max_file_bytes,
       follow_external_symlinks=config.data.follow_external_symlinks)
-  statistics_gen = tfx.components.StatisticsGen(
-      examples=example_gen.outputs['examples'])
   schema_gen = tfx.components.ImportSchemaGen(
       schema_file=at_run_time(config.data.schema_file))
+  # With the schema, statistics treat the image feature as bytes (its
+  # image_domain): sizes only, no count of distinct images.
+  statistics_gen = tfx.components.StatisticsGen(
+      examples=example_gen.outputs['examples'], schema=schema_gen.outputs['schema'])
   # The unlabeled split has a placeholder label the schema's domain does not
   # hold: the DataGate validates it in the schema's UNLABELED environment.
   example_validator = tfx.components.ExampleValidator(
