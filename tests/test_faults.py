@@ -328,16 +328,15 @@ def test_two_runs_at_once_one_runs_the_other_stops_clearly(tmp_path, figures):
 # Runs in a subprocess: publishes a SavedModel folder with every file copy
 # slowed down (in that process only), printing each copy before it starts.
 _SLOW_PUBLISHER = textwrap.dedent('''
-    import json, sys, time
-    import tensorflow as tf
+    import json, shutil, sys, time
     from components.registry_pusher import registry
     source, registry_dir, delay = sys.argv[1], sys.argv[2], float(sys.argv[3])
-    copy = tf.io.gfile.copy
-    def slow_copy(src, dst, overwrite=False):
+    copy = shutil.copyfile
+    def slow_copy(src, dst, *args, **kwargs):
       print('COPY', dst, flush=True)
       time.sleep(delay)
-      copy(src, dst, overwrite)
-    tf.io.gfile.copy = slow_copy
+      return copy(src, dst, *args, **kwargs)
+    shutil.copyfile = slow_copy
     print('START', flush=True)
     version = registry.publish(source, registry_dir, %r, ['a', 'b'], {'run': 'slow'})
     print('PUBLISHED', version, flush=True)
@@ -387,8 +386,8 @@ def test_publish_killed_half_way_never_exposes_a_partial_version(tmp_path, figur
 
   reader_thread = threading.Thread(target=read, daemon=True)
   reader_thread.start()
-  # Copies: the extra files and labels are written directly; tf.io.gfile.copy
-  # copies the SavedModel's files, saved_model.pb last.
+  # Copies: the extra files and labels are written directly; shutil.copyfile
+  # copies the SavedModel's files (a local registry), saved_model.pb last.
   kills = []
   for kill_at_copy in (1, 3, len(files)):   # len(files): just before saved_model.pb
     staging_before = set(_staging_dirs(model_dir))
