@@ -35,7 +35,7 @@ from components import image_codec
 from components.trainer import signatures
 from pipeline import __main__ as cli
 
-from helpers import E2E_CLASSES, REPO_ROOT, SAMPLE_DIR
+from helpers import E2E_CLASSES, REPO_ROOT, sample_bytes
 
 # Peak RSS may grow by at most this much over all the hostile requests; a
 # decoded 100000 x 100000 image would be 30 GB.
@@ -172,12 +172,7 @@ def serve(e2e_first_run):
 
 def read_valid_images():
   """The first bundled image of each class the model knows, as bytes."""
-  contents = []
-  for name in E2E_CLASSES:
-    folder = os.path.join(SAMPLE_DIR, name)
-    with open(os.path.join(folder, sorted(os.listdir(folder))[0]), 'rb') as f:
-      contents.append(f.read())
-  return contents
+  return [sample_bytes(name, 0) for name in E2E_CLASSES]
 
 
 @pytest.fixture(scope='module')
