@@ -286,7 +286,7 @@ def run_pipeline(dataset, cache, config, labeled, evaluation, unlabeled,
   views = 2 if config['augmentation']['horizontal_flip'] else 1
   head = classifier.standalone_head(cache['pool'].shape[-1], len(dataset.class_names))
   start = time.perf_counter()
-  history = head_lib.fit_head(
+  history, _ = head_lib.fit_head(
       head, head_lib.LabeledViews(cache['pool'][:views, labeled], dataset.pool_labels[labeled]),
       config, None if unlabeled is None else cache['pool'][0, unlabeled])
   seconds = time.perf_counter() - start - history['learning_curve_seconds']

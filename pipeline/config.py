@@ -119,6 +119,24 @@ class SemiSupervisedConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DataQualityConfig:
+  """The Trainer's audit of the labeled images on the backbone's cached
+  features: suspect labels, near-duplicates and outliers
+  (components/trainer/data_quality.py, docs/data_quality.md)."""
+  # Off: no audit, and the Trainer does not read the eval split at all.
+  enabled: bool = True
+  # Cosine similarity of normalised features from which two images count as
+  # near-duplicates (calibrated by bench/data_quality.py).
+  near_duplicate_similarity: float = 0.95
+  # Near-duplicates under two labels: 'warn' lists them in the report,
+  # 'stop' fails the Trainer, like the data gate's exact duplicates.
+  cross_class_duplicates: str = 'warn'
+  # Outliers: mean distance to the nearest labeled images this many robust
+  # standard deviations above the median.
+  outlier_mads: float = 4.0
+
+
+@dataclasses.dataclass(frozen=True)
 class LabelingConfig:
   """The LabelQueue (components/label_queue/, docs/labeling.md): which
   unlabeled images to label next, when the run has an unlabeled split."""
@@ -220,6 +238,7 @@ class Config:
   augmentation: AugmentationConfig = AugmentationConfig()
   training: TrainingConfig = TrainingConfig()
   semi_supervised: SemiSupervisedConfig = SemiSupervisedConfig()
+  data_quality: DataQualityConfig = DataQualityConfig()
   labeling: LabelingConfig = LabelingConfig()
   evaluation: EvaluationConfig = EvaluationConfig()
   pipeline: PipelineConfig = PipelineConfig()
@@ -247,6 +266,11 @@ class Config:
          'semi_supervised.pseudo_label_fraction must be in (0, 1]'),
         (self.semi_supervised.pseudo_label_weight > 0.0,
          'semi_supervised.pseudo_label_weight must be positive'),
+        (0.0 < self.data_quality.near_duplicate_similarity <= 1.0,
+         'data_quality.near_duplicate_similarity must be in (0, 1]'),
+        (self.data_quality.cross_class_duplicates in ('warn', 'stop'),
+         "data_quality.cross_class_duplicates must be 'warn' or 'stop'"),
+        (self.data_quality.outlier_mads > 0.0, 'data_quality.outlier_mads must be positive'),
         (self.labeling.queue_size >= 1 and self.labeling.candidate_factor >= 1,
          'labeling.queue_size and candidate_factor must be at least 1'),
         (self.labeling.uncertainty in ('margin', 'entropy'),

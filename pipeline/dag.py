@@ -57,6 +57,7 @@ def components_config(config: Config) -> Dict[str, Any]:
       'augmentation': dataclasses.asdict(config.augmentation),
       'training': dataclasses.asdict(config.training),
       'semi_supervised': dataclasses.asdict(config.semi_supervised),
+      'data_quality': dataclasses.asdict(config.data_quality),
       'max_image_pixels': config.data.max_image_pixels,
   }
 

@@ -117,9 +117,11 @@ def components_config(*overrides, class_names=None):
   return config
 
 
-def analyze_and_transform(rows, image_size, class_names):
+def analyze_and_transform(rows, image_size, class_names, with_names=False):
   """Runs preprocessing_fn through real TF Transform on Beam over
-  (encoded image, label) rows; returns (transformed rows, transform output dir)."""
+  (encoded image, label) rows; returns (transformed rows, transform output dir).
+  `with_names`: the raw schema also has ImageExampleGen's `source_path` and
+  `image_id`, as in a pipeline run (the Trainer reads them)."""
   import functools  # pylint: disable=g-import-not-at-top
   import tempfile  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -132,10 +134,12 @@ def analyze_and_transform(rows, image_size, class_names):
       preprocessing.IMAGE_KEY: tf.io.FixedLenFeature([1], tf.string),
       preprocessing.LABEL_KEY: tf.io.FixedLenFeature([1], tf.string),
   }
+  names = ('source_path', 'image_id') if with_names else ()
+  feature_spec.update({name: tf.io.FixedLenFeature([1], tf.string) for name in names})
   metadata = dataset_metadata.DatasetMetadata(
       schema_utils.schema_from_feature_spec(feature_spec))
-  instances = [{preprocessing.IMAGE_KEY: [image], preprocessing.LABEL_KEY: [label]}
-               for image, label in rows]
+  instances = [{preprocessing.IMAGE_KEY: [image], preprocessing.LABEL_KEY: [label],
+                **{name: [b'-'] for name in names}} for image, label in rows]
   fn = functools.partial(preprocessing.preprocessing_fn, custom_config=components_config(
       f'model.image_size={image_size}', class_names=class_names))
   output_dir = tempfile.mkdtemp()

@@ -81,9 +81,12 @@ def test_head_is_the_cross_validated_logistic_regression_and_never_reads_eval():
   views = np.stack([features, features + 0.05])
   test, test_labels = _clusters(50, seed=2, spread=0.6)
   model = _head_model()
-  history = head_lib.fit_head(model, head_lib.LabeledViews(views, labels),
-                              _config('training.cv_folds=4'))
+  history, out_of_fold = head_lib.fit_head(model, head_lib.LabeledViews(views, labels),
+                                           _config('training.cv_folds=4'))
   assert history['cv_folds'] == 4
+  # Every image held out once: its probabilities come from a head fitted without it.
+  np.testing.assert_allclose(out_of_fold.sum(axis=1), 1.0, atol=1e-5)
+  assert np.mean(out_of_fold.argmax(axis=1) == labels) >= 0.9
   grid = history['regularization']
   assert len(grid['cv_accuracy']) == len(head_lib.REGULARIZATION_GRID)
   assert grid['chosen'] == head_lib.REGULARIZATION_GRID[int(np.argmax(grid['cv_accuracy']))]
@@ -115,7 +118,7 @@ def test_folds_are_repeated_only_while_the_train_split_is_small():
 def test_head_falls_back_without_cross_validation_when_a_class_has_one_image():
   features, labels = _clusters(4, seed=1)
   keep = np.r_[0, 4:12]                        # class 0 keeps a single image
-  history = head_lib.fit_head(
+  history, _ = head_lib.fit_head(
       _head_model(), head_lib.LabeledViews(features[keep][np.newaxis], labels[keep]),
       _config(), unlabeled=_clusters(10, seed=3)[0])
   assert history['cv_folds'] == 0
@@ -148,7 +151,7 @@ def test_self_training_is_used_when_the_unlabeled_clusters_carry_the_information
   config = _config('training.cv_folds=2')
   supervised, semi = _head_model(), _head_model()
   head_lib.fit_head(supervised, head_lib.LabeledViews(labeled[np.newaxis], labels), config)
-  history = head_lib.fit_head(semi, head_lib.LabeledViews(labeled[np.newaxis], labels),
+  history, _ = head_lib.fit_head(semi, head_lib.LabeledViews(labeled[np.newaxis], labels),
                               config, unlabeled=pool)
   decision = history['unlabeled']
   assert decision['images'] == 600
@@ -165,7 +168,7 @@ def test_unlabeled_images_of_no_use_are_left_out_and_the_reason_given():
   """A pool of one class only: pseudo-labels would pull every image towards it."""
   labeled, labels = _clusters(6, seed=1, spread=0.9)
   pool = _clusters(100, seed=2, spread=0.9)[0][:100]        # class 0 only
-  history = head_lib.fit_head(
+  history, _ = head_lib.fit_head(
       _head_model(), head_lib.LabeledViews(labeled[np.newaxis], labels),
       _config('training.cv_folds=3'), unlabeled=pool)
   decision = history['unlabeled']
@@ -176,7 +179,7 @@ def test_unlabeled_images_of_no_use_are_left_out_and_the_reason_given():
 
 def test_learning_curve_grows_with_labels_and_its_fit_extrapolates():
   features, labels = _clusters(30, seed=1, spread=1.2)
-  history = head_lib.fit_head(_head_model(), head_lib.LabeledViews(features[np.newaxis],
+  history, _ = head_lib.fit_head(_head_model(), head_lib.LabeledViews(features[np.newaxis],
                                                                    labels),
                               _config('training.cv_folds=5'))
   curve = history['learning_curve']

@@ -1,7 +1,8 @@
 """The Trainer's module file run alone by TFX's Trainer executor, over real
 TFRecords and a real transform graph: the paths the pipeline's small default
-run does not take (fine-tuning)."""
+run does not take (fine-tuning), and the data-quality audit's files."""
 
+import csv
 import json
 import os
 
@@ -11,6 +12,7 @@ from tfx.components.trainer import executor as trainer_executor
 from tfx.types import standard_artifacts
 from tfx.utils import json_utils
 
+from components.trainer import data_quality
 from components.trainer import signatures
 from components.trainer import task
 from pipeline import dag
@@ -22,13 +24,14 @@ CLASSES = ['bag', 'trouser']
 IMAGE_SIZE = 32
 
 
-def test_fine_tuning_runs_its_epochs_and_the_model_exports(tmp_path):
+def test_fine_tuning_runs_its_epochs_the_model_exports_and_leakage_is_found(tmp_path):
   rows = [(sample_bytes(label, i), label) for label in CLASSES for i in range(6)]
-  _, transform_dir = analyze_and_transform(rows, IMAGE_SIZE, CLASSES)
+  _, transform_dir = analyze_and_transform(rows, IMAGE_SIZE, CLASSES, with_names=True)
   examples_uri = str(tmp_path / 'examples')
+  # Every eval image is a copy of a train image: leakage the audit must name.
   for split in ('train', 'eval'):
     write_examples_split(examples_uri, split, [
-        (image, label, f'{label}/{i}.png') for i, (image, label) in enumerate(rows)])
+        (image, label, f'{split}/{label}/{i}.png') for i, (image, label) in enumerate(rows)])
   model = artifact(standard_artifacts.Model, str(tmp_path / 'model'))
   model_run = artifact(standard_artifacts.ModelRun, str(tmp_path / 'model_run'))
   config = components_config(
@@ -55,3 +58,14 @@ def test_fine_tuning_runs_its_epochs_and_the_model_exports(tmp_path):
   outputs = serve(images=tf.constant([image for image, _ in rows[:3]]))
   assert outputs['probabilities'].shape == (3, len(CLASSES))
   assert set(outputs['class_name'].numpy()) <= {name.encode() for name in CLASSES}
+
+  audit_dir = os.path.join(model_run.uri, data_quality.DIRECTORY)
+  with open(os.path.join(audit_dir, data_quality.NEAR_DUPLICATES_CSV)) as f:
+    pairs = {(row['source_path_a'], row['source_path_b'])
+             for row in csv.DictReader(f) if row['kind'] == data_quality.LEAKAGE}
+  assert pairs >= {(f'train/{label}/{i}.png', f'eval/{label}/{i}.png')
+                   for i, (_, label) in enumerate(rows)}
+  assert history['data_quality']['images'] == 2 * len(rows)
+  assert history['feature_cache']['eval_images'] == len(rows)
+  with open(os.path.join(audit_dir, data_quality.SUSPECT_LABELS_CSV)) as f:
+    assert next(csv.reader(f)) == data_quality.SUSPECT_COLUMNS

@@ -179,9 +179,19 @@ class TrainingSet:
         n_splits=splits, n_repeats=self.repeats, random_state=self.seed).split(
             self.views[0], self.labels))
 
-  def cross_validate(self, folds, regularization: float, self_training: bool) -> float:
-    return float(np.mean([self.accuracy(self.fit(train, regularization, self_training)[0],
-                                        held_out) for train, held_out in folds]))
+  def cross_validate(self, folds, regularization: float,
+                     self_training: bool) -> Tuple[float, np.ndarray]:
+    """Mean held-out accuracy over `folds`, and every image's held-out
+    probabilities (clean view) from the first shuffle, which holds each out once."""
+    accuracies = []
+    out_of_fold = np.zeros((len(self.labels), self.num_classes), np.float32)
+    for fold, (train, held_out) in enumerate(folds):
+      head = self.fit(train, regularization, self_training)[0]
+      probabilities = head.probabilities(self.views[0, held_out])
+      accuracies.append(float(np.mean(probabilities.argmax(-1) == self.labels[held_out])))
+      if fold < len(folds) // self.repeats:
+        out_of_fold[held_out] = probabilities
+    return float(np.mean(accuracies)), out_of_fold
 
 
 def normalized(head_model: tf_keras.Model, features: np.ndarray) -> np.ndarray:
@@ -193,14 +203,16 @@ def normalized(head_model: tf_keras.Model, features: np.ndarray) -> np.ndarray:
 
 def fit_head(head_model: tf_keras.Model, labeled: LabeledViews, config: Dict[str, Any],
              unlabeled: Optional[np.ndarray] = None,
-             summary_dir: Optional[str] = None) -> Dict[str, Any]:
+             summary_dir: Optional[str] = None) -> Tuple[Dict[str, Any], Optional[np.ndarray]]:
   """Fits `head_model` (features -> probabilities, model.head) in place.
 
   `unlabeled` holds the clean features [M, D] of the unlabeled split, or
   None. Adapts the normalisation to the labeled and unlabeled images, chooses
   the regularisation and whether to self-train by cross-validation, fits the
-  final head on every labeled image and returns what was chosen and why. With
-  `summary_dir`, the cross-validated accuracies go to TensorBoard too.
+  final head on every labeled image and returns what was chosen and why, with
+  each labeled image's out-of-fold probabilities [N, classes] under the chosen
+  regularisation (None when nothing could be held out; data_quality.py reads
+  them). With `summary_dir`, the cross-validated accuracies go to TensorBoard too.
   """
   start = time.perf_counter()
   num_classes = head_model.output_shape[-1]
@@ -212,10 +224,13 @@ def fit_head(head_model: tf_keras.Model, labeled: LabeledViews, config: Dict[str
   folds = training_set.folds(config)
   writer = tf.summary.create_file_writer(summary_dir) if summary_dir else None
   if folds:
-    cv_accuracy = [training_set.cross_validate(folds, c, False) for c in REGULARIZATION_GRID]
-    regularization = REGULARIZATION_GRID[int(np.argmax(cv_accuracy))]
+    cv_accuracy, out_of_fold = zip(*(training_set.cross_validate(folds, c, False)
+                                     for c in REGULARIZATION_GRID))
+    best = int(np.argmax(cv_accuracy))
+    regularization, out_of_fold, cv_accuracy = (
+        REGULARIZATION_GRID[best], out_of_fold[best], list(cv_accuracy))
   else:
-    cv_accuracy, regularization = [], FALLBACK_REGULARIZATION
+    cv_accuracy, regularization, out_of_fold = [], FALLBACK_REGULARIZATION, None
   history: Dict[str, Any] = {
       'method': 'logistic regression on normalised features',
       'cv_folds': len(folds) // training_set.repeats,
@@ -250,7 +265,7 @@ def fit_head(head_model: tf_keras.Model, labeled: LabeledViews, config: Dict[str
   logging.info('Head: C=%g chosen by %d-fold cross-validation (accuracy %s); '
                'train accuracy %.4f; %.1f s.', regularization, len(folds) // training_set.repeats,
                _format(cv_accuracy), history['train_accuracy'], history['seconds'])
-  return history
+  return history, out_of_fold
 
 
 def _unlabeled_decision(training_set: TrainingSet, folds, regularization: float,
@@ -262,7 +277,7 @@ def _unlabeled_decision(training_set: TrainingSet, folds, regularization: float,
     decision.update(used=False, reason='a class has a single labeled image: '
                     'cross-validation cannot tell whether the unlabeled images help')
   else:
-    self_trained = training_set.cross_validate(folds, regularization, True)
+    self_trained, _ = training_set.cross_validate(folds, regularization, True)
     used = self_trained >= supervised
     decision.update(
         used=used, cv_accuracy_supervised=supervised, cv_accuracy_self_training=self_trained,

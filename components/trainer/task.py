@@ -3,10 +3,13 @@
 Phase 1 fits the head on the frozen backbone's cached features
 (feature_cache.py: the backbone runs once per image and view; head.py: the
 settings, and whether the unlabeled split helps, are chosen by
-cross-validation on the train split). The optional phase 2 unfreezes the top
-of the backbone (BatchNorm stays frozen) for `fine_tune_epochs` at a low
-learning rate. Neither reads the eval split: the Evaluator's gate measures
-the model on images nothing was tuned on.
+cross-validation on the train split). Between the two, data_quality.py
+audits the labeled images on the same features (suspect labels,
+near-duplicates, outliers). The optional phase 2 unfreezes the top of the
+backbone (BatchNorm stays frozen) for `fine_tune_epochs` at a low learning
+rate. Nothing is fitted or chosen on the eval split, so the Evaluator's gate
+measures the model on images nothing was tuned on; the audit alone reads it,
+to find leakage and wrong eval labels.
 
 Splits: `fn_args.train_files[0]` is the labeled train split; any further
 train files are the unlabeled split (pipeline/dag.py sets the Trainer's
@@ -27,6 +30,7 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from components.backbones import get_backbone
+from components.trainer import data_quality
 from components.trainer import feature_cache
 from components.trainer import head as head_lib
 from components.trainer import model as classifier
@@ -35,13 +39,16 @@ from components.transform import preprocessing
 
 # Written into the model directory next to the SavedModel: what the run learned.
 TRAINING_HISTORY_FILE = 'training_history.json'
+# ImageExampleGen's features that name each image in the audit's lists.
+_NAME_KEYS = ('source_path', 'image_id')
 
 
 def _dataset(fn_args: tfx.components.FnArgs, files: List[str],
              tf_transform_output: tft.TFTransformOutput,
              transform: tf_keras.layers.Layer, batch_size: int,
-             shuffle: bool, seed: int) -> tf.data.Dataset:
-  """One pass over raw examples as (image, label id) batches.
+             shuffle: bool, seed: int, with_names: bool = False) -> tf.data.Dataset:
+  """One pass over raw examples as (image, label id) batches, with
+  `with_names` (image, label id, source path, image id) batches.
 
   Transform does not materialize its output: the transform graph (decode,
   resize, normalize, label ids) runs here, on several batches at once while
@@ -56,8 +63,11 @@ def _dataset(fn_args: tfx.components.FnArgs, files: List[str],
   @tf.autograph.experimental.do_not_convert
   def transformed(raw):
     features = transform({key: raw[key] for key in raw_inputs})
-    return (features[preprocessing.TRANSFORMED_IMAGE_KEY],
-            tf.reshape(features[preprocessing.TRANSFORMED_LABEL_KEY], [-1]))
+    batch = (features[preprocessing.TRANSFORMED_IMAGE_KEY],
+             tf.reshape(features[preprocessing.TRANSFORMED_LABEL_KEY], [-1]))
+    if with_names:
+      batch += tuple(tf.reshape(raw[key], [-1]) for key in _NAME_KEYS)
+    return batch
 
   return fn_args.data_accessor.tf_dataset_factory(
       files,
@@ -67,38 +77,73 @@ def _dataset(fn_args: tfx.components.FnArgs, files: List[str],
   ).map(transformed, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def _images(dataset: tf.data.Dataset, labels: List[np.ndarray]) -> Iterator[tf.Tensor]:
-  """The dataset's image batches; their labels are appended to `labels`."""
-  for images, batch_labels in dataset:
-    labels.append(batch_labels.numpy())
+def _images(dataset: tf.data.Dataset, columns: List[List[np.ndarray]]) -> Iterator[tf.Tensor]:
+  """The dataset's image batches; each batch's other columns (labels, and
+  names with `with_names`) are appended to the lists in `columns`."""
+  for images, *others in dataset:
+    for column, values in zip(columns, others):
+      column.append(values.numpy())
     yield images
 
 
-def _fit_head_on_cache(model, config, train, unlabeled, summary_dir):
-  """Phase 1 on the feature cache; returns (head history, cache facts, labels)."""
+def _names(column: List[np.ndarray]) -> List[str]:
+  return [name.decode('utf-8', 'replace') for name in np.concatenate(column)]
+
+
+def _fit_head_on_cache(model, config, train, unlabeled, evaluation, class_names,
+                       model_run_dir):
+  """Phase 1 on the feature cache, with the data-quality audit on the same
+  features; returns (head history, cache facts, audit summary, train labels).
+  `evaluation` (the eval split with names, or None) is read by the audit only."""
   extractor = classifier.feature_extractor(model)
   augmentation = model.get_layer(classifier.AUGMENTATION_LAYER)
   mirror = [feature_cache.mirror] if config['augmentation']['horizontal_flip'] else []
-  labels: List[np.ndarray] = []
+  train_columns: List[List[np.ndarray]] = [[], [], []]
   start = time.perf_counter()
   labeled = head_lib.LabeledViews(
       feature_cache.compute_views(
-          extractor, _images(train, labels),
+          extractor, _images(train, train_columns),
           [None, *mirror, *[augmentation] * config['training']['cached_views']],
           'labeled images'),
-      np.concatenate(labels))
+      np.concatenate(train_columns[0]))
   unlabeled_features = None
   if unlabeled is not None:
     unlabeled_features = feature_cache.compute_views(
         extractor, _images(unlabeled, []), [None], 'unlabeled images')[0]
+  eval_columns: List[List[np.ndarray]] = [[], [], []]
+  eval_features = None
+  if evaluation is not None:
+    eval_features = feature_cache.compute_views(
+        extractor, _images(evaluation, eval_columns), [None], 'eval images (audit)')[0]
   cache = {'labeled_images': len(labeled.labels), 'views': labeled.features.shape[0],
            'unlabeled_images': (0 if unlabeled_features is None
                                 else len(unlabeled_features)),
+           'eval_images': 0 if eval_features is None else len(eval_features),
            'seconds': time.perf_counter() - start}
   logging.info('Feature cache built in %.1f s.', cache['seconds'])
-  history = head_lib.fit_head(classifier.head(model), labeled, config, unlabeled_features,
-                              summary_dir)
-  return history, cache, labeled.labels
+  head_model = classifier.head(model)
+  history, out_of_fold = head_lib.fit_head(head_model, labeled, config,
+                                           unlabeled_features, model_run_dir)
+  audit = None
+  if eval_features is not None:
+    if out_of_fold is None:
+      audit = {'skipped': 'a class has a single labeled train image: nothing '
+                          'could be held out to judge the labels'}
+    else:
+      eval_labels = np.concatenate(eval_columns[0])
+      images = data_quality.LabeledImages(
+          features=head_lib.normalized(
+              head_model, np.concatenate([labeled.features[0], eval_features])),
+          labels=np.concatenate([labeled.labels, eval_labels]),
+          probabilities=np.concatenate(
+              [out_of_fold, head_model(tf.constant(eval_features)).numpy()]),
+          splits=['train'] * len(labeled.labels) + ['eval'] * len(eval_labels),
+          source_paths=_names(train_columns[1]) + _names(eval_columns[1]),
+          image_ids=_names(train_columns[2]) + _names(eval_columns[2]))
+      audit = data_quality.audit(images, class_names, config['data_quality'],
+                                 os.path.join(model_run_dir, data_quality.DIRECTORY))
+    logging.info('Data-quality audit: %s', json.dumps(audit))
+  return history, cache, audit, labeled.labels
 
 
 class _EpochTimer(tf_keras.callbacks.Callback):
@@ -127,21 +172,26 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
   # do not depend on it, and a shuffle buffer would hold up to 10,000 encoded
   # images (~0.8 GB of photos). Fine-tuning shuffles.
   labeled = _dataset(fn_args, labeled_files, tf_transform_output, transform,
-                     training['batch_size'], shuffle=False, seed=0)
+                     training['batch_size'], shuffle=False, seed=0, with_names=True)
   unlabeled = None
   if unlabeled_files and config['semi_supervised']['enabled']:
     unlabeled = _dataset(fn_args, unlabeled_files, tf_transform_output, transform,
                          training['batch_size'], shuffle=False, seed=0)
   elif unlabeled_files:
     logging.info('semi_supervised.enabled is off: the unlabeled split is not used.')
+  evaluation = None
+  if config['data_quality']['enabled']:
+    evaluation = _dataset(fn_args, fn_args.eval_files, tf_transform_output, transform,
+                          training['batch_size'], shuffle=False, seed=0, with_names=True)
 
   start = time.perf_counter()
   model = classifier.build_classifier(config, num_classes,
                                       preprocessing.TRANSFORMED_IMAGE_KEY)
   logging.info('Classifier built in %.1f s.', time.perf_counter() - start)
   history: Dict[str, Any] = {}
-  history['head'], history['feature_cache'], train_labels = _fit_head_on_cache(
-      model, config, labeled, unlabeled, fn_args.model_run_dir)
+  (history['head'], history['feature_cache'], history['data_quality'],
+   train_labels) = _fit_head_on_cache(model, config, labeled, unlabeled, evaluation,
+                                      class_names, fn_args.model_run_dir)
   train_counts = np.bincount(train_labels, minlength=num_classes)
   logging.info('Train images per class: %s', dict(zip(class_names, train_counts.tolist())))
   history['train_images'] = int(train_counts.sum())

@@ -1,0 +1,102 @@
+"""The data-quality audit (components/trainer/data_quality.py) on features
+whose truth is known: flipped labels, planted copies and a far-away image."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+from components.trainer import data_quality
+
+CLASSES = ['a', 'b', 'c']
+SETTINGS = {'near_duplicate_similarity': 0.95, 'cross_class_duplicates': 'warn',
+            'outlier_mads': 4.0}
+
+
+def _images(seed=0, per_class=40, flipped=(3, 50, 97)):
+  """Three well-separated clusters in 64-d; `flipped` images carry the next
+  class's label; eval is the last fifth of each class."""
+  rng = np.random.default_rng(seed)
+  centers = rng.normal(size=(len(CLASSES), 64)) * 1.5
+  truth = np.repeat(np.arange(len(CLASSES)), per_class)
+  features = centers[truth] + rng.normal(size=(len(truth), 64))
+  labels = truth.copy()
+  labels[list(flipped)] = (truth[list(flipped)] + 1) % len(CLASSES)
+  # Out-of-sample probabilities as a decent classifier gives them: mostly on
+  # the true class, whatever the given label.
+  probabilities = np.full((len(truth), len(CLASSES)), 0.05)
+  probabilities[np.arange(len(truth)), truth] = 0.9
+  splits = ['eval' if i % per_class >= per_class * 4 // 5 else 'train'
+            for i in range(len(truth))]
+  return features, labels, probabilities, splits
+
+
+def _labeled(features, labels, probabilities, splits):
+  return data_quality.LabeledImages(
+      features=features, labels=labels, probabilities=probabilities, splits=splits,
+      source_paths=[f'{CLASSES[label]}/{i}.png' for i, label in enumerate(labels)],
+      image_ids=[f'id{i}' for i in range(len(labels))])
+
+
+def _rows(folder, name):
+  with open(os.path.join(folder, name)) as f:
+    return list(csv.DictReader(f))
+
+
+def test_flipped_labels_are_the_suspects_with_their_true_class_suggested(tmp_path):
+  features, labels, probabilities, splits = _images()
+  summary = data_quality.audit(_labeled(features, labels, probabilities, splits),
+                               CLASSES, SETTINGS, str(tmp_path))
+  rows = _rows(tmp_path, data_quality.SUSPECT_LABELS_CSV)
+  assert {row['source_path'] for row in rows} == {'b/3.png', 'c/50.png', 'a/97.png'}
+  assert {(row['given'], row['suggested']) for row in rows} == {
+      ('b', 'a'), ('c', 'b'), ('a', 'c')}
+  assert all(float(row['score']) == pytest.approx(0.95) for row in rows)
+  assert summary['suspect_labels'] == 3
+  with open(tmp_path / data_quality.SUMMARY_JSON) as f:
+    assert json.load(f)['suspect_labels'] == 3
+
+
+def test_copies_are_named_by_kind_and_a_far_image_is_an_outlier(tmp_path):
+  features, labels, probabilities, splits = _images(flipped=())
+  rng = np.random.default_rng(1)
+  # 35 (eval, class a) copies image 0 (train, class a): leakage. 45 copies 44
+  # (both train, class b) under label c: a conflict. 60 copies 41 (both
+  # train, class b): a duplicate. 70 is far from everything.
+  for copy, original in ((35, 0), (45, 44), (60, 41)):
+    features[copy] = features[original] + rng.normal(size=64) * 0.05
+  labels[45] = 2
+  features[70] = rng.normal(size=64) * 40
+  summary = data_quality.audit(_labeled(features, labels, probabilities, splits),
+                               CLASSES, SETTINGS, str(tmp_path))
+  pairs = {(row['kind'], row['source_path_a'], row['source_path_b'])
+           for row in _rows(tmp_path, data_quality.NEAR_DUPLICATES_CSV)}
+  assert pairs == {('leakage', 'a/0.png', 'a/35.png'), ('conflict', 'b/44.png', 'c/45.png'),
+                   ('duplicate', 'b/41.png', 'b/60.png')}
+  assert summary['near_duplicates'] == {'conflict': 1, 'leakage': 1, 'duplicate': 1}
+  outliers = _rows(tmp_path, data_quality.OUTLIERS_CSV)
+  assert [row['source_path'] for row in outliers] == ['b/70.png']
+
+
+def test_stop_on_cross_class_duplicates_fails_after_writing_the_lists(tmp_path):
+  features, labels, probabilities, splits = _images(flipped=())
+  features[45] = features[44]
+  labels[45] = 2
+  with pytest.raises(data_quality.DataQualityError, match='b/44.png as b and c/45.png as c'):
+    data_quality.audit(_labeled(features, labels, probabilities, splits), CLASSES,
+                       {**SETTINGS, 'cross_class_duplicates': 'stop'}, str(tmp_path))
+  assert len(_rows(tmp_path, data_quality.NEAR_DUPLICATES_CSV)) == 1
+
+
+def test_neighbours_match_the_full_similarity_matrix_across_blocks(monkeypatch):
+  monkeypatch.setattr(data_quality, 'BLOCK', 7)
+  features = np.random.default_rng(2).normal(size=(30, 8))
+  similarities, indices = data_quality.nearest_neighbours(features, k=4)
+  unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+  full = unit @ unit.T
+  np.fill_diagonal(full, -np.inf)
+  expected = np.argsort(-full, axis=1)[:, :4]
+  np.testing.assert_array_equal(indices, expected)
+  np.testing.assert_allclose(similarities, np.take_along_axis(full, expected, 1), rtol=1e-5)
