@@ -117,11 +117,17 @@ def encode_png(images: np.ndarray) -> List[bytes]:
 def model_inputs(images: np.ndarray, config: Dict[str, Any],
                  batch_size: int = 64) -> Iterator[tf.Tensor]:
   """Batches of model inputs, preprocessed exactly as the Transform graph does."""
+  return encoded_inputs(encode_png(images), config, batch_size)
+
+
+def encoded_inputs(encoded: List[bytes], config: Dict[str, Any],
+                   batch_size: int = 64) -> Iterator[tf.Tensor]:
+  """Batches of model inputs from encoded images, decoded, resized and
+  normalized exactly as the Transform graph does."""
   normalize = get_backbone(config['model']['backbone']).normalize
   size = config['image_size']
   preprocess = tf.function(
       lambda encoded: normalize(image_codec.decode_and_resize(encoded, size)))
-  encoded = encode_png(images)
   for begin in range(0, len(encoded), batch_size):
     yield preprocess(tf.constant(encoded[begin:begin + batch_size]))
 

@@ -144,6 +144,9 @@ class LabelingConfig:
   # Diversity is sought among the queue_size x candidate_factor most uncertain.
   candidate_factor: int = 5
   uncertainty: str = 'margin'      # margin | entropy
+  # The most likely wrong labels of the Trainer's data-quality audit, put
+  # ahead of the unlabeled images as "check this label"; 0: none.
+  check_labels: int = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,6 +276,7 @@ class Config:
         (self.data_quality.outlier_mads > 0.0, 'data_quality.outlier_mads must be positive'),
         (self.labeling.queue_size >= 1 and self.labeling.candidate_factor >= 1,
          'labeling.queue_size and candidate_factor must be at least 1'),
+        (self.labeling.check_labels >= 0, 'labeling.check_labels must be >= 0'),
         (self.labeling.uncertainty in ('margin', 'entropy'),
          "labeling.uncertainty must be 'margin' or 'entropy'"),
         (0.0 <= self.evaluation.min_accuracy <= 1.0,

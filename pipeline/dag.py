@@ -225,6 +225,8 @@ def create_pipeline(
         model=trainer.outputs['model'], examples=example_gen.outputs['examples'],
         transform_graph=transform.outputs['transform_graph'],
         unlabeled_dir=at_run_time(config.data.unlabeled_path),
+        model_run=trainer.outputs['model_run'], labeled_dir=at_run_time(config.data.path),
+        check_labels=config.labeling.check_labels if config.data_quality.enabled else 0,
         queue_size=config.labeling.queue_size,
         candidate_factor=config.labeling.candidate_factor,
         uncertainty=config.labeling.uncertainty))

@@ -19,6 +19,7 @@ from components.data_gate import executor as data_gate_executor
 from components.evaluator import results
 from components.image_example_gen import executor as example_gen_executor
 from components.label_queue import executor as label_queue_executor
+from components.trainer import data_quality
 from components.transform import preprocessing
 
 DATA_GATE_NODE = 'DataGate'
@@ -67,6 +68,11 @@ class RunSummary:
   # how many images it queued, when the run had unlabeled images.
   label_queue_uri: Optional[str] = None
   label_queue_size: int = 0
+  labels_to_check: int = 0     # of label_queue_size: the audit's suspect labels
+  # The Trainer's data-quality audit (components/trainer/data_quality.py):
+  # its folder in the Trainer's model_run, and its data_quality.json.
+  data_quality_dir: Optional[str] = None
+  data_quality: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def _anomalies(uri: str) -> List[str]:
@@ -166,6 +172,10 @@ def summarize(metadata_path: str) -> RunSummary:
       elif kind == 'InferenceResult' and key == 'queue':   # the LabelQueue's
         summary.label_queue_uri = artifact.uri
         summary.label_queue_size = props[label_queue_executor.QUEUED_PROPERTY].int_value
+        summary.labels_to_check = props[label_queue_executor.CHECK_LABELS_PROPERTY].int_value
+      elif kind == 'ModelRun':
+        summary.data_quality_dir = os.path.join(artifact.uri, data_quality.DIRECTORY)
+        summary.data_quality = data_quality.read_summary(summary.data_quality_dir)
       elif kind == 'TransformGraph':
         class_names = preprocessing.read_class_names(artifact.uri)
   if summary.blessed is not None and class_names and summary.evaluation_uri:
@@ -211,8 +221,13 @@ def format_summary(summary: RunSummary) -> str:
     lines.extend(f'  - {reason}' for reason in evaluation.get('failures', []))
   else:
     lines.append('The run did not reach the Evaluator.')
+  if summary.data_quality:
+    lines.append(f'Data quality: {data_quality.describe(summary.data_quality)} '
+                 f'({summary.data_quality_dir})')
   if summary.label_queue_uri:
-    lines.append(f'Label next: {summary.label_queue_size} unlabeled images ranked in '
+    checks = summary.labels_to_check
+    lines.append(f'Label next: {f"{checks} labels to check, then " if checks else ""}'
+                 f'{summary.label_queue_size - checks} unlabeled images ranked in '
                  f'{os.path.join(summary.label_queue_uri, label_queue_executor.QUEUE_CSV)}'
                  f' (contact sheet: {label_queue_executor.CONTACT_SHEET})')
   if summary.report_path:

@@ -22,6 +22,7 @@ from components.data_gate.labels import split_records
 from components.image_example_gen.component import UNLABELED_LABEL, UNLABELED_SPLIT
 from components.label_queue import executor
 from components.label_queue import ranking
+from components.trainer import data_quality
 from components.trainer import signatures
 from components.trainer.model import POOLED_FEATURES_LAYER
 
@@ -194,6 +195,49 @@ def test_executor_queues_the_signature_ranking_of_the_new_images(trained, queued
   assert sheet.size == (5 * executor.THUMBNAIL_SIZE,
                         executor.THUMBNAIL_SIZE + executor.CAPTION_HEIGHT)
   assert len(set(np.asarray(sheet.convert('L')).ravel())) > 2     # not a blank sheet
+
+
+def test_labels_to_check_come_first_with_their_labeled_file(trained, queued, tmp_path):
+  """The Trainer's audit lists two suspect labels; with check_labels=1 the
+  most likely wrong one heads the queue, then the same five new images."""
+  _, new_rows, _, unlabeled_dir = queued
+  examples_uri = os.path.join(os.path.dirname(os.path.dirname(new_rows[0]['path'])),
+                              'examples')
+  examples = artifact(standard_artifacts.Examples, examples_uri,
+                      ['train', 'eval', UNLABELED_SPLIT])
+  suspect = sample_bytes('bag', 1)                       # eval, filed as bag
+  model_run = tmp_path / 'model_run'
+  audit_dir = model_run / data_quality.DIRECTORY
+  audit_dir.mkdir(parents=True)
+  with open(audit_dir / data_quality.SUSPECT_LABELS_CSV, 'w', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(data_quality.SUSPECT_COLUMNS)
+    writer.writerow([1, 'bag/1.png', 'eval', hashlib.sha256(suspect).hexdigest(), 'bag',
+                     'trouser', '0.9100', '0.8800'])
+    writer.writerow([2, 'sneaker/0.png', 'train', 'unused', 'sneaker', 'bag', '0.5', '0.5'])
+  model_uri, transform_dir = trained
+  queue = artifact(standard_artifacts.InferenceResult, str(tmp_path / 'out'))
+  os.makedirs(queue.uri)
+  executor.Executor().Do(
+      {'model': [artifact(standard_artifacts.Model, model_uri)], 'examples': [examples],
+       'transform_graph': [artifact(standard_artifacts.TransformGraph, transform_dir)],
+       'model_run': [artifact(standard_artifacts.ModelRun, str(model_run))]},
+      {'queue': [queue]},
+      {'unlabeled_dir': unlabeled_dir, 'labeled_dir': '/data/clothes', 'check_labels': 1,
+       'queue_size': 5, 'candidate_factor': 2, 'uncertainty': 'margin'})
+  with open(os.path.join(queue.uri, executor.QUEUE_CSV), newline='') as f:
+    rows = list(csv.DictReader(f))
+  check = rows[0]
+  assert (check['rank'], check['path'], check['predicted'], check['runner_up'],
+          check['runner_up_probability']) == ('1', '/data/clothes/bag/1.png', 'trouser',
+                                              'bag', '0.0900')
+  assert check['why'] == 'check this label: filed as bag (eval), the model says trouser'
+  assert [row['source_path'] for row in rows[1:]] == [row['source_path'] for row in new_rows]
+  assert [row['rank'] for row in rows] == ['1', '2', '3', '4', '5', '6']
+  assert queue.get_int_custom_property(executor.CHECK_LABELS_PROPERTY) == 1
+  sheet = Image.open(os.path.join(queue.uri, executor.CONTACT_SHEET))
+  assert sheet.size == (5 * executor.THUMBNAIL_SIZE,
+                        2 * (executor.THUMBNAIL_SIZE + executor.CAPTION_HEIGHT))
 
 
 def test_executor_refuses_examples_without_an_unlabeled_split(trained, tmp_path):

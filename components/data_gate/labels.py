@@ -1,13 +1,14 @@
-"""Images per class and split, counted from the `label` feature.
+"""Images per class and split, counted from the `label` feature; the examples'
+splits read back (records, one feature's values, images by image_id).
 
-Shared by the DataGate and the run report.
+Shared by the DataGate, the LabelQueue and the run report.
 Counts are read from StatisticsGen's `label` rank histogram (complete up to
 1000 classes); when it is missing or truncated, from the examples.
 """
 
 import collections
 import os
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, Set, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -16,6 +17,8 @@ from tensorflow_metadata.proto.v0 import statistics_pb2
 from components.label_schema import LABEL_FEATURE
 
 STATISTICS_FILE = 'FeatureStats.pb'
+# ImageExampleGen's features holding the encoded image and its sha256.
+IMAGE, IMAGE_ID = 'image', 'image_id'
 FROM_STATISTICS, FROM_EXAMPLES = 'statistics', 'examples'
 
 Counts = Dict[str, Dict[str, int]]     # split -> label -> images
@@ -82,6 +85,23 @@ def string_values(examples_uri: str, split: str, feature: str) -> Iterator[np.nd
               .batch(4096)
               .map(lambda records: tf.io.parse_example(records, spec)[feature])
               .as_numpy_iterator())
+
+
+def ids_and_images(examples_uri: str, splits: List[str],
+                   wanted: Set[bytes]) -> Tuple[Set[bytes], Dict[bytes, bytes]]:
+  """(the image_id of every example in `splits`, the encoded images of the
+  `wanted` image_ids), in one pass."""
+  spec = {name: tf.io.FixedLenFeature([], tf.string) for name in (IMAGE_ID, IMAGE)}
+  ids: Set[bytes] = set()
+  images: Dict[bytes, bytes] = {}
+  for split in splits:
+    batches = split_records(examples_uri, split).batch(256).map(
+        lambda records: tf.io.parse_example(records, spec))
+    for batch in batches.as_numpy_iterator():
+      ids.update(batch[IMAGE_ID])
+      images.update((image_id, image) for image_id, image
+                    in zip(batch[IMAGE_ID], batch[IMAGE]) if image_id in wanted)
+  return ids, images
 
 
 def from_examples(examples_uri: str, splits: List[str]) -> Counts:

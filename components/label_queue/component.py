@@ -2,7 +2,9 @@
 
 Scores the ExampleGen `unlabeled` split with the new model's
 `embeddings_from_examples` signature and ranks it by uncertainty with a
-diversity term (ranking.py); docs/labeling.md says how to feed the labels back.
+diversity term (ranking.py). Ahead of those it puts the `check_labels` most
+likely wrong labels the Trainer's data-quality audit found (its `model_run`
+output), as "check this label". docs/labeling.md says how to feed the labels back.
 Its output `queue` is a standard `InferenceResult` artifact (what BulkInferrer
 writes for predictions on unlabeled data): a custom artifact type would need
 an importable one-dot `module.Class` name to run on Vertex AI Pipelines. It
@@ -26,11 +28,15 @@ class LabelQueueSpec(types.ComponentSpec):
       'candidate_factor': ExecutionParameter(type=int),
       'uncertainty': ExecutionParameter(type=str),
       'unlabeled_dir': ExecutionParameter(type=str),
+      'labeled_dir': ExecutionParameter(type=str),
+      'check_labels': ExecutionParameter(type=int),
   }
   INPUTS = {
       'model': ChannelParameter(type=standard_artifacts.Model),
       'examples': ChannelParameter(type=standard_artifacts.Examples),
       'transform_graph': ChannelParameter(type=standard_artifacts.TransformGraph),
+      # The Trainer's logs, with data_quality/suspect_labels.csv.
+      'model_run': ChannelParameter(type=standard_artifacts.ModelRun, optional=True),
   }
   OUTPUTS = {
       'queue': ChannelParameter(type=standard_artifacts.InferenceResult),
@@ -45,9 +51,12 @@ class LabelQueue(base_component.BaseComponent):
 
   def __init__(self, model: types.BaseChannel, examples: types.BaseChannel,
                transform_graph: types.BaseChannel, unlabeled_dir: str,
-               queue_size: int, candidate_factor: int, uncertainty: str):
+               queue_size: int, candidate_factor: int, uncertainty: str,
+               model_run: types.BaseChannel = None, labeled_dir: str = '',
+               check_labels: int = 0):
     super().__init__(spec=LabelQueueSpec(
         model=model, examples=examples, transform_graph=transform_graph,
-        unlabeled_dir=unlabeled_dir, queue_size=queue_size,
+        model_run=model_run, unlabeled_dir=unlabeled_dir, labeled_dir=labeled_dir,
+        check_labels=check_labels, queue_size=queue_size,
         candidate_factor=candidate_factor, uncertainty=uncertainty,
         queue=types.Channel(type=standard_artifacts.InferenceResult)))

@@ -8,11 +8,16 @@ image are skipped before scoring. Only a shortlist of the
 streams by (ranking.most_uncertain), so memory does not grow with the pool;
 ranking.select then picks the queue from it.
 
+With the Trainer's `model_run` and `check_labels` > 0, the queue starts with
+the audit's most likely wrong labels (data_quality/suspect_labels.csv):
+"check this label", ahead of "label this new image".
+
 Outputs, in the artifact's folder:
 - `label_queue.csv`: rank, path (the file in the unlabeled folder, ready to
-  move), source_path, image_id, predicted class and probability, runner-up
-  and probability, margin, entropy, why it was picked, and an empty `label`
-  column for the user to fill (docs/labeling.md);
+  move; for a label to check, the labeled file), source_path, image_id,
+  predicted class and probability, runner-up and probability (for a label to
+  check: the label it is filed under), margin, entropy, why it was picked, and
+  an empty `label` column for the user to fill (docs/labeling.md);
 - `contact_sheet.png`: the queued images in rank order, captioned;
 - `label_queue.json`: what was counted and the knobs.
 """
@@ -37,6 +42,7 @@ from components import safe_text
 from components.data_gate import labels
 from components.image_example_gen.component import UNLABELED_SPLIT
 from components.label_queue import ranking
+from components.trainer import data_quality
 from components.trainer import signatures
 from components.transform import preprocessing
 
@@ -44,6 +50,7 @@ QUEUE_CSV = 'label_queue.csv'
 CONTACT_SHEET = 'contact_sheet.png'
 SUMMARY_JSON = 'label_queue.json'
 QUEUED_PROPERTY = 'queued'
+CHECK_LABELS_PROPERTY = 'labels_to_check'
 CSV_COLUMNS = ['rank', 'path', 'source_path', 'image_id', 'predicted', 'probability',
                'runner_up', 'runner_up_probability', 'margin', 'entropy', 'why', 'label']
 BATCH_SIZE = 64
@@ -56,11 +63,18 @@ _ID, _SOURCE = 'image_id', 'source_path'
 _TEXT_FIELDS = (preprocessing.IMAGE_KEY, _ID, _SOURCE)
 
 
-def labeled_ids(examples: types.Artifact, splits: List[str]) -> Set[bytes]:
-  """The image_ids of every example in `splits`."""
-  return {image_id for split in splits
-          for batch in labels.string_values(examples.uri, split, _ID)
-          for image_id in batch}
+def check_label_rows(model_run_uri: str, count: int, labeled_dir: str) -> List[Dict[str, Any]]:
+  """The audit's `count` most likely wrong labels as queue rows (unranked)."""
+  suspects = data_quality.read_csv(os.path.join(
+      model_run_uri, data_quality.DIRECTORY, data_quality.SUSPECT_LABELS_CSV)) or []
+  return [{
+      'path': os.path.join(labeled_dir, row['source_path']),
+      'source_path': row['source_path'], 'image_id': row['image_id'],
+      'predicted': row['suggested'], 'probability': row['suggested_probability'],
+      'runner_up': row['given'], 'runner_up_probability': f'{1 - float(row["score"]):.4f}',
+      'margin': '', 'entropy': '',
+      'why': (f'check this label: filed as {row["given"]} ({row["split"]}), the model '
+              f'says {row["suggested"]}'), 'label': ''} for row in suspects[:count]]
 
 
 def shortlist_pool(model_dir: str, records: tf.data.Dataset, skip: Set[bytes], size: int,
@@ -172,15 +186,24 @@ class Executor(base_executor.BaseExecutor):
     candidate_factor = int(exec_properties['candidate_factor'])
     method = exec_properties['uncertainty']
     unlabeled_dir = exec_properties['unlabeled_dir']
+    checks = []
+    if input_dict.get('model_run') and exec_properties.get('check_labels'):
+      checks = check_label_rows(artifact_utils.get_single_uri(input_dict['model_run']),
+                                int(exec_properties['check_labels']),
+                                exec_properties.get('labeled_dir') or '')
 
-    labeled = labeled_ids(examples, [split for split in splits if split != UNLABELED_SPLIT])
+    labeled, check_images = labels.ids_and_images(
+        examples.uri, [split for split in splits if split != UNLABELED_SPLIT],
+        {row['image_id'].encode() for row in checks})
     shortlist, counts = shortlist_pool(
         model_dir, labels.split_records(examples.uri, UNLABELED_SPLIT), labeled,
         queue_size * candidate_factor, method)
     picks = [] if shortlist is None else ranking.select(
         shortlist['probabilities'], shortlist['embedding'], shortlist[_ID],
         queue_size, candidate_factor, method)
-    rows = queue_rows(picks, shortlist, class_names, unlabeled_dir, counts['pool'])
+    rows = checks + queue_rows(picks, shortlist, class_names, unlabeled_dir, counts['pool'])
+    for rank, row in enumerate(rows, start=1):
+      row['rank'] = rank
 
     output = artifact_utils.get_single_instance(output_dict['queue'])
     with tf.io.gfile.GFile(os.path.join(output.uri, QUEUE_CSV), 'w') as f:
@@ -188,9 +211,12 @@ class Executor(base_executor.BaseExecutor):
       writer.writeheader()
       writer.writerows(safe_text.spreadsheet_row(row) for row in rows)
     sheet = contact_sheet(
+        [check_images[row['image_id'].encode()] for row in checks] +
         [shortlist[preprocessing.IMAGE_KEY][pick.index] for pick in picks],
+        [[f'#{row["rank"]}  check label', f'filed: {row["runner_up"]}',
+          f'model: {row["predicted"]}'] for row in checks] +
         [[f'#{row["rank"]}  margin {row["margin"]}', row['predicted'],
-          f'/ {row["runner_up"]}'] for row in rows])
+          f'/ {row["runner_up"]}'] for row in rows[len(checks):]])
     buffer = io.BytesIO()
     sheet.save(buffer, format='PNG')
     with tf.io.gfile.GFile(os.path.join(output.uri, CONTACT_SHEET), 'wb') as f:
@@ -201,7 +227,7 @@ class Executor(base_executor.BaseExecutor):
         'skipped_duplicates': counts['duplicates'],
         'pool_images': counts['pool'],
         'candidates': 0 if shortlist is None else len(shortlist[_ID]),
-        'queued': len(rows),
+        'queued': len(rows), 'labels_to_check': len(checks),
         'uncertainty': method, 'queue_size': queue_size,
         'candidate_factor': candidate_factor, 'unlabeled_dir': unlabeled_dir,
         'class_names': class_names, 'model': model_dir,
@@ -209,10 +235,11 @@ class Executor(base_executor.BaseExecutor):
     with tf.io.gfile.GFile(os.path.join(output.uri, SUMMARY_JSON), 'w') as f:
       json.dump(summary, f, indent=1)
     output.set_int_custom_property(QUEUED_PROPERTY, len(rows))
+    output.set_int_custom_property(CHECK_LABELS_PROPERTY, len(checks))
     output.set_int_custom_property('pool_images', counts['pool'])
     logging.info(
-        'LabelQueue: %d unlabeled examples, %d already labeled and %d repeats '
+        'LabelQueue: %d labels to check first; %d unlabeled examples, %d already labeled and %d repeats '
         'skipped; %d scored, the %d most uncertain (%s) shortlisted, %d queued by '
-        'diversity among them: %s', summary['unlabeled_examples'],
+        'diversity among them: %s', len(checks), summary['unlabeled_examples'],
         counts['already_labeled'], counts['duplicates'], counts['pool'],
         summary['candidates'], method, len(rows), os.path.join(output.uri, QUEUE_CSV))

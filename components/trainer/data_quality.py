@@ -167,8 +167,7 @@ def audit(images: LabeledImages, class_names: Sequence[str], settings: Dict[str,
       'cross_class_duplicates': settings['cross_class_duplicates'],
       'seconds': time.perf_counter() - start,
   }
-  with tf.io.gfile.GFile(os.path.join(output_dir, SUMMARY_JSON), 'w') as f:
-    json.dump(summary, f, indent=1)
+  write_summary(output_dir, summary)
   conflicts = [row for row in duplicate_rows if row[0] == CONFLICT]
   if conflicts and settings['cross_class_duplicates'] == 'stop':
     raise DataQualityError(
@@ -191,6 +190,32 @@ def _write_csv(path: str, columns: List[str], rows: List[List[Any]]) -> None:
     writer = csv.writer(f)
     writer.writerow(columns)
     writer.writerows(rows)
+
+
+def write_summary(directory: str, summary: Dict[str, Any]) -> None:
+  tf.io.gfile.makedirs(directory)
+  with tf.io.gfile.GFile(os.path.join(directory, SUMMARY_JSON), 'w') as f:
+    json.dump(summary, f, indent=1)
+
+
+def read_summary(directory: str) -> Dict[str, Any]:
+  """data_quality.json of an audit folder; {} when the run made no audit."""
+  path = os.path.join(directory, SUMMARY_JSON)
+  if not tf.io.gfile.exists(path):
+    return {}
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
+
+
+def describe(summary: Dict[str, Any]) -> str:
+  """One line for the run summary: what the audit found."""
+  if 'skipped' in summary:
+    return f'not audited: {summary["skipped"]}'
+  pairs = summary['near_duplicates']
+  return (f'{summary["suspect_labels"]} suspect labels, '
+          f'{sum(pairs.values())} near-duplicate pairs ({pairs[LEAKAGE]} across train/eval, '
+          f'{pairs[CONFLICT]} under two labels), {summary["outliers"]} outliers '
+          f'in {summary["images"]} labeled images')
 
 
 def read_csv(path: str) -> Optional[List[Dict[str, str]]]:

@@ -125,10 +125,12 @@ def _fit_head_on_cache(model, config, train, unlabeled, evaluation, class_names,
   history, out_of_fold = head_lib.fit_head(head_model, labeled, config,
                                            unlabeled_features, model_run_dir)
   audit = None
+  audit_dir = os.path.join(model_run_dir, data_quality.DIRECTORY)
   if eval_features is not None:
     if out_of_fold is None:
       audit = {'skipped': 'a class has a single labeled train image: nothing '
                           'could be held out to judge the labels'}
+      data_quality.write_summary(audit_dir, audit)
     else:
       eval_labels = np.concatenate(eval_columns[0])
       images = data_quality.LabeledImages(
@@ -140,8 +142,7 @@ def _fit_head_on_cache(model, config, train, unlabeled, evaluation, class_names,
           splits=['train'] * len(labeled.labels) + ['eval'] * len(eval_labels),
           source_paths=_names(train_columns[1]) + _names(eval_columns[1]),
           image_ids=_names(train_columns[2]) + _names(eval_columns[2]))
-      audit = data_quality.audit(images, class_names, config['data_quality'],
-                                 os.path.join(model_run_dir, data_quality.DIRECTORY))
+      audit = data_quality.audit(images, class_names, config['data_quality'], audit_dir)
     logging.info('Data-quality audit: %s', json.dumps(audit))
   return history, cache, audit, labeled.labels
 

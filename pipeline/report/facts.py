@@ -25,6 +25,7 @@ from components.backbones import get_backbone
 from components.data_gate import labels
 from components.image_example_gen.component import UNLABELED_SPLIT, has_fixed_split
 from components.registry_pusher import registry
+from components.trainer import data_quality
 from components.trainer import task
 from pipeline import schema
 from pipeline.config import Config, to_dict
@@ -50,6 +51,17 @@ class ThresholdCheck:
 
 
 @dataclasses.dataclass
+class DataQuality:
+  """The Trainer's data-quality audit: its summary and the top of each list."""
+  summary: Dict[str, Any]              # data_quality.json
+  directory: str                       # where the full lists are
+  suspects: List[Dict[str, str]]       # rows of suspect_labels.csv, most likely first
+  duplicates: List[Dict[str, str]]     # rows of near_duplicates.csv
+  outliers: List[Dict[str, str]]       # rows of outliers.csv
+  images: Dict[str, bytes]             # image_id -> encoded image, for thumbnails
+
+
+@dataclasses.dataclass
 class Facts:
   summary: RunSummary
   config: Dict[str, Any]
@@ -68,6 +80,7 @@ class Facts:
   baseline_version: Optional[int]       # registry version of the baseline
   scoring: Optional[scoring.Scoring]    # the eval split scored again
   unlabeled_count: Optional[int] = None  # images of the unlabeled split, if any
+  data_quality: Optional[DataQuality] = None
   missing: List[str] = dataclasses.field(default_factory=list)
 
   @property
@@ -100,6 +113,24 @@ def read_history(model_uri: str) -> Dict[str, Any]:
                       task.TRAINING_HISTORY_FILE)
   with tf.io.gfile.GFile(path) as f:
     return json.load(f)
+
+
+def read_data_quality(directory: str, examples_uri: str, limit: int) -> Optional[DataQuality]:
+  """The audit's summary and the first `limit` rows of each list, with their
+  images read back from the examples; None when the run made no audit."""
+  summary = data_quality.read_summary(directory)
+  if not summary or 'skipped' in summary:
+    return DataQuality(summary, directory, [], [], [], {}) if summary else None
+  lists = [(data_quality.read_csv(os.path.join(directory, name)) or [])[:limit]
+           for name in (data_quality.SUSPECT_LABELS_CSV, data_quality.NEAR_DUPLICATES_CSV,
+                        data_quality.OUTLIERS_CSV)]
+  suspects, duplicates, outliers = lists
+  wanted = {row[key] for rows in (suspects, outliers) for row in rows for key in ('image_id',)}
+  wanted |= {row[key] for row in duplicates for key in ('image_id_a', 'image_id_b')}
+  _, images = labels.ids_and_images(examples_uri, ['train', EVAL_SPLIT],
+                                    {image_id.encode() for image_id in wanted})
+  return DataQuality(summary, directory, suspects, duplicates, outliers,
+                     {image_id.decode(): image for image_id, image in images.items()})
 
 
 def threshold_checks(evaluation: Dict[str, Any], min_accuracy: float,
@@ -211,6 +242,11 @@ def gather(config: Config, summary: RunSummary, gallery_size: int = 12) -> Facts
   else:
     missing.append('model: the run has no Trainer model')
 
+  audit = None
+  if summary.data_quality_dir and summary.examples_uri:
+    audit = attempt('data-quality audit', read_data_quality, summary.data_quality_dir,
+                    summary.examples_uri, gallery_size)
+
   evaluation = summary.evaluation
   interval = None
   if evaluation.get('accuracy') is not None and evaluation.get('example_count'):
@@ -238,4 +274,4 @@ def gather(config: Config, summary: RunSummary, gallery_size: int = 12) -> Facts
       checks=threshold_checks(evaluation, config.evaluation.min_accuracy,
                               config.evaluation.max_accuracy_drop),
       accuracy_interval=interval, baseline_version=baseline_version,
-      scoring=scored, missing=missing)
+      scoring=scored, data_quality=audit, missing=missing)

@@ -7,6 +7,7 @@ tables that explain it; rendering to HTML or Markdown is `render`'s job.
 import json
 from typing import Dict, List, Optional
 
+from components.trainer import data_quality
 from components.trainer import learning_curve as learning_curve_lib
 from pipeline.report import facts as facts_lib
 from pipeline.report import model_card, plots
@@ -133,6 +134,67 @@ def data_section(facts: facts_lib.Facts) -> Section:
     if len(facts.quarantine) > len(shown):
       blocks.append(Paragraph(f'... and {len(facts.quarantine) - len(shown)} more.'))
   return Section('Data', 'data', blocks)
+
+
+def data_quality_section(facts: facts_lib.Facts) -> Optional[Section]:
+  """The Trainer's audit: suspect labels, near-duplicates, outliers, each
+  with thumbnails of the top of its list (docs/data_quality.md)."""
+  audit = facts.data_quality
+  if audit is None:
+    return None
+  title = 'Data quality: labels to check, near-duplicates, outliers'
+  if 'skipped' in audit.summary:
+    return Section(title, 'data-quality', [Paragraph(
+        f'Not audited: {audit.summary["skipped"]}.')])
+  summary, images = audit.summary, audit.images
+  pairs = summary['near_duplicates']
+  blocks = [Paragraph(
+      f'{data_quality.describe(summary)}. Found on the frozen backbone\'s features, '
+      'before the head was fitted; nothing was changed in the data. Full lists: '
+      f'{audit.directory}.', lead='The audit.')]
+  if audit.suspects:
+    blocks += [
+        Paragraph('Confident learning on out-of-sample probabilities lists these as most '
+                  'likely filed under the wrong class. Move each file that is wrong into '
+                  'its class folder and rerun.', lead='Labels to check.'),
+        Figure('suspect_labels', plots.gallery(
+            [(images[row['image_id']], f'filed: {row["given"]}\nmodel: {row["suggested"]}')
+             for row in audit.suspects if row['image_id'] in images]),
+            'Most likely wrong labels'),
+        Table(['#', 'File', 'Split', 'Filed as', 'Model says', 'Score'],
+              [[row['rank'], row['source_path'], row['split'], row['given'],
+                row['suggested'], row['score']] for row in audit.suspects])]
+  if audit.duplicates:
+    blocks += [
+        Paragraph(f'{pairs[data_quality.LEAKAGE]} pair(s) across train and eval (leakage: '
+                  'the gate\'s accuracy is optimistic), '
+                  f'{pairs[data_quality.CONFLICT]} under two labels (a conflict; '
+                  'data_quality.cross_class_duplicates=stop fails the run on them), '
+                  f'{pairs[data_quality.DUPLICATE]} within a class and split, at cosine '
+                  f'similarity {summary["near_duplicate_similarity"]} or more.',
+                  lead='Near-duplicates.'),
+        Figure('near_duplicates', plots.gallery(
+            [(images[row[f'image_id_{side}']],
+              f'{row["kind"]} {row["similarity"]}\n{row[f"split_{side}"]}: '
+              f'{row[f"label_{side}"]}')
+             for row in audit.duplicates for side in 'ab'
+             if row[f'image_id_{side}'] in images]), 'Near-duplicate pairs, side by side'),
+        Table(['Kind', 'Similarity', 'File A', 'Split, label A', 'File B', 'Split, label B'],
+              [[row['kind'], row['similarity'], row['source_path_a'],
+                f'{row["split_a"]}, {row["label_a"]}', row['source_path_b'],
+                f'{row["split_b"]}, {row["label_b"]}'] for row in audit.duplicates])]
+  if audit.outliers:
+    blocks += [
+        Paragraph('Images far from all other labeled images (mean distance to their '
+                  f'{data_quality.NEIGHBOURS} nearest above {summary["outlier_threshold"]:.3f}): '
+                  'a picture of something else, a blank scan.', lead='Outliers.'),
+        Figure('outliers', plots.gallery(
+            [(images[row['image_id']], f'{row["label"]}\nscore {row["score"]}')
+             for row in audit.outliers if row['image_id'] in images]), 'Outliers'),
+        Table(['#', 'File', 'Split', 'Label', 'Score'],
+              [[row['rank'], row['source_path'], row['split'], row['label'], row['score']]
+               for row in audit.outliers])]
+  return Section(title, 'data-quality', blocks)
 
 
 def training_section(facts: facts_lib.Facts) -> Section:
@@ -293,8 +355,8 @@ def build(facts: facts_lib.Facts) -> List[Section]:
   """Every section, in reading order (the decision first)."""
   sections = [
       overview(facts), evaluation_section(facts), data_section(facts),
-      training_section(facts), more_labels_section(facts), per_class_section(facts),
-      confusion_section(facts),
+      data_quality_section(facts), training_section(facts), more_labels_section(facts),
+      per_class_section(facts), confusion_section(facts),
       mistakes_section(facts), components_section(facts), anomalies_section(facts),
       model_card.section(facts), configuration_section(facts), missing_section(facts),
   ]
