@@ -24,7 +24,7 @@ from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
 from components.data_gate.executor import DataGateError
 from pipeline import report, run_summary
 from pipeline.config import Config, to_dict
-from pipeline.dag import create_pipeline, local_metadata
+from pipeline.dag import create_local_pipeline
 
 ORCHESTRATORS = ('local', 'beam')
 # In the output folder: held (flock) by the run using the folder, and holding
@@ -79,8 +79,7 @@ def _run_locked(config: Config, orchestrator: str) -> run_summary.RunSummary:
   dag_runner = (tfx.orchestration.LocalDagRunner() if orchestrator == 'local'
                 else BeamDagRunner())
   try:
-    dag_runner.run(create_pipeline(
-        config, metadata_connection_config=local_metadata(config)))
+    dag_runner.run(create_local_pipeline(config))
   except Exception as error:
     # A failed run gets its report too (which step failed, what ran before);
     # the original error is what the caller sees, except the data gate's:

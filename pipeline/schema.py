@@ -1,5 +1,7 @@
-"""The curated schema under schema/: reading its classes, deriving one for new data."""
+"""The curated schema under schema/: reading its classes, deriving one for new
+data, and the content-addressed copy a local run imports."""
 
+import hashlib
 import os
 from typing import List
 
@@ -8,6 +10,9 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 
 from components import label_schema
 
+# Under pipeline.output_dir: <sha256 prefix>/schema.pbtxt, one folder per content.
+PINNED_DIR = 'schemas'
+PINNED_FILE = 'schema.pbtxt'
 
 
 def load(schema_file: str) -> schema_pb2.Schema:
@@ -41,3 +46,28 @@ def derive(template_file: str, classes: List[str]) -> str:
       del feature.string_domain.value[:]
       feature.string_domain.value.extend(classes)
   return text_format.MessageToString(schema)
+
+
+def pin(text: str, output_dir: str) -> str:
+  """Writes schema `text` to `<output_dir>/schemas/<sha256 prefix>/schema.pbtxt`
+  (once) and returns that path.
+
+  TFX caches ImportSchemaGen on its `schema_file` path, not on the file's
+  content: a schema edited in place would be served stale from the cache.
+  A path that changes with the content makes every new schema a new input.
+  """
+  digest = hashlib.sha256(text.encode('utf-8')).hexdigest()[:16]
+  path = os.path.join(output_dir, PINNED_DIR, digest, PINNED_FILE)
+  if not os.path.isfile(path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    temporary = f'{path}.{os.getpid()}.tmp'
+    with open(temporary, 'w', encoding='utf-8') as f:
+      f.write(text)
+    os.replace(temporary, path)   # a concurrent reader sees the whole file or none
+  return path
+
+
+def pin_file(schema_file: str, output_dir: str) -> str:
+  """`pin` of the schema file's content."""
+  with open(schema_file, encoding='utf-8') as f:
+    return pin(f.read(), output_dir)
