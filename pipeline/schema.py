@@ -3,7 +3,7 @@ data, and the content-addressed copy a local run imports."""
 
 import hashlib
 import os
-from typing import List
+from typing import List, Tuple
 
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
@@ -28,12 +28,41 @@ def class_names(schema_file: str) -> List[str]:
     raise ValueError(f'{schema_file}: {error}') from None
 
 
-def class_folders(data_dir: str) -> List[str]:
-  """Class names of an image folder (`<class>/` or `train/<class>/`), sorted."""
-  root = os.path.join(data_dir, 'train') if os.path.isdir(
-      os.path.join(data_dir, 'train')) else data_dir
-  return sorted(name for name in os.listdir(root)
-                if os.path.isdir(os.path.join(root, name)) and not name.startswith('.'))
+def class_folders(data_dir: str) -> Tuple[List[str], List[str]]:
+  """The classes of an image folder (`<class>/`, or `train/<class>/` with
+  `eval/<class>/`), sorted, and the class folders left out because they hold
+  no file at any depth: a class without images can only fail the data gate."""
+  fixed_split = os.path.isdir(os.path.join(data_dir, 'train'))
+  root = os.path.join(data_dir, 'train') if fixed_split else data_dir
+  names = sorted(name for name in os.listdir(root)
+                 if os.path.isdir(os.path.join(root, name)) and not name.startswith('.'))
+  roots = ([root, os.path.join(data_dir, 'eval')] if fixed_split else [root])
+  empty = [name for name in names
+           if not any(_holds_a_file(os.path.join(top, name)) for top in roots)]
+  return [name for name in names if name not in empty], empty
+
+
+def _holds_a_file(folder: str) -> bool:
+  """Whether `folder` holds a file that is not hidden, at any depth. Folder
+  symlinks are followed, each real folder once, so a link loop ends."""
+  seen, pending = set(), [folder]
+  while pending:
+    top = pending.pop()
+    if os.path.realpath(top) in seen:
+      continue
+    seen.add(os.path.realpath(top))
+    try:
+      entries = list(os.scandir(top))
+    except OSError:
+      continue
+    for entry in entries:
+      if entry.name.startswith('.'):
+        continue
+      if entry.is_dir():
+        pending.append(entry.path)
+      elif entry.is_file():
+        return True
+  return False
 
 
 def derive(template_file: str, classes: List[str]) -> str:
