@@ -1,7 +1,6 @@
 """Command line: `python -m pipeline {run,predict,schema,compile,schedule} ...`."""
 
 import argparse
-import dataclasses
 import logging
 import os
 import sys
@@ -172,7 +171,7 @@ def _with_derived_schema(config: config_lib.Config) -> config_lib.Config:
   print(f'Schema derived from the {len(classes)} class folders of {config.data.path}: '
         f'{path}; to pin these class ids, run with --set data.schema_file={path}',
         file=sys.stderr)
-  return dataclasses.replace(config, data=dataclasses.replace(config.data, schema_file=path))
+  return config.with_schema_file(path)
 
 
 def _print_empty_class_folders(empty_folders) -> None:

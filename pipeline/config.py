@@ -278,6 +278,12 @@ class Config:
       raise ValueError('Invalid configuration:\n  ' + '\n  '.join(errors))
     return self
 
+  def with_schema_file(self, schema_file: str) -> 'Config':
+    """The same config reading its schema from `schema_file` (a derived or
+    content-addressed copy, pipeline/schema.py)."""
+    return dataclasses.replace(
+        self, data=dataclasses.replace(self.data, schema_file=schema_file))
+
   def check_local_folders(self) -> 'Config':
     """A local run can work: no step is sent to Vertex AI Training, and its
     input folders exist. Checked before anything heavy is imported or

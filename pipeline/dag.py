@@ -116,9 +116,8 @@ def create_local_pipeline(config: Config) -> tfx.dsl.Pipeline:
   schema is imported again instead of taken from the cache. In a container
   image (`compile`), the schema changes only with the image."""
   pinned = schema.pin_file(config.data.schema_file, config.pipeline.output_dir)
-  return create_pipeline(
-      dataclasses.replace(config, data=dataclasses.replace(config.data, schema_file=pinned)),
-      metadata_connection_config=local_metadata(config))
+  return create_pipeline(config.with_schema_file(pinned),
+                         metadata_connection_config=local_metadata(config))
 
 
 def create_pipeline(

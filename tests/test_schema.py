@@ -31,7 +31,8 @@ def _import_schema(config):
       enable_cache=True, metadata_connection_config=connection))
   store = mlmd.MetadataStore(connection)
   execution = max(store.get_executions(), key=lambda e: e.id)
-  [output] = [event.artifact_id for event in store.get_events_by_execution_ids([execution.id])
+  events = store.get_events_by_execution_ids([execution.id])
+  [output] = [event.artifact_id for event in events
               if event.type == metadata_store_pb2.Event.OUTPUT]
   [artifact] = store.get_artifacts_by_id([output])
   state = metadata_store_pb2.Execution.State.Name(execution.last_known_state)
