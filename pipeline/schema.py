@@ -36,7 +36,7 @@ def class_folders(data_dir: str) -> Tuple[List[str], List[str]]:
   root = os.path.join(data_dir, 'train') if fixed_split else data_dir
   names = sorted(name for name in os.listdir(root)
                  if os.path.isdir(os.path.join(root, name)) and not name.startswith('.'))
-  roots = ([root, os.path.join(data_dir, 'eval')] if fixed_split else [root])
+  roots = [root, os.path.join(data_dir, 'eval')] if fixed_split else [root]
   empty = [name for name in names
            if not any(_holds_a_file(os.path.join(top, name)) for top in roots)]
   return [name for name in names if name not in empty], empty
@@ -48,9 +48,10 @@ def _holds_a_file(folder: str) -> bool:
   seen, pending = set(), [folder]
   while pending:
     top = pending.pop()
-    if os.path.realpath(top) in seen:
+    real = os.path.realpath(top)
+    if real in seen:
       continue
-    seen.add(os.path.realpath(top))
+    seen.add(real)
     try:
       entries = list(os.scandir(top))
     except OSError:
