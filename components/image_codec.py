@@ -18,7 +18,8 @@ Pillow by tests/test_hostile_ingest.py:
   bit and grayscale-palette 8-bit BMP;
 * refused (quarantined at ingest with the decoder's reason): WebP, HEIC/AVIF,
   TIFF and anything else without a JPEG/PNG/GIF/BMP signature (by
-  `sniff_format` at ingest, by the same table in the graph), 1-bit BMP ("Number of channels inherent in the image must
+  `sniff_format` at ingest, by the same table in the graph; for WebP and TIFF
+  the reason says how to convert them, `conversion_hint`), 1-bit BMP ("Number of channels inherent in the image must
   be 1, 3 or 4"), truncated or corrupt files;
 * refused by this module: images whose header declares more pixels than
   `max_pixels` (a decompression bomb, see `declared_size`), and 8-bit BMPs
@@ -44,6 +45,13 @@ _MAGIC_BYTES = (
     (b'BM', 'bmp'),
 )
 SUPPORTED_FORMATS = ('jpeg', 'png', 'gif', 'bmp')
+# What browsers (WebP) and scanners (TIFF) save, which no TF 2.16 op decodes
+# (tf.io has no decode_webp or decode_tiff): refused, saying how to convert.
+# (name, test of the leading bytes, the files' usual names as a shell glob)
+_CONVERTIBLE_FORMATS = (
+    ('WebP', lambda head: head[:4] == b'RIFF' and head[8:12] == b'WEBP', '*.webp'),
+    ('TIFF', lambda head: head[:4] in (b'II*\0', b'MM\0*'), '*.tif*'),
+)
 
 # The most pixels (width × height × decoded GIF frames) an image may declare.
 # Decoding costs 3 bytes per pixel for the uint8 RGB tensor (plus up to 4× that
@@ -68,6 +76,17 @@ def sniff_format(encoded: bytes) -> str | None:
     if encoded.startswith(magic):
       return name
   return None
+
+
+def conversion_hint(encoded: bytes) -> str:
+  """For a WebP or TIFF file, '; it is WebP ...' with a one-step conversion to
+  PNG, to end the reason it is refused with; else ''."""
+  for name, matches, glob in _CONVERTIBLE_FORMATS:
+    if matches(encoded[:12]):
+      return (f'; it is {name}, which TensorFlow 2.16 cannot decode: convert it '
+              f'to PNG in its folder with ImageMagick, `mogrify -format png {glob}`, '
+              f'and move the {name} files out')
+  return ''
 
 
 def _fixed_bytes(encoded: tf.Tensor, start, length: int) -> tf.Tensor:

@@ -86,8 +86,7 @@ def build_dag():
       os.environ.get(CONFIG_ENV) or None,
       overrides_from_env(os.environ.get(OVERRIDES_ENV, '')))
   os.makedirs(config.pipeline.output_dir, exist_ok=True)
-  tfx_pipeline = dag_lib.create_pipeline(
-      config, metadata_connection_config=dag_lib.local_metadata(config))
+  tfx_pipeline = dag_lib.create_local_pipeline(config)
   dag = AirflowDagRunner(AirflowPipelineConfig(
       airflow_dag_config=airflow_dag_config(config))).run(tfx_pipeline)
   hold_run_lock(dag, config.pipeline.output_dir)

@@ -33,6 +33,7 @@ class DataConfig:
   # Share of each class held out for evaluation when the split is not fixed.
   eval_fraction: float = 0.2
   # The curated schema; its `label` domain is the list of classes, in id order.
+  # Left unnamed, `pipeline run --data DIR` derives one from DIR's class folders.
   schema_file: str = os.path.join(REPO_ROOT, 'schema', 'schema.pbtxt')
   # The data gate (components/data_gate/) stops a run before Transform when a
   # class of the schema has fewer images than this, over all splits (it also
@@ -305,6 +306,12 @@ class Config:
       raise ValueError('Invalid configuration:\n  ' + '\n  '.join(errors))
     return self
 
+  def with_schema_file(self, schema_file: str) -> 'Config':
+    """The same config reading its schema from `schema_file` (a derived or
+    content-addressed copy, pipeline/schema.py)."""
+    return dataclasses.replace(
+        self, data=dataclasses.replace(self.data, schema_file=schema_file))
+
   def check_local_folders(self) -> 'Config':
     """A local run can work: no step is sent to Vertex AI Training, and its
     input folders exist. Checked before anything heavy is imported or
@@ -337,6 +344,21 @@ class _Text(str):
 def load_config(config_file: str | None = None,
                 overrides: Sequence[str] = ()) -> Config:
   """Defaults, then the YAML file, then `section.key=value` overrides."""
+  return _build(Config, _named_values(config_file, overrides)).validate()
+
+
+def named_keys(config_file: str | None = None,
+               overrides: Sequence[str] = ()) -> set[str]:
+  """The `section.key`s the YAML file or the overrides set, whatever their
+  value: what a run was told, as opposed to left at its default."""
+  return {f'{section}.{name}'
+          for section, names in _named_values(config_file, overrides).items()
+          for name in names}
+
+
+def _named_values(config_file: str | None,
+                  overrides: Sequence[str]) -> dict[str, dict[str, Any]]:
+  """section -> key -> value, as the YAML file and then the overrides set them."""
   values: dict[str, dict[str, Any]] = {}
   if config_file:
     with open(config_file, encoding='utf-8') as f:
@@ -357,7 +379,7 @@ def load_config(config_file: str | None = None,
     if not sep or not dot:
       raise ValueError(f'--set {override!r}: expected section.key=value')
     values.setdefault(section, {})[name] = _Text(raw)
-  return _build(Config, values).validate()
+  return values
 
 
 def _yaml_problem(error: yaml.YAMLError) -> str:

@@ -110,6 +110,17 @@ def local_metadata(config: Config) -> metadata_store_pb2.ConnectionConfig:
       config.pipeline.metadata_path)
 
 
+def create_local_pipeline(config: Config) -> tfx.dsl.Pipeline:
+  """The pipeline as this machine runs it (LocalDagRunner, BeamDagRunner,
+  Airflow): lineage in the output folder's SQLite store, and the schema
+  imported from its content-addressed copy there (`schema.pin`), so an edited
+  schema is imported again instead of taken from the cache. In a container
+  image (`compile`), the schema changes only with the image."""
+  pinned = schema.pin_file(config.data.schema_file, config.pipeline.output_dir)
+  return create_pipeline(config.with_schema_file(pinned),
+                         metadata_connection_config=local_metadata(config))
+
+
 def create_pipeline(
     config: Config,
     code_root: str = REPO_ROOT,

@@ -84,7 +84,8 @@ class Predictor:
     except tf.errors.InvalidArgumentError as error:
       if len(contents) == 1:
         return [{'path': paths[0],
-                 'error': f'not a usable image: {image_codec.error_text(error)}'}]
+                 'error': f'not a usable image: {image_codec.error_text(error)}'
+                          f'{image_codec.conversion_hint(contents[0])}'}]
       return [row for path, content in zip(paths, contents)
               for row in self.predict([path], [content])]
     rows = []

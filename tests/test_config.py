@@ -109,18 +109,6 @@ def test_a_yaml_file_that_does_not_parse_fails_in_one_line(tmp_path):
   assert 'line 2' in str(error.value) and '\n' not in str(error.value)
 
 
-def test_schema_for_new_data_lists_its_class_folders(tmp_path):
-  for name in ('dog', 'cat', '.hidden'):
-    (tmp_path / name).mkdir()
-  (tmp_path / 'cat' / 'a.png').write_bytes(b'')
-  derived = tmp_path / 'schema.pbtxt'
-  derived.write_text(schema.derive(config_lib.DataConfig.schema_file,
-                                   schema.class_folders(str(tmp_path))))
-  assert schema.class_names(str(derived)) == ['cat', 'dog']
-  with pytest.raises(ValueError, match='at least two classes'):
-    schema.derive(config_lib.DataConfig.schema_file, ['cat'])
-
-
 @pytest.mark.parametrize('argv, message', [
     (['run', '--data', '/nonexistent/images'], 'Image folder /nonexistent/images does not exist'),
     (['run', '--set', 'training.cv_folds=1'], 'training.cv_folds must be at least 2'),

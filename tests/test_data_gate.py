@@ -238,8 +238,8 @@ def test_a_single_class_is_refused(single_class):
   _assert_clear(error, [
       "fewer than two classes have training images ('bag': 5 images); "
       'a classifier needs at least two',
-      "class 'trouser' has 0 images (train 0, eval 0), fewer than "
-      'data.min_images_per_class = 5'])
+      "class 'trouser' has no images: its folder trouser/ is empty or missing, "
+      'or every file in it was quarantined (quarantine.jsonl)'])
 
 
 def test_a_class_below_the_configured_minimum_is_refused(small_class):
@@ -297,6 +297,16 @@ def test_run_local_stops_at_the_gate_with_its_message_and_writes_the_report(dupl
   failed = next(message for message in logged if message.startswith('The run failed'))
   assert 'Data gate FAILED: the data set cannot be used for training:' in failed
   assert f'  - {error.problems[0]}' in failed
+
+
+def test_a_schema_class_without_images_names_its_folder():
+  counts = {'train': {'a': 9, 'b': 1}, 'eval': {'a': 2}}
+  assert gate.find_problems(['a', 'b', 'c'], counts, [], 5) == [
+      "class 'b' has 1 images (train 1, eval 0), fewer than data.min_images_per_class = 5",
+      "class 'c' has no images: its folder c/ is empty or missing, or every file "
+      'in it was quarantined (quarantine.jsonl)',
+      "class 'b' has 1 train images but none in the eval split, so the model cannot "
+      'be evaluated on it']
 
 
 def test_the_message_caps_each_rule_and_the_error_survives_wrapping():

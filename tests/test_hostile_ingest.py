@@ -165,6 +165,27 @@ def test_max_file_bytes_is_inclusive(tmp_path):
                                 f'data.max_file_bytes={len(png) - 1}; not read')
 
 
+def test_webp_and_tiff_are_refused_saying_how_to_convert_them(tmp_path):
+  """No TF 2.16 op decodes them (tf.io has no decode_webp or decode_tiff)."""
+  assert not hasattr(tf.io, 'decode_webp') and not hasattr(tf.io, 'decode_tiff')
+  rgb = Image.new('RGB', (4, 3), (200, 30, 90))
+  (tmp_path / 'cat').mkdir()
+  for name, image_format in (('photo.webp', 'WEBP'), ('scan.tiff', 'TIFF')):
+    (tmp_path / 'cat' / name).write_bytes(corpus.encode(rgb, image_format))
+  outcomes = _outcomes(executor._ReadImage(  # pylint: disable=protected-access
+      str(tmp_path), str(tmp_path)), executor.list_files(str(tmp_path)))
+  refused = 'not a supported image format (supported: jpeg, png, gif, bmp); it is '
+  assert outcomes == {
+      'cat/photo.webp': refused + 'WebP, which TensorFlow 2.16 cannot decode: convert '
+      'it to PNG in its folder with ImageMagick, `mogrify -format png *.webp`, and '
+      'move the WebP files out',
+      'cat/scan.tiff': refused + 'TIFF, which TensorFlow 2.16 cannot decode: convert '
+      'it to PNG in its folder with ImageMagick, `mogrify -format png *.tif*`, and '
+      'move the TIFF files out'}
+  assert image_codec.conversion_hint(b'MM\0*' + bytes(8)).startswith('; it is TIFF')
+  assert image_codec.conversion_hint(b'RIFF\0\0\0\0WAVE') == ''
+
+
 def test_exif_photos_are_stored_upright(ingest):
   upright = skimage_data.chelsea().astype(np.float32)
   for path in ('cat/phone rot6 II.jpg', 'dog/phone_rot8_MM.jpg',

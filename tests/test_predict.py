@@ -13,6 +13,7 @@ import os
 import pathlib
 import shutil
 
+from PIL import Image
 import pytest
 import tensorflow as tf
 
@@ -174,6 +175,16 @@ def test_list_files_and_stdin(model_dir, images, tmp_path, capsys, monkeypatch):
       images['a'], images['notes'], images['a'], images['b'], images['single']]
   assert code == 1
   assert all(len(row['top_k']) == 1 for row in rows if 'error' not in row)
+
+
+def test_a_webp_file_is_refused_saying_how_to_convert_it(model_dir, tmp_path, capsys):
+  webp = tmp_path / 'photo.webp'
+  Image.new('RGB', (4, 3)).save(webp, format='WEBP')
+  _, out, _ = _predict(capsys, '--model', model_dir, str(webp))
+  assert json.loads(out)['error'] == (
+      f'{NOT_AN_IMAGE}; it is WebP, which TensorFlow 2.16 cannot decode: convert it '
+      'to PNG in its folder with ImageMagick, `mogrify -format png *.webp`, and move '
+      'the WebP files out')
 
 
 def test_all_scored_exits_zero(model_dir, images, capsys):

@@ -15,6 +15,8 @@ import json
 import multiprocessing
 import os
 import shutil
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -22,7 +24,7 @@ import pytest
 from pipeline import __main__ as cli
 from pipeline.registry import Registry
 
-from helpers import E2E_CLASSES
+from helpers import E2E_CLASSES, REPO_ROOT
 
 MODEL = 'image_classifier'
 
@@ -508,3 +510,47 @@ def test_fingerprint_counts_the_files_of_every_split():
                  'split:unlabeled,num_files:200,total_bytes:3,sha256:cd')
   assert registry_lib.fingerprint_short(fingerprint).startswith('600 files/')
   assert registry_lib.fingerprint_short('') == '-'
+
+
+# Commands that need no TensorFlow start in a fraction of a second and print
+# none of its start-up lines.
+
+# Run in a fresh process: main(argv), then the heavy packages it imported.
+_HEAVY_IMPORTS = '''
+import sys
+from pipeline import __main__ as cli
+status = cli.main(sys.argv[1:])
+heavy = {'tensorflow', 'tfx', 'apache_beam', 'tf_keras', 'keras'}
+print('heavy imports:', sorted(heavy & {name.split('.')[0] for name in sys.modules}),
+      file=sys.stderr)
+sys.exit(status)
+'''
+
+
+@pytest.fixture
+def light_inputs(small_registry, tmp_path):
+  """The small registry with a version whose lineage is in a TFX-shaped
+  store, a `production` alias, and an image folder for `schema`."""
+  from components.registry_pusher import registry as published  # pylint: disable=g-import-not-at-top
+  metadata = str(tmp_path / 'metadata.sqlite')
+  _fake_tfx_store(metadata)
+  published.publish(str(tmp_path / 'model'), small_registry, MODEL, ['a', 'b'],
+                    {published.MODEL_URI_KEY: '/model', 'pipeline_run_id': 'run1'})
+  Registry(small_registry, MODEL).promote('production', '3', 'test', 'me')
+  for name in ('cat', 'dog'):
+    (tmp_path / 'images' / name).mkdir(parents=True)
+    (tmp_path / 'images' / name / 'a.png').write_bytes(b'')
+  return ['--registry', small_registry, '--metadata', metadata], str(tmp_path / 'images')
+
+
+@pytest.mark.parametrize('command', [
+    ['list'], ['show', 'production'], ['latest'], ['aliases'], ['history', 'production'],
+    ['serving-config'], ['schema']])
+def test_commands_that_need_no_tensorflow_never_import_it(light_inputs, command):
+  registry_args, images = light_inputs
+  argv = (['schema', '--data', images] if command == ['schema'] else
+          ['registry', *command, *registry_args])
+  done = subprocess.run([sys.executable, '-c', _HEAVY_IMPORTS, *argv], cwd=REPO_ROOT,
+                        capture_output=True, text=True, timeout=120, check=False)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert done.stdout and done.stderr.splitlines() == ['heavy imports: []'], done.stderr

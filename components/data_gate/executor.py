@@ -134,10 +134,13 @@ def find_problems(classes: List[str], counts: Dict[str, Dict[str, int]],
       'schema or remove its folder' for label in unknown], 'unknown labels')
 
   problems += _capped([
-      f'class {name!r} has {totals.get(name, 0)} images '
-      f'({_per_split(name, counts)}), fewer than data.min_images_per_class = '
-      f'{min_images_per_class}' for name in classes
-      if totals.get(name, 0) < min_images_per_class], 'small classes')
+      f'class {name!r} has {totals[name]} images ({_per_split(name, counts)}), '
+      f'fewer than data.min_images_per_class = {min_images_per_class}'
+      if totals.get(name) else
+      f'class {name!r} has no images: its folder {name}/ is empty or missing, '
+      f'or every file in it was quarantined ({example_gen_executor.QUARANTINE_FILE})'
+      for name in classes if totals.get(name, 0) < min_images_per_class],
+      'small classes')
 
   if EVAL_SPLIT in counts:
     problems += _capped([

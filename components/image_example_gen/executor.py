@@ -278,7 +278,8 @@ class _ReadImage(beam.DoFn):
     image_format = image_codec.sniff_format(encoded)
     if image_format is None:
       return ('not a supported image format (supported: '
-              f'{", ".join(image_codec.SUPPORTED_FORMATS)})'), None
+              f'{", ".join(image_codec.SUPPORTED_FORMATS)})'
+              f'{image_codec.conversion_hint(encoded)}'), None
     try:
       height, width, frames = self._declared_size(tf.constant(encoded)).numpy()
       pixels = int(height) * int(width) * int(frames)
