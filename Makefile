@@ -76,7 +76,7 @@ BENCH_LOCK     := requirements/bench.lock
 FMNIST_PACKAGE := dataset-fashion-mnist
 FMNIST_TRAIN   := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: bench-env bench-labels lock-bench
+.PHONY: bench-env bench-labels bench-data-quality lock-bench
 
 bench-env: $(VENV)/.bench-synced $(FMNIST_TRAIN)
 
@@ -94,6 +94,11 @@ $(FMNIST_TRAIN):
 
 bench-labels: bench-env
 	$(PY) bench/label_efficiency.py $(ARGS)
+
+# The data-quality audit against planted label flips and altered copies
+# (bench/data_quality.py; about 10 minutes).
+bench-data-quality: bench-env
+	$(PY) bench/data_quality.py $(ARGS)
 
 # Locks animal-mnist alone: its dependencies come from core.lock.
 lock-bench:

@@ -1,6 +1,8 @@
 """The feature cache and the head's fitting (cross-validated logistic
 regression, self-training kept only when it helps) on real Keras layers."""
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -53,6 +55,18 @@ def test_feature_cache_views_are_clean_first_then_mirrored_then_augmented():
                              atol=1e-5 * scale)
   assert np.abs(views[2] - views[0]).max() > 1e-2 * scale   # augmented != clean
   assert np.abs(views[2] - views[3]).max() > 1e-2 * scale   # each view draws anew
+
+
+def test_feature_cache_reports_progress_on_long_passes(monkeypatch, caplog):
+  monkeypatch.setattr(feature_cache, 'PROGRESS_SECONDS', 0)
+  model = classifier.build_classifier(_config(), NUM_CLASSES, 'image')
+  images = np.zeros((3, 32, 32, 3), np.float32)
+  with caplog.at_level(logging.INFO):
+    feature_cache.compute_views(classifier.feature_extractor(model),
+                                iter([images, images]), [None], 'labeled images')
+  progress = [r.getMessage() for r in caplog.records if 'so far' in r.getMessage()]
+  assert [line.split(' x ')[0] for line in progress] == [
+      'Feature cache: 3 labeled images', 'Feature cache: 6 labeled images']
 
 
 def test_feature_cache_refuses_an_empty_split():

@@ -320,8 +320,15 @@ def test_e2e_run_writes_a_ranked_queue_of_unlabeled_files(e2e_first_run, e2e_wor
     summary = json.load(f)
   pool = sorted(os.listdir(e2e_workspace['unlabeled']))
   assert summary['pool_images'] == len(pool)
-  assert len(rows) == min(summary['queue_size'], len(pool)) == summary['queued']
+  assert len(rows) == summary['queued']
   assert [int(row['rank']) for row in rows] == list(range(1, len(rows) + 1))
+  # The audit's labels to check first (tests/test_data_quality.py), then the new images.
+  checks = rows[:summary['labels_to_check']]
+  assert all(row['why'].startswith('check this label') for row in checks)
+  assert all(os.path.isfile(row['path']) and row['path'].startswith(e2e_workspace['data'])
+             for row in checks)
+  rows = rows[len(checks):]
+  assert len(rows) == min(summary['queue_size'], len(pool))
   assert len({row['image_id'] for row in rows}) == len(rows)
   for row in rows:
     assert row['path'] == os.path.join(e2e_workspace['unlabeled'], row['source_path'])
@@ -329,7 +336,7 @@ def test_e2e_run_writes_a_ranked_queue_of_unlabeled_files(e2e_first_run, e2e_wor
     assert float(row['probability']) >= float(row['runner_up_probability'])
   sheet = Image.open(os.path.join(folder, executor.CONTACT_SHEET))
   assert sheet.size == (executor.COLUMNS * executor.THUMBNAIL_SIZE,
-                        -(-len(rows) // executor.COLUMNS)
+                        -(-summary['queued'] // executor.COLUMNS)
                         * (executor.THUMBNAIL_SIZE + executor.CAPTION_HEIGHT))
   # ranking.py's order, on the pool scored afresh by the model the queue used.
   serialized = list(split_records(e2e_first_run.examples_uri, UNLABELED_SPLIT)

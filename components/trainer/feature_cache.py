@@ -15,6 +15,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+# Seconds between progress lines on long passes (20,000 photos take minutes).
+PROGRESS_SECONDS = 30
 # A view: None for the clean image, else an augmentation layer (or function)
 # applied in training mode, so a random one draws anew at every call.
 View = Optional[Callable[..., tf.Tensor]]
@@ -56,10 +58,15 @@ def compute_views(extractor: tf_keras.Model, image_batches: Iterable[tf.Tensor],
   start = time.perf_counter()
   per_view: List[List[np.ndarray]] = [[] for _ in views]
   count = 0
+  reported = start
   for images in image_batches:
     count += int(images.shape[0])
     for outputs, embed in zip(per_view, embedders):
       outputs.append(embed(images).numpy())
+    if time.perf_counter() - reported >= PROGRESS_SECONDS:
+      reported = time.perf_counter()
+      logging.info('Feature cache: %d %s x %d view(s) so far (%.1f images/s).', count,
+                   what, len(views), count * len(views) / (reported - start))
   seconds = time.perf_counter() - start
   if not count:
     raise ValueError(f'No {what} to compute features of.')
