@@ -124,7 +124,7 @@ def _run_command(args) -> int:
   if args.command == 'schema':
     from pipeline import schema  # pylint: disable=g-import-not-at-top
     classes, empty = schema.class_folders(args.data)
-    _print_empty_class_folders(empty)
+    schema.report_empty_class_folders(empty)
     print(schema.derive(args.template, classes), end='')
     return 0
   if args.command == 'predict':
@@ -146,38 +146,18 @@ def _run_command(args) -> int:
   if args.output:
     overrides.append(f'pipeline.output_dir={os.path.abspath(args.output)}')
   config = config_lib.load_config(args.config, overrides).check_local_folders()
-  if args.data and 'data.schema_file' not in config_lib.named_keys(
-      args.config, args.overrides):
-    config = _with_derived_schema(config)
+  derive_schema = bool(args.data) and 'data.schema_file' not in config_lib.named_keys(
+      args.config, args.overrides)
   from pipeline import run_summary, runner  # pylint: disable=g-import-not-at-top
   try:
-    summary = runner.run_local(config, args.orchestrator, wait=args.wait)
+    summary = runner.run_local(config, args.orchestrator, wait=args.wait,
+                               derive_schema=derive_schema)
   except runner.RunLockedError as error:
     # Nothing was run nor written: one line, and the usage-error exit code.
     print(f'error: {error}', file=sys.stderr)
     return runner.EXIT_USAGE
   print(run_summary.format_summary(summary))
   return runner.exit_code(summary)
-
-
-def _with_derived_schema(config: config_lib.Config) -> config_lib.Config:
-  """`config` with a schema derived from its class folders, written beside the
-  run's outputs (`schema.pin`), for a run given `--data` and no schema."""
-  from pipeline import schema  # pylint: disable=g-import-not-at-top
-  classes, empty = schema.class_folders(config.data.path)
-  _print_empty_class_folders(empty)
-  path = schema.pin(schema.derive(config_lib.DataConfig.schema_file, classes),
-                    config.pipeline.output_dir)
-  print(f'Schema derived from the {len(classes)} class folders of {config.data.path}: '
-        f'{path}; to pin these class ids, run with --set data.schema_file={path}',
-        file=sys.stderr)
-  return config.with_schema_file(path)
-
-
-def _print_empty_class_folders(empty_folders) -> None:
-  if empty_folders:
-    print('Empty class folder(s) left out of the schema (no file at any depth): '
-          f'{", ".join(empty_folders)}', file=sys.stderr)
 
 
 def _kubeflow_command(args) -> int:

@@ -27,7 +27,7 @@ from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
 from tfx.orchestration.portable import launcher
 
 from components.data_gate.executor import DataGateError
-from pipeline import report, run_summary
+from pipeline import report, run_summary, schema
 from pipeline.config import Config, to_dict
 from pipeline.dag import create_local_pipeline
 
@@ -58,15 +58,17 @@ def exit_code(summary: run_summary.RunSummary) -> int:
   return EXIT_FAILED     # no verdict, or blessed but not published
 
 
-def run_local(config: Config, orchestrator: str = 'local',
-              wait: bool = False) -> run_summary.RunSummary:
+def run_local(config: Config, orchestrator: str = 'local', wait: bool = False,
+              derive_schema: bool = False) -> run_summary.RunSummary:
   """Runs every component (reusing cached results), summarizes the run and
   writes its report (pipeline/report/) under `<output_dir>/reports/`.
 
   One run at a time per output folder (its metadata store, artifacts and
   reports): the whole run holds the folder's run lock (`run_lock`). When
   another run holds it, this one raises RunLockedError before touching
-  anything, or with `wait` waits for that run to end.
+  anything, or with `wait` waits for that run to end. With `derive_schema`
+  (`--data` and no named schema), the schema is derived from the class
+  folders once the folder is held (schema.with_derived_schema).
   """
   if orchestrator not in ORCHESTRATORS:
     raise ValueError(f'orchestrator must be one of {ORCHESTRATORS}, got {orchestrator!r}')
@@ -74,6 +76,8 @@ def run_local(config: Config, orchestrator: str = 'local',
   os.makedirs(config.pipeline.output_dir, exist_ok=True)
   with run_lock(config.pipeline.output_dir, wait=wait,
                 details={'orchestrator': orchestrator, 'data': config.data.path}):
+    if derive_schema:
+      config = schema.with_derived_schema(config)
     return _run_locked(config, orchestrator)
 
 

@@ -3,12 +3,14 @@ data, and the content-addressed copy a local run imports."""
 
 import hashlib
 import os
+import sys
 from typing import List, Tuple
 
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from components import label_schema
+from pipeline import config as config_lib
 
 # Under pipeline.output_dir: <sha256 prefix>/schema.pbtxt, one folder per content.
 PINNED_DIR = 'schemas'
@@ -101,3 +103,22 @@ def pin_file(schema_file: str, output_dir: str) -> str:
   """`pin` of the schema file's content."""
   with open(schema_file, encoding='utf-8') as f:
     return pin(f.read(), output_dir)
+
+
+def report_empty_class_folders(empty_folders: List[str]) -> None:
+  if empty_folders:
+    print('Empty class folder(s) left out of the schema (no file at any depth): '
+          f'{", ".join(empty_folders)}', file=sys.stderr)
+
+
+def with_derived_schema(config: config_lib.Config) -> config_lib.Config:
+  """`config` reading a schema derived from its class
+  folders, written beside the run's outputs (`pin`), for a run given `--data`
+  and no schema; says so on stderr."""
+  classes, empty = class_folders(config.data.path)
+  report_empty_class_folders(empty)
+  path = pin(derive(config_lib.DataConfig.schema_file, classes), config.pipeline.output_dir)
+  print(f'Schema derived from the {len(classes)} class folders of {config.data.path}: '
+        f'{path}; to pin these class ids, run with --set data.schema_file={path}',
+        file=sys.stderr)
+  return config.with_schema_file(path)

@@ -24,12 +24,13 @@ def test_run_exit_code_tells_pushed_from_not_blessed(
 
 @pytest.fixture
 def started(monkeypatch):
-  """The configs `pipeline run` would have run, instead of running them."""
+  """The configs `pipeline run` would have run, once it holds the output
+  folder (and derived any schema), instead of running them."""
   configs = []
-  def run_local(config, *args, **kwargs):
+  def run_locked(config, *args, **kwargs):
     configs.append(config)
     return run_summary.RunSummary(run_id='r', components=[], blessed=True, pushed_version=1)
-  monkeypatch.setattr(runner, 'run_local', run_local)
+  monkeypatch.setattr(runner, '_run_locked', run_locked)
   return configs
 
 

@@ -24,8 +24,8 @@ from pipeline.report.document import (Banner, Bullets, Code, Figure, Paragraph,
                                       Section, Table)
 from components.transform import preprocessing
 
-SECTION_IDS = ['summary', 'evaluation', 'data', 'training', 'more-labels', 'per-class',
-               'confusion-matrix', 'mistakes', 'components', 'anomalies',
+SECTION_IDS = ['summary', 'evaluation', 'data', 'data-quality', 'training', 'more-labels',
+               'per-class', 'confusion-matrix', 'mistakes', 'components', 'anomalies',
                'model-card', 'configuration']
 
 
