@@ -85,9 +85,9 @@ def altered_copy(image: np.ndarray, alteration: str, rng: np.random.Generator) -
   return buffer.getvalue()
 
 
-def embed(encoded: List[bytes], extractor, config: Dict[str, Any], views) -> np.ndarray:
-  return feature_cache.compute_views(
-      extractor, label_efficiency.encoded_inputs(encoded, config), views)
+def embed(encoded: List[bytes], embedder: feature_cache.Embedder, config: Dict[str, Any],
+          views) -> np.ndarray:
+  return embedder.compute_views(label_efficiency.encoded_inputs(encoded, config), views)
 
 
 def corrupted(dataset: datasets.ImageDataset, copy_fraction: float, noise: float,
@@ -227,16 +227,16 @@ def main(argv=None) -> None:
   for name in args.datasets:
     dataset = datasets.load(name, args.per_class, args.test_per_class)
     config = label_efficiency.pipeline_config(dataset.class_names, args.overrides)
-    extractor = classifier.feature_extractor(
-        label_efficiency.build_classifier(config, len(dataset.class_names)))
+    embedder = feature_cache.Embedder(classifier.feature_extractor(
+        label_efficiency.build_classifier(config, len(dataset.class_names))))
     views = [None, feature_cache.mirror] if config['augmentation']['horizontal_flip'] else [None]
     plan = corrupted(dataset, args.copy_fraction, 0.0, args.seed)
     rng = np.random.default_rng(args.seed)
     copies = [altered_copy(dataset.pool_images[i], ALTERATIONS[j % len(ALTERATIONS)], rng)
               for j, i in enumerate(plan['copied'])]
-    pool = embed(label_efficiency.encode_png(dataset.pool_images), extractor, config, views)
-    copy_features = embed(copies, extractor, config, views)
-    test = embed(label_efficiency.encode_png(dataset.test_images), extractor, config,
+    pool = embed(label_efficiency.encode_png(dataset.pool_images), embedder, config, views)
+    copy_features = embed(copies, embedder, config, views)
+    test = embed(label_efficiency.encode_png(dataset.test_images), embedder, config,
                  [None])[0]
     for noise in args.noise:
       # The same split and copies at every noise rate; only the flips differ.

@@ -69,6 +69,21 @@ def test_feature_cache_reports_progress_on_long_passes(monkeypatch, caplog):
       'Feature cache: 3 labeled images', 'Feature cache: 6 labeled images']
 
 
+def test_an_embedder_traces_each_view_once_across_passes():
+  model = classifier.build_classifier(_config(), NUM_CLASSES, 'image')
+  traces = []
+
+  def counted(images, training=True):  # pylint: disable=unused-argument
+    traces.append(images.shape[0])        # Python runs only while tracing
+    return images
+
+  embedder = feature_cache.Embedder(classifier.feature_extractor(model))
+  images = np.zeros((3, 32, 32, 3), np.float32)
+  for batches in ([images], [images, images[:1]]):   # another pass, another size
+    embedder.compute_views(iter(batches), [counted, None, counted])
+  assert traces == [None]
+
+
 def test_feature_cache_refuses_an_empty_split():
   config = _config()
   model = classifier.build_classifier(config, NUM_CLASSES, 'image')

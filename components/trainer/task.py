@@ -95,26 +95,26 @@ def _fit_head_on_cache(model, config, train, unlabeled, evaluation, class_names,
   """Phase 1 on the feature cache, with the data-quality audit on the same
   features; returns (head history, cache facts, audit summary, train labels).
   `evaluation` (the eval split with names, or None) is read by the audit only."""
-  extractor = classifier.feature_extractor(model)
+  embedder = feature_cache.Embedder(classifier.feature_extractor(model))
   augmentation = model.get_layer(classifier.AUGMENTATION_LAYER)
   mirror = [feature_cache.mirror] if config['augmentation']['horizontal_flip'] else []
   train_columns: List[List[np.ndarray]] = [[], [], []]
   start = time.perf_counter()
   labeled = head_lib.LabeledViews(
-      feature_cache.compute_views(
-          extractor, _images(train, train_columns),
+      embedder.compute_views(
+          _images(train, train_columns),
           [None, *mirror, *[augmentation] * config['training']['cached_views']],
           'labeled images'),
       np.concatenate(train_columns[0]))
   unlabeled_features = None
   if unlabeled is not None:
-    unlabeled_features = feature_cache.compute_views(
-        extractor, _images(unlabeled, []), [None], 'unlabeled images')[0]
+    unlabeled_features = embedder.compute_views(
+        _images(unlabeled, []), [None], 'unlabeled images')[0]
   eval_columns: List[List[np.ndarray]] = [[], [], []]
   eval_features = None
   if evaluation is not None:
-    eval_features = feature_cache.compute_views(
-        extractor, _images(evaluation, eval_columns), [None], 'eval images (audit)')[0]
+    eval_features = embedder.compute_views(
+        _images(evaluation, eval_columns), [None], 'eval images (audit)')[0]
   cache = {'labeled_images': len(labeled.labels), 'views': labeled.features.shape[0],
            'unlabeled_images': (0 if unlabeled_features is None
                                 else len(unlabeled_features)),
