@@ -62,11 +62,12 @@ def test_feature_cache_reports_progress_on_long_passes(monkeypatch, caplog):
   model = classifier.build_classifier(_config(), NUM_CLASSES, 'image')
   images = np.zeros((3, 32, 32, 3), np.float32)
   with caplog.at_level(logging.INFO):
-    feature_cache.compute_views(classifier.feature_extractor(model),
-                                iter([images, images]), [None], 'labeled images')
+    feature_cache.Embedder(classifier.feature_extractor(model)).compute_views(
+        iter([images, images]), [None], 'labeled images', total=6)
   progress = [r.getMessage() for r in caplog.records if 'so far' in r.getMessage()]
   assert [line.split(' x ')[0] for line in progress] == [
-      'Feature cache: 3 labeled images', 'Feature cache: 6 labeled images']
+      'Feature cache: 3 of 6 labeled images', 'Feature cache: 6 of 6 labeled images']
+  assert 's left)' in progress[0] and 'left' not in progress[1]
 
 
 def test_an_embedder_traces_each_view_once_across_passes():

@@ -53,8 +53,9 @@ class Embedder:
     return self._traced[id(view)]
 
   def compute_views(self, image_batches: Iterable[tf.Tensor], views: Sequence[View],
-                    what: str = 'images') -> np.ndarray:
-    """Features [len(views), N, D] of every image under every view.
+                    what: str = 'images', total: Optional[int] = None) -> np.ndarray:
+    """Features [len(views), N, D] of every image under every view; `total`,
+    the number of images when known, goes into the progress lines.
 
     The extractor runs in inference mode, so BatchNorm statistics stay frozen.
     Each batch is augmented and embedded once per view, so images are held one
@@ -71,8 +72,12 @@ class Embedder:
         outputs.append(embed(images).numpy())
       if time.perf_counter() - reported >= PROGRESS_SECONDS:
         reported = time.perf_counter()
-        logging.info('Feature cache: %d %s x %d view(s) so far (%.1f images/s).', count,
-                     what, len(views), count * len(views) / (reported - start))
+        rate = count / (reported - start)
+        left = (f', about {(total - count) / rate:.0f} s left'
+                if total and total > count else '')
+        logging.info('Feature cache: %d%s %s x %d view(s) so far (%.1f images/s%s).',
+                     count, f' of {total}' if total else '', what, len(views),
+                     count * len(views) / (reported - start), left)
     seconds = time.perf_counter() - start
     if not count:
       raise ValueError(f'No {what} to compute features of.')

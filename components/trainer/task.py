@@ -86,15 +86,24 @@ def _images(dataset: tf.data.Dataset, columns: List[List[np.ndarray]]) -> Iterat
     yield images
 
 
+def _count(file_patterns: List[str]) -> int:
+  """Examples in a split's GZIP TFRecord files, for the progress lines: one
+  read without parsing, small next to the backbone's pass over the same images."""
+  files = [name for pattern in file_patterns for name in tf.io.gfile.glob(pattern)]
+  return int(tf.data.TFRecordDataset(files, compression_type='GZIP').reduce(
+      np.int64(0), lambda count, _: count + 1))
+
+
 def _names(column: List[np.ndarray]) -> List[str]:
   return [name.decode('utf-8', 'replace') for name in np.concatenate(column)]
 
 
 def _fit_head_on_cache(model, config, train, unlabeled, evaluation, class_names,
-                       model_run_dir):
+                       model_run_dir, totals):
   """Phase 1 on the feature cache, with the data-quality audit on the same
   features; returns (head history, cache facts, audit summary, train labels).
-  `evaluation` (the eval split with names, or None) is read by the audit only."""
+  `evaluation` (the eval split with names, or None) is read by the audit only;
+  `totals` holds each split's number of images, for the progress lines."""
   embedder = feature_cache.Embedder(classifier.feature_extractor(model))
   augmentation = model.get_layer(classifier.AUGMENTATION_LAYER)
   mirror = [feature_cache.mirror] if config['augmentation']['horizontal_flip'] else []
@@ -104,17 +113,18 @@ def _fit_head_on_cache(model, config, train, unlabeled, evaluation, class_names,
       embedder.compute_views(
           _images(train, train_columns),
           [None, *mirror, *[augmentation] * config['training']['cached_views']],
-          'labeled images'),
+          'labeled images', totals['train']),
       np.concatenate(train_columns[0]))
   unlabeled_features = None
   if unlabeled is not None:
     unlabeled_features = embedder.compute_views(
-        _images(unlabeled, []), [None], 'unlabeled images')[0]
+        _images(unlabeled, []), [None], 'unlabeled images', totals['unlabeled'])[0]
   eval_columns: List[List[np.ndarray]] = [[], [], []]
   eval_features = None
   if evaluation is not None:
     eval_features = embedder.compute_views(
-        _images(evaluation, eval_columns), [None], 'eval images (audit)')[0]
+        _images(evaluation, eval_columns), [None], 'eval images (audit)',
+        totals['eval'])[0]
   cache = {'labeled_images': len(labeled.labels), 'views': labeled.features.shape[0],
            'unlabeled_images': (0 if unlabeled_features is None
                                 else len(unlabeled_features)),
@@ -192,7 +202,12 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
   history: Dict[str, Any] = {}
   (history['head'], history['feature_cache'], history['data_quality'],
    train_labels) = _fit_head_on_cache(model, config, labeled, unlabeled, evaluation,
-                                      class_names, fn_args.model_run_dir)
+                                      class_names, fn_args.model_run_dir, {
+                                          'train': _count(labeled_files),
+                                          'unlabeled': (0 if unlabeled is None
+                                                        else _count(unlabeled_files)),
+                                          'eval': (0 if evaluation is None
+                                                   else _count(fn_args.eval_files))})
   train_counts = np.bincount(train_labels, minlength=num_classes)
   logging.info('Train images per class: %s', dict(zip(class_names, train_counts.tolist())))
   history['train_images'] = int(train_counts.sum())
