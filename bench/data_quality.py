@@ -18,8 +18,8 @@ head.fit_head for the out-of-fold probabilities, data_quality.audit. Reported:
 
 - suspect labels: precision and recall of the list against the flipped images;
 - near-duplicates: precision and recall of the flagged pairs against the
-  planted copies, at the configured threshold and at others (the calibration
-  of data_quality.near_duplicate_similarity);
+  planted copies, under the configured rule and at absolute thresholds alone
+  (the calibration of data_quality.near_duplicate_*);
 - what fixing is worth: test accuracy (the data set's own test images, clean
   labels, never trained on) of the head fitted on the noisy labels, after a
   reviewer corrects the suspects the list names in the train split, and after
@@ -58,6 +58,9 @@ from components.trainer import head as head_lib
 from components.trainer import model as classifier
 
 THRESHOLDS = (0.80, 0.85, 0.90, 0.93, 0.95, 0.97)
+# The configured rule: the absolute threshold or the mutual-neighbour margin.
+DEFAULT_RULE = 'default'
+
 RESULTS_JSON = os.path.join(REPO_ROOT, 'bench', 'results', 'data_quality.json')
 TABLE_MD = os.path.join(REPO_ROOT, 'docs', 'data_quality_results.md')
 
@@ -154,9 +157,7 @@ def run_condition(dataset, config, pool, copies, test, plan) -> Dict[str, Any]:
           all_views[0, eval_images], batch_size=1024, verbose=0)]),
       splits=['train'] * len(train_images) + ['eval'] * len(eval_images),
       source_paths=[str(i) for i in order], image_ids=[str(i) for i in order])
-  settings = {'near_duplicate_similarity': config['data_quality']['near_duplicate_similarity'],
-              'cross_class_duplicates': 'warn',
-              'outlier_mads': config['data_quality']['outlier_mads']}
+  settings = {**config['data_quality'], 'cross_class_duplicates': 'warn'}
   with tempfile.TemporaryDirectory() as folder:
     summary = data_quality.audit(images, dataset.class_names, settings, folder)
     ranked = [int(row['source_path']) for row in data_quality.read_csv(
@@ -170,10 +171,13 @@ def run_condition(dataset, config, pool, copies, test, plan) -> Dict[str, Any]:
              for j, original in enumerate(copied)}
   similarities, neighbours = data_quality.nearest_neighbours(images.features)
   by_threshold = {}
-  for threshold in THRESHOLDS:
-    pairs = data_quality.near_duplicate_pairs(similarities, neighbours, threshold)
+  rules = {f'{t:.2f}': (t, None) for t in THRESHOLDS}
+  rules[DEFAULT_RULE] = (settings['near_duplicate_similarity'],
+                         settings['near_duplicate_margin'])
+  for rule, (threshold, margin) in rules.items():
+    pairs = data_quality.near_duplicate_pairs(similarities, neighbours, threshold, margin)
     found = {tuple(sorted((int(order[a]), int(order[b])))) for a, b, _ in pairs}
-    by_threshold[f'{threshold:.2f}'] = {
+    by_threshold[rule] = {
         **precision_recall(found, set(planted)),
         'recall_by_alteration': {
             alteration: float(np.mean([pair in found for pair, kind in planted.items()
@@ -247,8 +251,9 @@ def main(argv=None) -> None:
       logging.info('%s', json.dumps(row))
       rows.append(row)
   report = {'rows': rows, 'seconds': time.perf_counter() - started, 'args': vars(args),
-            'thresholds': list(THRESHOLDS),
-            'default_threshold': config['data_quality']['near_duplicate_similarity']}
+            'rules': [f'{t:.2f}' for t in THRESHOLDS] + [DEFAULT_RULE],
+            'default_rule': {key: config['data_quality'][key] for key in (
+                'near_duplicate_similarity', 'near_duplicate_margin')}}
   print(markdown(report))
   if not args.no_write:
     os.makedirs(os.path.dirname(RESULTS_JSON), exist_ok=True)
@@ -281,12 +286,16 @@ def markdown(report: Dict[str, Any]) -> str:
         f"{_percent(suspects['recall'])} | {_percent(suspects['precision_at_flipped'])} | "
         f"{_percent(acc['noisy'])} | "
         f"{_percent(acc['suspects_fixed'])} | {_percent(acc['all_fixed'])} |")
-  default = report['default_threshold']
-  lines += ['', f'## Near-duplicates: planted copies found (default threshold {default:.2f})',
-            '',
+  default = report['default_rule']
+  headers = [f'≥ {rule}' if rule != DEFAULT_RULE else
+             f"default (≥ {default['near_duplicate_similarity']:.2f}, or margin "
+             f"{default['near_duplicate_margin']:.2f})" for rule in report['rules']]
+  lines += ['', '## Near-duplicates: planted copies found', '',
+            'Absolute thresholds alone, and the default rule (the threshold, or mutual '
+            'nearest neighbours by a margin):', '',
             '| data set | noise | copies | ' + ' | '.join(
-                f'≥ {t:.2f} P / R (flagged)' for t in report['thresholds']) + ' |',
-            '|---|---:|---:|' + '---:|' * len(report['thresholds'])]
+                f'{header} P / R (flagged)' for header in headers) + ' |',
+            '|---|---:|---:|' + '---:|' * len(headers)]
   for row in rows:
     cells = [f"{_percent(c['precision'])} / {_percent(c['recall'])} ({c['flagged']})"
              for c in row['near_duplicates'].values()]
@@ -294,9 +303,8 @@ def markdown(report: Dict[str, Any]) -> str:
                  f"{next(iter(row['near_duplicates'].values()))['planted']} | "
                  + ' | '.join(cells) + ' |')
   lines += ['', 'Recall by alteration (the copies are the same at every noise rate):', '',
-            '| data set | alteration | ' + ' | '.join(
-                f'≥ {t:.2f}' for t in report['thresholds']) + ' |',
-            '|---|---|' + '---:|' * len(report['thresholds'])]
+            '| data set | alteration | ' + ' | '.join(headers) + ' |',
+            '|---|---|' + '---:|' * len(headers)]
   for row in rows:
     if row is not next(r for r in rows if r['dataset'] == row['dataset']):
       continue

@@ -126,10 +126,12 @@ class DataQualityConfig:
   (components/trainer/data_quality.py, docs/data_quality.md)."""
   # Off: no audit, and the Trainer does not read the eval split at all.
   enabled: bool = True
-  # Cosine similarity of normalised features from which two images count as
-  # near-duplicates (bench/data_quality.py: 83-88 % precision on 28-pixel
-  # images, docs/data_quality.md).
-  near_duplicate_similarity: float = 0.9
+  # Two images are near-duplicates from this cosine similarity of their
+  # normalised features up, or, when each is the other's nearest neighbour
+  # (similarity 0.8 or more), from this margin over each one's next-nearest
+  # (components/trainer/data_quality.py; measured in docs/data_quality.md).
+  near_duplicate_similarity: float = 0.95
+  near_duplicate_margin: float = 0.08
   # Near-duplicates under two labels: 'warn' lists them in the report,
   # 'stop' fails the Trainer, like the data gate's exact duplicates.
   cross_class_duplicates: str = 'warn'
@@ -273,6 +275,8 @@ class Config:
          'semi_supervised.pseudo_label_weight must be positive'),
         (0.0 < self.data_quality.near_duplicate_similarity <= 1.0,
          'data_quality.near_duplicate_similarity must be in (0, 1]'),
+        (0.0 <= self.data_quality.near_duplicate_margin <= 1.0,
+         'data_quality.near_duplicate_margin must be in [0, 1]'),
         (self.data_quality.cross_class_duplicates in ('warn', 'stop'),
          "data_quality.cross_class_duplicates must be 'warn' or 'stop'"),
         (self.data_quality.outlier_mads > 0.0, 'data_quality.outlier_mads must be positive'),

@@ -17,7 +17,8 @@ from pipeline import run_summary
 from helpers import make_e2e_workspace, run_e2e_pipeline, sample_bytes
 
 CLASSES = ['a', 'b', 'c']
-SETTINGS = {'near_duplicate_similarity': 0.95, 'cross_class_duplicates': 'warn',
+SETTINGS = {'near_duplicate_similarity': 0.95, 'near_duplicate_margin': 0.08,
+            'cross_class_duplicates': 'warn',
             'outlier_mads': 4.0}
 
 
@@ -94,6 +95,24 @@ def test_stop_on_cross_class_duplicates_fails_after_writing_the_lists(tmp_path):
     data_quality.audit(_labeled(features, labels, probabilities, splits), CLASSES,
                        {**SETTINGS, 'cross_class_duplicates': 'stop'}, str(tmp_path))
   assert len(_rows(tmp_path, data_quality.NEAR_DUPLICATES_CSV)) == 1
+
+
+def test_a_copy_far_closer_to_its_original_than_to_anything_else_is_a_near_duplicate():
+  # Unit vectors at set similarities: 0 and 1 at 0.88, nothing else above
+  # 0.6 of either (a margin of 0.28); 2, 3 and 4 all at 0.88 of each other
+  # (no margin, below the absolute threshold).
+  gram = np.full((7, 7), 0.3)
+  gram[0, 1] = gram[1, 0] = 0.88
+  for i in (2, 3, 4):
+    for j in (2, 3, 4):
+      gram[i, j] = 0.88
+  np.fill_diagonal(gram, 1.0)
+  features = np.linalg.cholesky(gram)
+  similarities, indices = data_quality.nearest_neighbours(features, k=4)
+  pairs = data_quality.near_duplicate_pairs(similarities, indices, 0.95, margin=0.08)
+  assert [(a, b) for a, b, _ in pairs] == [(0, 1)]
+  assert data_quality.near_duplicate_pairs(similarities, indices, 0.95) == []
+  assert len(data_quality.near_duplicate_pairs(similarities, indices, 0.85, 0.08)) == 4
 
 
 def test_neighbours_match_the_full_similarity_matrix_across_blocks(monkeypatch):

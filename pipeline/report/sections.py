@@ -170,8 +170,10 @@ def data_quality_section(facts: facts_lib.Facts) -> Optional[Section]:
                   'the gate\'s accuracy is optimistic), '
                   f'{pairs[data_quality.CONFLICT]} under two labels (a conflict; '
                   'data_quality.cross_class_duplicates=stop fails the run on them), '
-                  f'{pairs[data_quality.DUPLICATE]} within a class and split, at cosine '
-                  f'similarity {summary["near_duplicate_similarity"]} or more.',
+                  f'{pairs[data_quality.DUPLICATE]} within a class and split: at cosine '
+                  f'similarity {summary["near_duplicate_similarity"]} or more, or each '
+                  "the other's nearest image by a margin of "
+                  f'{summary["near_duplicate_margin"]} or more.',
                   lead='Near-duplicates.'),
         Figure('near_duplicates', plots.gallery(
             [(images[row[f'image_id_{side}']],
