@@ -90,17 +90,19 @@ def string_values(examples_uri: str, split: str, feature: str) -> Iterator[np.nd
 def ids_and_images(examples_uri: str, splits: List[str],
                    wanted: Set[bytes]) -> Tuple[Set[bytes], Dict[bytes, bytes]]:
   """(the image_id of every example in `splits`, the encoded images of the
-  `wanted` image_ids), in one pass."""
-  spec = {name: tf.io.FixedLenFeature([], tf.string) for name in (IMAGE_ID, IMAGE)}
+  `wanted` image_ids), in one pass; only the wanted examples' images are parsed."""
+  id_spec = {IMAGE_ID: tf.io.FixedLenFeature([], tf.string)}
+  image_spec = {IMAGE: tf.io.FixedLenFeature([], tf.string)}
   ids: Set[bytes] = set()
   images: Dict[bytes, bytes] = {}
   for split in splits:
-    batches = split_records(examples_uri, split).batch(256).map(
-        lambda records: tf.io.parse_example(records, spec))
-    for batch in batches.as_numpy_iterator():
-      ids.update(batch[IMAGE_ID])
-      images.update((image_id, image) for image_id, image
-                    in zip(batch[IMAGE_ID], batch[IMAGE]) if image_id in wanted)
+    for records in split_records(examples_uri, split).batch(4096).as_numpy_iterator():
+      batch_ids = tf.io.parse_example(records, id_spec)[IMAGE_ID].numpy()
+      ids.update(batch_ids)
+      hits = [i for i, image_id in enumerate(batch_ids) if image_id in wanted]
+      if hits:
+        found = tf.io.parse_example(records[hits], image_spec)[IMAGE].numpy()
+        images.update(zip(batch_ids[hits], found))
   return ids, images
 
 

@@ -59,7 +59,7 @@ BATCH_SIZE = 64
 THUMBNAIL_SIZE = 128
 CAPTION_HEIGHT = 40
 COLUMNS = 5
-_ID, _SOURCE = 'image_id', 'source_path'
+_ID, _SOURCE = labels.IMAGE_ID, 'source_path'
 _TEXT_FIELDS = (preprocessing.IMAGE_KEY, _ID, _SOURCE)
 
 

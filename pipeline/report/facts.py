@@ -125,7 +125,7 @@ def read_data_quality(directory: str, examples_uri: str, limit: int) -> Optional
            for name in (data_quality.SUSPECT_LABELS_CSV, data_quality.NEAR_DUPLICATES_CSV,
                         data_quality.OUTLIERS_CSV)]
   suspects, duplicates, outliers = lists
-  wanted = {row[key] for rows in (suspects, outliers) for row in rows for key in ('image_id',)}
+  wanted = {row['image_id'] for row in suspects + outliers}
   wanted |= {row[key] for row in duplicates for key in ('image_id_a', 'image_id_b')}
   _, images = labels.ids_and_images(examples_uri, ['train', EVAL_SPLIT],
                                     {image_id.encode() for image_id in wanted})
