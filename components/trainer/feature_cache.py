@@ -77,7 +77,7 @@ class Embedder:
                 if total and total > count else '')
         logging.info('Feature cache: %d%s %s x %d view(s) so far (%.1f images/s%s).',
                      count, f' of {total}' if total else '', what, len(views),
-                     count * len(views) / (reported - start), left)
+                     rate * len(views), left)
     seconds = time.perf_counter() - start
     if not count:
       raise ValueError(f'No {what} to compute features of.')
