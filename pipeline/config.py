@@ -141,6 +141,20 @@ class DataQualityConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class OodConfig:
+  """"unknown" for images of no known class (components/trainer/ood.py,
+  docs/trust.md): exported in every serving signature and the TFLite model."""
+  enabled: bool = True
+  # Share of images like the train images the threshold calls unknown.
+  false_rejection_rate: float = 0.05
+  # The score averages the cosine distance to this many nearest train images.
+  neighbours: int = 5
+  # Labeled train images kept as the reference (D float32 each in the model;
+  # 1,000 x 1,280 = 5 MB for EfficientNet-Lite0), drawn class by class.
+  max_reference_images: int = 1000
+
+
+@dataclasses.dataclass(frozen=True)
 class LabelingConfig:
   """The LabelQueue (components/label_queue/, docs/labeling.md): which
   unlabeled images to label next, when the run has an unlabeled split."""
@@ -246,6 +260,7 @@ class Config:
   training: TrainingConfig = TrainingConfig()
   semi_supervised: SemiSupervisedConfig = SemiSupervisedConfig()
   data_quality: DataQualityConfig = DataQualityConfig()
+  ood: OodConfig = OodConfig()
   labeling: LabelingConfig = LabelingConfig()
   evaluation: EvaluationConfig = EvaluationConfig()
   pipeline: PipelineConfig = PipelineConfig()
@@ -280,6 +295,10 @@ class Config:
         (self.data_quality.cross_class_duplicates in ('warn', 'stop'),
          "data_quality.cross_class_duplicates must be 'warn' or 'stop'"),
         (self.data_quality.outlier_mads > 0.0, 'data_quality.outlier_mads must be positive'),
+        (0.0 < self.ood.false_rejection_rate < 1.0,
+         'ood.false_rejection_rate must be in (0, 1)'),
+        (self.ood.neighbours >= 1 and self.ood.max_reference_images >= 2,
+         'ood.neighbours must be at least 1 and ood.max_reference_images at least 2'),
         (self.labeling.queue_size >= 1 and self.labeling.candidate_factor >= 1,
          'labeling.queue_size and candidate_factor must be at least 1'),
         (self.labeling.check_labels >= 0, 'labeling.check_labels must be >= 0'),

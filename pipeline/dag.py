@@ -58,6 +58,7 @@ def components_config(config: Config) -> Dict[str, Any]:
       'training': dataclasses.asdict(config.training),
       'semi_supervised': dataclasses.asdict(config.semi_supervised),
       'data_quality': dataclasses.asdict(config.data_quality),
+      'ood': dataclasses.asdict(config.ood),
       'max_image_pixels': config.data.max_image_pixels,
   }
 

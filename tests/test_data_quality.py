@@ -12,6 +12,7 @@ from PIL import Image
 
 from components.label_queue import executor as label_queue
 from components.trainer import data_quality
+from components.trainer import neighbours
 from pipeline import run_summary
 
 from helpers import make_e2e_workspace, run_e2e_pipeline, sample_bytes
@@ -116,7 +117,7 @@ def test_a_copy_far_closer_to_its_original_than_to_anything_else_is_a_near_dupli
 
 
 def test_neighbours_match_the_full_similarity_matrix_across_blocks(monkeypatch):
-  monkeypatch.setattr(data_quality, 'BLOCK', 7)
+  monkeypatch.setattr(neighbours, 'BLOCK', 7)
   features = np.random.default_rng(2).normal(size=(30, 8))
   similarities, indices = data_quality.nearest_neighbours(features, k=4)
   unit = features / np.linalg.norm(features, axis=1, keepdims=True)

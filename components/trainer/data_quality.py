@@ -31,6 +31,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from components.trainer import neighbours
+
 # Files in <model_run>/data_quality/ (DIRECTORY).
 DIRECTORY = 'data_quality'
 SUSPECT_LABELS_CSV = 'suspect_labels.csv'
@@ -46,8 +48,6 @@ CONFLICT, LEAKAGE, DUPLICATE = 'conflict', 'leakage', 'duplicate'
 # Nearest neighbours kept per image: the outlier score averages them, and
 # a near-duplicate group larger than this lists some of its pairs only.
 NEIGHBOURS = 10
-# Rows of the similarity matrix computed at once (BLOCK x N float32).
-BLOCK = 1024
 # Mutual nearest neighbours count as near-duplicates by their margin only
 # from this similarity up (near_duplicate_pairs).
 MUTUAL_FLOOR = 0.8
@@ -97,22 +97,9 @@ def suspect_labels(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
 
 def nearest_neighbours(features: np.ndarray, k: int = NEIGHBOURS):
   """(similarities, indices) [N, k] of each image's k most similar others by
-  cosine similarity, most similar first; blockwise, so memory is BLOCK x N."""
-  unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-  unit = unit.astype(np.float32)
-  k = min(k, len(unit) - 1)
-  similarities = np.empty((len(unit), k), np.float32)
-  indices = np.empty((len(unit), k), np.int64)
-  for start in range(0, len(unit), BLOCK):
-    block = unit[start:start + BLOCK] @ unit.T
-    rows = np.arange(len(block))
-    block[rows, start + rows] = -np.inf                  # not its own neighbour
-    top = np.argpartition(-block, k - 1, axis=1)[:, :k]
-    top_similarities = np.take_along_axis(block, top, axis=1)
-    order = np.argsort(-top_similarities, axis=1, kind='stable')
-    indices[start:start + BLOCK] = np.take_along_axis(top, order, axis=1)
-    similarities[start:start + BLOCK] = np.take_along_axis(top_similarities, order, axis=1)
-  return similarities, indices
+  cosine similarity, most similar first."""
+  return neighbours.nearest(features, features, min(k, len(features) - 1),
+                            own=np.arange(len(features)))
 
 
 def near_duplicate_pairs(similarities: np.ndarray, indices: np.ndarray, threshold: float,
@@ -163,8 +150,8 @@ def audit(images: LabeledImages, class_names: Sequence[str], settings: Dict[str,
   names = np.asarray(class_names, dtype=object)
   suspects = suspect_labels(labels, probabilities)
   suggested = probabilities.argmax(axis=1)
-  similarities, neighbours = nearest_neighbours(images.features)
-  pairs = near_duplicate_pairs(similarities, neighbours,
+  similarities, neighbour_ids = nearest_neighbours(images.features)
+  pairs = near_duplicate_pairs(similarities, neighbour_ids,
                                settings['near_duplicate_similarity'],
                                settings['near_duplicate_margin'])
   scores = outlier_scores(similarities)

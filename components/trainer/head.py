@@ -19,7 +19,9 @@ its image's fold):
    last round, each weighted `pseudo_label_weight` against a labeled image)
    against the supervised head. The unlabeled images are used unless they
    lower the cross-validated accuracy; then the Trainer falls back on the
-   supervised head, and the history says which it chose and why.
+   supervised head, and the history says which it chose and why;
+3. how sure to say it is: the temperature that calibrates the chosen head's
+   held-out probabilities (calibration.py).
 
 The eval split is never read here, so the Evaluator's accuracy is measured
 on images nothing was tuned on.
@@ -41,6 +43,7 @@ from sklearn import exceptions as sklearn_exceptions
 from sklearn import linear_model
 from sklearn import model_selection
 
+from components.trainer import calibration
 from components.trainer import learning_curve
 from components.trainer import model as classifier
 
@@ -209,10 +212,11 @@ def fit_head(head_model: tf_keras.Model, labeled: LabeledViews, config: Dict[str
   `unlabeled` holds the clean features [M, D] of the unlabeled split, or
   None. Adapts the normalisation to the labeled and unlabeled images, chooses
   the regularisation and whether to self-train by cross-validation, fits the
-  final head on every labeled image and returns what was chosen and why, with
-  each labeled image's out-of-fold probabilities [N, classes] under the chosen
-  regularisation (None when nothing could be held out; data_quality.py reads
-  them). With `summary_dir`, the cross-validated accuracies go to TensorBoard too.
+  final head on every labeled image, scales it by the temperature fitted on the
+  held-out probabilities (calibration.py) and returns what was chosen and why,
+  with each labeled image's out-of-fold probabilities [N, classes] under the
+  chosen settings, calibrated (None when nothing could be held out;
+  data_quality.py reads them). With `summary_dir`, the cross-validated accuracies go to TensorBoard too.
   """
   start = time.perf_counter()
   num_classes = head_model.output_shape[-1]
@@ -241,13 +245,18 @@ def fit_head(head_model: tf_keras.Model, labeled: LabeledViews, config: Dict[str
   }
   self_training = False
   if unlabeled is not None:
-    history['unlabeled'], self_training = _unlabeled_decision(
+    history['unlabeled'], self_training, self_trained_out_of_fold = _unlabeled_decision(
         training_set, folds, regularization, history['cv_accuracy'])
     if self_training:
       history['cv_accuracy'] = history['unlabeled']['cv_accuracy_self_training']
+      out_of_fold = self_trained_out_of_fold
   head, pseudo_labels = training_set.fit(np.arange(len(labeled.labels)), regularization,
                                          self_training)
-  head_model.get_layer(classifier.PROBABILITIES_LAYER).set_weights([head.kernel, head.bias])
+  history['calibration'], temperature = _calibration(out_of_fold, labeled.labels)
+  head_model.get_layer(classifier.PROBABILITIES_LAYER).set_weights(
+      [head.kernel / temperature, head.bias / temperature])
+  if out_of_fold is not None:
+    out_of_fold = calibration.rescale(out_of_fold, temperature).astype(np.float32)
   if unlabeled is not None:
     history['unlabeled']['pseudo_labels'] = pseudo_labels
   history['train_accuracy'] = training_set.accuracy(head, np.arange(len(labeled.labels)))
@@ -268,16 +277,39 @@ def fit_head(head_model: tf_keras.Model, labeled: LabeledViews, config: Dict[str
   return history, out_of_fold
 
 
-def _unlabeled_decision(training_set: TrainingSet, folds, regularization: float,
-                        supervised: Optional[float]) -> Tuple[Dict[str, Any], bool]:
+def _calibration(out_of_fold: Optional[np.ndarray],
+                 labels: np.ndarray) -> Tuple[Dict[str, Any], float]:
+  """The temperature fitted on the out-of-fold probabilities (calibration.py),
+  with their calibration error before and after; 1 when nothing was held out."""
+  if out_of_fold is None:
+    return {'temperature': 1.0, 'reason': 'not calibrated: a class has a single '
+                                          'labeled image, so nothing was held out'}, 1.0
+  temperature = calibration.fit_temperature(out_of_fold, labels)
+  facts = {
+      'temperature': temperature,
+      'fitted_on': f'out-of-fold probabilities of {len(labels)} labeled train images',
+      'ece_before': calibration.expected_calibration_error(out_of_fold, labels),
+      'ece_after': calibration.expected_calibration_error(
+          calibration.rescale(out_of_fold, temperature), labels),
+  }
+  logging.info('Calibration: temperature %.3f; held-out calibration error %.4f -> %.4f.',
+               temperature, facts['ece_before'], facts['ece_after'])
+  return facts, temperature
+
+
+def _unlabeled_decision(
+    training_set: TrainingSet, folds, regularization: float, supervised: Optional[float],
+) -> Tuple[Dict[str, Any], bool, Optional[np.ndarray]]:
   """Self-training against the supervised head's cross-validated accuracy
-  (`supervised`, at `regularization`, on the same folds)."""
+  (`supervised`, at `regularization`, on the same folds); also returns the
+  self-trained heads' out-of-fold probabilities (None without folds)."""
   decision: Dict[str, Any] = {'images': int(len(training_set.unlabeled))}
+  out_of_fold = None
   if not folds:
     decision.update(used=False, reason='a class has a single labeled image: '
                     'cross-validation cannot tell whether the unlabeled images help')
   else:
-    self_trained, _ = training_set.cross_validate(folds, regularization, True)
+    self_trained, out_of_fold = training_set.cross_validate(folds, regularization, True)
     used = self_trained >= supervised
     decision.update(
         used=used, cv_accuracy_supervised=supervised, cv_accuracy_self_training=self_trained,
@@ -286,7 +318,7 @@ def _unlabeled_decision(training_set: TrainingSet, folds, regularization: float,
                 f'not used: self-training lowered the cross-validated accuracy '
                 f'to {self_trained:.4f}, from {supervised:.4f} without'))
   logging.info('Unlabeled images: %s.', decision['reason'])
-  return decision, decision['used']
+  return decision, decision['used'], out_of_fold
 
 
 def _format(values: Sequence[float]) -> str:

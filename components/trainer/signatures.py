@@ -1,12 +1,14 @@
 """The exported model's signatures, each wrapping the same transform graph.
 
 - `serving_default`: a batch of encoded image bytes -> probabilities, top class
-  id and top class name. What TF Serving, batch jobs and the CLI call.
+  id and top class name, and (with the unknown-image detector, ood.py)
+  `ood_score`, `unknown` and `prediction`: the class name, or "unknown" for an
+  image of no known class. What TF Serving, batch jobs and the CLI call.
 - `from_examples`: serialized raw tf.Examples -> the same, plus `all_classes`,
   which TFMA uses to map string labels to class ids.
 - `transform_features`: serialized raw tf.Examples -> transformed features.
-- `from_pixels`: decoded, resized RGB pixels -> probabilities; the same model
-  without the decoder, for runtimes that cannot decode images in the graph
+- `from_pixels`: decoded, resized RGB pixels -> probabilities (and `ood_score`,
+  `unknown`); the same model without the decoder, for runtimes that cannot decode images in the graph
   (the RegistryPusher converts this one to TensorFlow Lite).
 - `embeddings_from_examples`: serialized raw tf.Examples -> the pooled backbone
   features (`embedding`) and probabilities; the LabelQueue ranks unlabeled
@@ -24,7 +26,8 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
 
-from components.trainer.model import POOLED_FEATURES_LAYER
+from components.trainer import ood
+from components.trainer.model import NORMALIZATION_LAYER, POOLED_FEATURES_LAYER
 from components.transform import preprocessing
 
 SERVING_SIGNATURE = 'serving_default'
@@ -68,53 +71,82 @@ def _in_chunks(fn: Callable[[Dict[str, tf.Tensor]], Dict[str, tf.Tensor]],
   return {name: array.concat() for name, array in arrays.items()}
 
 
-def _predictions(model: tf_keras.Model, class_names: tf.Tensor,
+class _Scorer:
+  """Model inputs -> probabilities and, with an ood.UnknownScore, the
+  unknown-image score and decision, from one pass through the model."""
+
+  def __init__(self, model: tf_keras.Model, unknown: Optional[ood.UnknownScore]):
+    self.unknown = unknown
+    self._model = tf_keras.Model(
+        model.inputs, [model.get_layer(NORMALIZATION_LAYER).output, model.output])
+
+  def output_specs(self, num_classes: int) -> Dict[str, tf.TensorSpec]:
+    specs = {'probabilities': tf.TensorSpec([None, num_classes], tf.float32)}
+    if self.unknown is not None:
+      specs.update(ood_score=tf.TensorSpec([None], tf.float32),
+                   unknown=tf.TensorSpec([None], tf.bool))
+    return specs
+
+  def __call__(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
+    features, probabilities = self._model(images, training=False)
+    outputs = {'probabilities': probabilities}
+    if self.unknown is not None:
+      outputs['ood_score'], outputs['unknown'] = self.unknown(features)
+    return outputs
+
+
+def _predictions(model: tf_keras.Model, scorer: _Scorer, class_names: tf.Tensor,
                  raw_features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-  """Probabilities, top class id and name, in chunks (`_in_chunks`)."""
+  """Probabilities, top class id and name, in chunks (`_in_chunks`); with
+  the unknown-image detector also `ood_score`, `unknown` and `prediction`,
+  the class name or ood.UNKNOWN."""
   def predict(raw_chunk):
     transformed = model.tft_layer(raw_chunk)
-    probabilities = model(transformed[preprocessing.TRANSFORMED_IMAGE_KEY],
-                          training=False)
-    class_id = tf.argmax(probabilities, axis=-1)
-    return {
-        'probabilities': probabilities,
-        'class_id': class_id,
-        'class_name': tf.gather(class_names, class_id),
-    }
+    outputs = scorer(transformed[preprocessing.TRANSFORMED_IMAGE_KEY])
+    outputs['class_id'] = tf.argmax(outputs['probabilities'], axis=-1)
+    outputs['class_name'] = tf.gather(class_names, outputs['class_id'])
+    if scorer.unknown is not None:
+      outputs['prediction'] = tf.where(outputs['unknown'], ood.UNKNOWN,
+                                       outputs['class_name'])
+    return outputs
 
-  return _in_chunks(predict, raw_features, {
-      'probabilities': tf.TensorSpec([None, class_names.shape[0]], tf.float32),
-      'class_id': tf.TensorSpec([None], tf.int64),
-      'class_name': tf.TensorSpec([None], tf.string),
-  })
+  specs = scorer.output_specs(class_names.shape[0])
+  specs.update(class_id=tf.TensorSpec([None], tf.int64),
+               class_name=tf.TensorSpec([None], tf.string))
+  if scorer.unknown is not None:
+    specs['prediction'] = tf.TensorSpec([None], tf.string)
+  return _in_chunks(predict, raw_features, specs)
 
 
 def _make_signatures(
     model: tf_keras.Model, tf_transform_output: tft.TFTransformOutput,
     class_names: List[str],
     normalize: Optional[Callable[[tf.Tensor], tf.Tensor]] = None,
+    unknown: Optional[ood.UnknownScore] = None,
 ) -> Dict[str, tf.types.experimental.ConcreteFunction]:
   """Builds the signatures; `model.tft_layer` must already be attached.
 
   `normalize` is the backbone's (the one Transform ran); with it, `from_pixels`
-  is exported too.
+  is exported too. With `unknown`, the signatures that classify also say
+  whether an image is of no known class (ood.py).
   """
   # No autograph: the graphs are plain TensorFlow ops (tf.cond where they
   # branch), and converting the Keras layers' code took ~15 s of an export.
   signature = functools.partial(tf.function, autograph=False)
   names = tf.constant(class_names)
+  scorer = _Scorer(model, unknown)
   raw_spec = tf_transform_output.raw_feature_spec()
   unlabeled_spec = {preprocessing.IMAGE_KEY: raw_spec[preprocessing.IMAGE_KEY]}
 
   @signature(input_signature=[tf.TensorSpec([None], tf.string, name=SERVING_INPUT)])
   def serve_images(images):
-    return _predictions(model, names,
+    return _predictions(model, scorer, names,
                         {preprocessing.IMAGE_KEY: tf.reshape(images, [-1, 1])})
 
   @signature(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
   def serve_examples(examples):
     features = tf.io.parse_example(examples, unlabeled_spec)
-    outputs = _predictions(model, names, features)
+    outputs = _predictions(model, scorer, names, features)
     outputs['all_classes'] = tf.tile(names[tf.newaxis], [tf.shape(examples)[0], 1])
     return outputs
 
@@ -152,7 +184,7 @@ def _make_signatures(
     @signature(input_signature=[
         tf.TensorSpec([None, size, size, 3], tf.float32, name=PIXELS_INPUT)])
     def serve_pixels(pixels):
-      return {'probabilities': model(normalize(pixels), training=False)}
+      return scorer(normalize(pixels))
 
     exported[PIXELS_SIGNATURE] = serve_pixels.get_concrete_function()
   return exported
@@ -160,14 +192,17 @@ def _make_signatures(
 
 def export(model: tf_keras.Model, serving_model_dir: str,
            tf_transform_output: tft.TFTransformOutput, class_names: List[str],
-           normalize: Optional[Callable[[tf.Tensor], tf.Tensor]] = None) -> None:
+           normalize: Optional[Callable[[tf.Tensor], tf.Tensor]] = None,
+           unknown: Optional[ood.UnknownScore] = None) -> None:
   """Saves `model` as a SavedModel with the signatures (see _make_signatures)."""
+  if unknown is not None:
+    model.unknown_score = unknown   # tracked by the model, so its weights are saved
   # Consumers call the signatures (TF Serving, TFMA, the CLI, TFLite); no one
   # reloads the Keras object, so its per-layer traces, ~25 of the ~30 s of an
   # export, are not saved.
   model.save(serving_model_dir, save_format='tf', save_traces=False,
              signatures=_make_signatures(model, tf_transform_output, class_names,
-                                        normalize))
+                                        normalize, unknown))
 
 
 @contextlib.contextmanager

@@ -3,9 +3,10 @@
 Phase 1 fits the head on the frozen backbone's cached features
 (feature_cache.py: the backbone runs once per image and view; head.py: the
 settings, and whether the unlabeled split helps, are chosen by
-cross-validation on the train split). Between the two, data_quality.py
-audits the labeled images on the same features (suspect labels,
-near-duplicates, outliers). The optional phase 2 unfreezes the top of the
+cross-validation on the train split, and calibrated on its held-out
+predictions). On the same features, data_quality.py audits the labeled
+images (suspect labels, near-duplicates, outliers) and ood.py fits the
+detector of images of no known class. The optional phase 2 unfreezes the top of the
 backbone (BatchNorm stays frozen) for `fine_tune_epochs` at a low learning
 rate. Nothing is fitted or chosen on the eval split, so the Evaluator's gate
 measures the model on images nothing was tuned on; the audit alone reads it,
@@ -16,11 +17,12 @@ train files are the unlabeled split (pipeline/dag.py sets the Trainer's
 `train_args.splits` to ['train', 'unlabeled'] when there is one).
 """
 
+import dataclasses
 import json
 import logging
 import os
 import time
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -34,6 +36,7 @@ from components.trainer import data_quality
 from components.trainer import feature_cache
 from components.trainer import head as head_lib
 from components.trainer import model as classifier
+from components.trainer import ood
 from components.trainer import signatures
 from components.transform import preprocessing
 
@@ -104,13 +107,31 @@ def _names(column: List[np.ndarray]) -> List[str]:
   return [name.decode('utf-8', 'replace') for name in np.concatenate(column)]
 
 
-def _fit_head_on_cache(model, config, train, unlabeled, evaluation, class_names,
-                       model_run_dir, totals):
-  """Phase 1 on the feature cache, with the data-quality audit on the same
-  features; returns (head history, cache facts, audit summary, train labels).
-  `evaluation` (the eval split with names, or None) is read by the audit only;
-  `totals` holds each split's number of images, for the progress lines."""
-  embedder = feature_cache.Embedder(classifier.feature_extractor(model))
+@dataclasses.dataclass
+class _PhaseOne:
+  """What phase 1 learned on the feature cache, for the history and the export."""
+  history: Dict[str, Any]
+  cache: Dict[str, Any]
+  audit: Optional[Dict[str, Any]]
+  train_labels: np.ndarray
+  detector: Optional[ood.Detector]
+  ood: Dict[str, Any]
+
+
+def _fit_detector(head_model, clean_features, labels, config):
+  """ood.fit on the head's normalised features of the labeled train images."""
+  if not config['ood']['enabled']:
+    return None, {'enabled': False, 'reason': 'ood.enabled is off'}
+  return ood.fit(head_lib.normalized(head_model, clean_features), labels, config['ood'],
+                 config['training']['seed'])
+
+
+def _fit_head_on_cache(model, embedder, config, train, unlabeled, evaluation,
+                       class_names, model_run_dir, totals) -> _PhaseOne:
+  """Phase 1 on the feature cache: the head, the data-quality audit and the
+  unknown-image detector on the same features. `evaluation` (the eval split
+  with names, or None) is read by the audit only; `totals` holds each
+  split's number of images, for the progress lines."""
   augmentation = model.get_layer(classifier.AUGMENTATION_LAYER)
   mirror = [feature_cache.mirror] if config['augmentation']['horizontal_flip'] else []
   train_columns: List[List[np.ndarray]] = [[], [], []]
@@ -160,7 +181,9 @@ def _fit_head_on_cache(model, config, train, unlabeled, evaluation, class_names,
           image_ids=_names(train_columns[2]) + _names(eval_columns[2]))
       audit = data_quality.audit(images, class_names, config['data_quality'], audit_dir)
     logging.info('Data-quality audit: %s', json.dumps(audit))
-  return history, cache, audit, labeled.labels
+  detector, ood_facts = _fit_detector(head_model, labeled.features[0], labeled.labels,
+                                      config)
+  return _PhaseOne(history, cache, audit, labeled.labels, detector, ood_facts)
 
 
 class _EpochTimer(tf_keras.callbacks.Callback):
@@ -205,15 +228,18 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
   model = classifier.build_classifier(config, num_classes,
                                       preprocessing.TRANSFORMED_IMAGE_KEY)
   logging.info('Classifier built in %.1f s.', time.perf_counter() - start)
-  history: Dict[str, Any] = {}
-  (history['head'], history['feature_cache'], history['data_quality'],
-   train_labels) = _fit_head_on_cache(model, config, labeled, unlabeled, evaluation,
-                                      class_names, fn_args.model_run_dir, {
-                                          'train': _count(labeled_files),
-                                          'unlabeled': (0 if unlabeled is None
-                                                        else _count(unlabeled_files)),
-                                          'eval': (0 if evaluation is None
-                                                   else _count(fn_args.eval_files))})
+  embedder = feature_cache.Embedder(classifier.feature_extractor(model))
+  phase_one = _fit_head_on_cache(
+      model, embedder, config, labeled, unlabeled, evaluation, class_names,
+      fn_args.model_run_dir, {
+          'train': _count(labeled_files),
+          'unlabeled': 0 if unlabeled is None else _count(unlabeled_files),
+          'eval': 0 if evaluation is None else _count(fn_args.eval_files)})
+  history: Dict[str, Any] = {'head': phase_one.history,
+                             'feature_cache': phase_one.cache,
+                             'data_quality': phase_one.audit,
+                             'ood': phase_one.ood}
+  train_labels, detector = phase_one.train_labels, phase_one.detector
   train_counts = np.bincount(train_labels, minlength=num_classes)
   logging.info('Train images per class: %s', dict(zip(class_names, train_counts.tolist())))
   history['train_images'] = int(train_counts.sum())
@@ -234,12 +260,24 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         callbacks=[_EpochTimer(),
                    tf_keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)],
         verbose=2).history
+    history['head']['calibration']['note'] = (
+        'fitted before fine-tuning changed the backbone; not refitted after it')
+    if detector is not None:
+      # The backbone moved: the reference features are taken anew.
+      clean = embedder.compute_views(
+          _images(_dataset(fn_args, labeled_files, tf_transform_output, transform,
+                           training['batch_size'], shuffle=False, seed=0), [[]]),
+          [None], 'labeled images (unknown-image reference)',
+          phase_one.cache['labeled_images'])[0]
+      detector, history['ood'] = _fit_detector(classifier.head(model), clean,
+                                               train_labels, config)
 
   start = time.perf_counter()
   model.tft_layer = transform
   normalize = get_backbone(config['model']['backbone']).normalize
   signatures.export(model, fn_args.serving_model_dir, tf_transform_output,
-                    class_names, normalize)
+                    class_names, normalize,
+                    ood.UnknownScore(detector) if detector is not None else None)
   logging.info('SavedModel exported in %.1f s.', time.perf_counter() - start)
   extra_dir = os.path.join(fn_args.serving_model_dir, 'assets.extra')
   tf.io.gfile.makedirs(extra_dir)
