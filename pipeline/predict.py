@@ -7,9 +7,10 @@ Images are scored in batches; a batch with an undecodable image is scored
 again one image at a time, so one bad file costs only itself.
 
 One row per file, in input order, as JSON lines or CSV with the fields
-path, class_name, class_id, probability (of the top class), top_k (the K most
-likely classes with their probabilities; in CSV `name:prob;name:prob`) and
-error. A file that cannot be read or decoded gets an `error` instead of a
+path, prediction (the top class, or "unknown" for an image of no known class:
+components/trainer/ood.py), class_name (the top class), class_id,
+probability (of the top class), ood_score, top_k (the K most likely classes
+with their probabilities; in CSV `name:prob;name:prob`) and error. A file that cannot be read or decoded gets an `error` instead of a
 prediction, and the other files are still scored.
 """
 
@@ -29,7 +30,8 @@ from components.registry_pusher import registry
 from components.trainer import signatures
 
 FORMATS = ('jsonl', 'csv')
-FIELDS = ('path', 'class_name', 'class_id', 'probability', 'top_k', 'error')
+FIELDS = ('path', 'prediction', 'class_name', 'class_id', 'probability', 'ood_score',
+          'top_k', 'error')
 STDIN = '-'
 
 
@@ -92,14 +94,21 @@ class Predictor:
     for i, path in enumerate(paths):
       probabilities = outputs['probabilities'][i]
       top = np.argsort(-probabilities, kind='stable')[:self._top_k]
-      rows.append({
+      class_name = outputs['class_name'][i].decode('utf-8')
+      row = {
           'path': path,
-          'class_name': outputs['class_name'][i].decode('utf-8'),
+          # A model exported before the unknown-image detector has no `prediction`.
+          'prediction': (outputs['prediction'][i].decode('utf-8')
+                         if 'prediction' in outputs else class_name),
+          'class_name': class_name,
           'class_id': int(outputs['class_id'][i]),
           'probability': float(probabilities[top[0]]),
           'top_k': [{'class_name': self._labels[c],
                      'probability': float(probabilities[c])} for c in top],
-      })
+      }
+      if 'ood_score' in outputs:
+        row['ood_score'] = float(outputs['ood_score'][i])
+      rows.append(row)
     return rows
 
 

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from components import image_codec
 from components.registry_pusher import registry
+from components.trainer import ood
 from components.trainer import signatures
 from pipeline import __main__ as cli
 
@@ -28,7 +29,9 @@ LABELS = ['dark', 'bright', 'grey']
 
 
 class _StandIn(tf.Module):
-  """Scores images by brightness; undecodable bytes fail like the real model."""
+  """Scores images by brightness; undecodable bytes fail like the real model.
+  Like a model with the unknown-image detector (ood.py), it calls an image
+  unknown when its top probability is under one half."""
 
   def __init__(self, labels):
     super().__init__()
@@ -42,14 +45,24 @@ class _StandIn(tf.Module):
     probabilities = tf.nn.softmax(5.0 * tf.stack(
         [1.0 - brightness, brightness, tf.fill(tf.shape(brightness), 0.5)], axis=1))
     class_id = tf.argmax(probabilities, axis=-1)
+    class_name = tf.gather(self._names, class_id)
+    ood_score = 1.0 - tf.reduce_max(probabilities, axis=-1)
     return {'probabilities': probabilities, 'class_id': class_id,
-            'class_name': tf.gather(self._names, class_id)}
+            'class_name': class_name, 'ood_score': ood_score,
+            'prediction': tf.where(ood_score > 0.5, ood.UNKNOWN, class_name)}
+
+  @tf.function(input_signature=[
+      tf.TensorSpec([None], tf.string, name=signatures.SERVING_INPUT)])
+  def serve_without_detector(self, images):
+    """A model exported before the detector: no `prediction`, no `ood_score`."""
+    outputs = self.serve(images)
+    return {key: outputs[key] for key in ('probabilities', 'class_id', 'class_name')}
 
 
-def _save_model(path, labels=LABELS):
+def _save_model(path, labels=LABELS, with_detector=True):
   module = _StandIn(labels)
-  tf.saved_model.save(module, str(path),
-                      signatures={signatures.SERVING_SIGNATURE: module.serve})
+  tf.saved_model.save(module, str(path), signatures={signatures.SERVING_SIGNATURE: (
+      module.serve if with_detector else module.serve_without_detector)})
   (path / registry.LABELS_FILE).write_text(''.join(f'{name}\n' for name in labels))
   return str(path)
 
@@ -103,8 +116,12 @@ def test_jsonl_scores_files_and_folders_in_order_and_reports_failures(
   assert rows[4] == {'path': images['missing'],
                      'error': 'unreadable: No such file or directory'}
   for row in (rows[0], rows[2], rows[3]):
-    assert set(row) == {'path', 'class_name', 'class_id', 'probability', 'top_k'}
+    assert set(row) == {'path', 'prediction', 'class_name', 'class_id', 'probability',
+                        'ood_score', 'top_k'}
     assert row['class_name'] == LABELS[row['class_id']] == row['top_k'][0]['class_name']
+    assert row['ood_score'] == pytest.approx(1 - row['probability'])
+    assert row['prediction'] == (ood.UNKNOWN if row['ood_score'] > 0.5
+                                 else row['class_name'])
     assert row['probability'] == row['top_k'][0]['probability']
     probabilities = [k['probability'] for k in row['top_k']]
     assert probabilities == sorted(probabilities, reverse=True)
@@ -121,8 +138,8 @@ def test_csv_output_file_with_top_k_cells_and_error_column(
   assert code == 1 and out == ''
   with open(output, newline='', encoding='utf-8') as f:
     rows = list(csv.DictReader(f))
-  assert list(rows[0]) == ['path', 'class_name', 'class_id', 'probability',
-                           'top_k', 'error']
+  assert list(rows[0]) == ['path', 'prediction', 'class_name', 'class_id',
+                           'probability', 'ood_score', 'top_k', 'error']
   scored, failed = rows
   assert scored['path'] == images['single'] and scored['error'] == ''
   top = [cell.rsplit(':', 1) for cell in scored['top_k'].split(';')]
@@ -130,8 +147,9 @@ def test_csv_output_file_with_top_k_cells_and_error_column(
   assert float(top[0][1]) == float(scored['probability'])
   assert float(top[0][1]) >= float(top[1][1])
   assert scored['class_id'] == str(LABELS.index(scored['class_name']))
-  assert failed == {'path': images['notes'], 'class_name': '', 'class_id': '',
-                    'probability': '', 'top_k': '', 'error':
+  assert failed == {'path': images['notes'], 'prediction': '', 'class_name': '',
+                    'class_id': '', 'probability': '', 'ood_score': '', 'top_k': '',
+                    'error':
                     NOT_AN_IMAGE}
 
 
@@ -208,3 +226,10 @@ def test_nothing_to_score_is_a_usage_error(model_dir, tmp_path, capsys):
     cli.main(['predict', '--model', model_dir, str(tmp_path / 'empty')])
   assert exit_info.value.code == 2
   assert 'no image files to score' in capsys.readouterr().err
+
+
+def test_a_model_without_the_detector_predicts_its_top_class(images, tmp_path, capsys):
+  old = _save_model(tmp_path / 'old', with_detector=False)
+  _, out, _ = _predict(capsys, '--model', old, images['a'])
+  row = json.loads(out)
+  assert row['prediction'] == row['class_name'] and 'ood_score' not in row
