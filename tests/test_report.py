@@ -22,10 +22,11 @@ from pipeline import config as config_lib, report, run_summary, runner
 from pipeline.report import facts as facts_lib, plots, render, scoring, sections
 from pipeline.report.document import (Banner, Bullets, Code, Figure, Paragraph,
                                       Section, Table)
+from components.trainer import calibration
 from components.transform import preprocessing
 
 SECTION_IDS = ['summary', 'evaluation', 'data', 'data-quality', 'training', 'more-labels',
-               'per-class', 'confusion-matrix', 'mistakes', 'components', 'anomalies',
+               'per-class', 'confusion-matrix', 'trust', 'mistakes', 'components', 'anomalies',
                'model-card', 'configuration']
 
 
@@ -156,6 +157,23 @@ def test_facts_agree_with_the_evaluator(facts, e2e_first_run):
   low, high = facts.accuracy_interval
   assert low < evaluation['accuracy'] <= high
   assert facts.missing == []
+
+
+def test_trust_section_measures_calibration_and_unknowns_on_the_eval_split(written, facts):
+  _, page = written
+  section = page[page.index('id="trust"'):page.index('id="mistakes"')]
+  scored = facts.scoring
+  assert scored.probabilities.shape == (scored.examples, len(facts.class_names))
+  assert scored.unknown is not None and len(scored.unknown) == scored.examples
+  temperature = facts.history['head']['calibration']['temperature']
+  before = calibration.rescale(scored.probabilities, 1 / temperature)
+  errors = [calibration.expected_calibration_error(p, scored.label_ids)
+            for p in (before, scored.probabilities)]
+  assert (f'Expected calibration error on {scored.examples} eval images: '
+          f'{errors[0]:.4f} before, {errors[1]:.4f} after') in section
+  assert f'Temperature {temperature:.3f}' in section
+  assert (f'{int(scored.unknown.sum())} of {scored.examples} images') in section
+  assert 'alt="Reliability on the eval split' in section
 
 
 def test_per_class_metrics_are_the_confusion_matrix_at_the_top_class(e2e_first_run):

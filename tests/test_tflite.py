@@ -34,10 +34,11 @@ def published(e2e_first_run):
     with open(path, 'rb') as f:
       contents.append(f.read())
   loaded = tf.saved_model.load(version_dir)
-  reference = loaded.signatures[signatures.SERVING_SIGNATURE](
-      **{signatures.SERVING_INPUT: tf.constant(contents)})['probabilities'].numpy()
-  return {'dir': version_dir, 'loaded': loaded, 'paths': paths,
-          'contents': contents, 'reference': reference}
+  served = loaded.signatures[signatures.SERVING_SIGNATURE](
+      **{signatures.SERVING_INPUT: tf.constant(contents)})
+  return {'dir': version_dir, 'loaded': loaded, 'paths': paths, 'contents': contents,
+          'reference': served['probabilities'].numpy(),
+          'ood_score': served['ood_score'].numpy(), 'unknown': served['unknown'].numpy()}
 
 
 def _interpreter(version_dir):
@@ -50,12 +51,18 @@ def _image_size(version_dir):
 
 def test_version_has_a_tflite_model_with_the_documented_interface(published):
   interpreter = _interpreter(published['dir'])
-  assert interpreter.get_signature_list() == {signatures.PIXELS_SIGNATURE: {
-      'inputs': [signatures.PIXELS_INPUT], 'outputs': ['probabilities']}}
+  listed = interpreter.get_signature_list()
+  assert listed == {signatures.PIXELS_SIGNATURE: {
+      'inputs': [signatures.PIXELS_INPUT],
+      'outputs': listed[signatures.PIXELS_SIGNATURE]['outputs']}}
+  assert sorted(listed[signatures.PIXELS_SIGNATURE]['outputs']) == [
+      'ood_score', 'probabilities', 'unknown']
   runner = interpreter.get_signature_runner(signatures.PIXELS_SIGNATURE)
   (pixels,) = runner.get_input_details().values()
-  (probabilities,) = runner.get_output_details().values()
+  outputs = runner.get_output_details()
+  probabilities = outputs['probabilities']
   assert pixels['dtype'] == np.float32 and probabilities['dtype'] == np.float32
+  assert outputs['ood_score']['dtype'] == np.float32 and outputs['unknown']['dtype'] == np.bool_
   assert pixels['shape_signature'].tolist() == [-1, 64, 64, 3]  # the e2e model's size
   assert probabilities['shape_signature'].tolist() == [
       -1, len(registry.read_labels(published['dir']))]
@@ -66,8 +73,11 @@ def test_tflite_agrees_with_serving_default_on_sample_images(published):
       tf.constant(published['contents']), _image_size(published['dir'])).numpy()
   runner = _interpreter(published['dir']).get_signature_runner(
       signatures.PIXELS_SIGNATURE)
-  scores = runner(**{signatures.PIXELS_INPUT: pixels})['probabilities']
+  outputs = runner(**{signatures.PIXELS_INPUT: pixels})
+  scores = outputs['probabilities']
   reference = published['reference']
+  np.testing.assert_allclose(outputs['ood_score'], published['ood_score'], atol=1e-5)
+  np.testing.assert_array_equal(outputs['unknown'], published['unknown'])
   assert scores.shape == reference.shape == (len(E2E_CLASSES) * IMAGES_PER_CLASS,
                                              len(E2E_CLASSES))
   np.testing.assert_array_equal(scores.argmax(axis=1), reference.argmax(axis=1))

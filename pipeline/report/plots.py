@@ -156,6 +156,29 @@ def accuracy_gate(accuracy: float, interval: Optional[Tuple[float, float]],
   return _png(figure)
 
 
+def reliability(curves: Dict[str, Sequence[Any]]) -> bytes:
+  """Reliability diagram: accuracy against mean confidence per confidence bin
+  (calibration.ReliabilityBin lists, one per label); on the diagonal a model
+  is right as often as it says. Marker area follows the bin's image count."""
+  figure = Figure(figsize=(4.6, 4.2))
+  axes = figure.subplots()
+  axes.plot([0, 1], [0, 1], color=_MUTED, linestyle='--', label='calibrated')
+  for (label, bins), color in zip(curves.items(), (_EVAL, _TRAIN)):
+    filled = [b for b in bins if b.images]
+    axes.plot([b.confidence for b in filled], [b.accuracy for b in filled], '-',
+              color=color, alpha=0.6)
+    axes.scatter([b.confidence for b in filled], [b.accuracy for b in filled],
+                 s=[12 + 200 * b.images / max(sum(x.images for x in filled), 1)
+                    for b in filled], color=color, label=label, zorder=3)
+  axes.set_xlim(0, 1.02)
+  axes.set_ylim(0, 1.02)
+  axes.set_xlabel('confidence (top probability)')
+  axes.set_ylabel('accuracy')
+  axes.legend(fontsize=8, loc='upper left')
+  axes.grid(alpha=0.3)
+  return _png(figure)
+
+
 def thumbnail(encoded: bytes, size: int = 160) -> np.ndarray:
   """An RGB thumbnail of encoded image bytes (first frame of a GIF)."""
   with Image.open(io.BytesIO(encoded)) as image:

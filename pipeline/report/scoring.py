@@ -39,6 +39,10 @@ class Scoring:
   correct: int
   confusion_matrix: List[List[int]]   # [true class id][predicted class id]
   mistakes: List[Mistake]         # the most confident first
+  # Of the examples whose label is one of the model's classes, in order:
+  probabilities: np.ndarray       # [n, classes], for the calibration error
+  label_ids: np.ndarray           # [n] true class ids
+  unknown: Optional[np.ndarray]   # [n] bool; None: a model without the detector
   truncated: bool = False         # True when MAX_EXAMPLES stopped the scoring
 
   @property
@@ -61,6 +65,8 @@ def score_split(saved_model_dir: str, files: List[str], class_names: List[str],
     matrix = [[0] * len(class_names) for _ in class_names]
     heap: List[tuple] = []          # (probability, order, Mistake): the top_n kept
     scored = correct = 0
+    known_rows, label_ids, unknown = [], [], []
+    has_detector = False
     dataset = tf.data.TFRecordDataset(files, compression_type='GZIP').take(
         max_examples).batch(_BATCH_SIZE)
     for batch in dataset:
@@ -69,12 +75,19 @@ def score_split(saved_model_dir: str, files: List[str], class_names: List[str],
       probabilities = outputs['probabilities']
       predicted_ids = np.argmax(probabilities, axis=-1)
       model_classes = [name.decode('utf-8') for name in outputs['all_classes'][0]]
-      for serialized, probs, predicted_id in zip(serialized_batch, probabilities,
-                                                 predicted_ids):
+      flags = outputs.get('unknown')
+      has_detector = flags is not None
+      for row, (serialized, probs, predicted_id) in enumerate(
+          zip(serialized_batch, probabilities, predicted_ids)):
         example = tf.train.Example.FromString(serialized)
         true_label = feature_value(example, preprocessing.LABEL_KEY)
         predicted = model_classes[predicted_id]
         scored += 1
+        if true_label in class_ids:
+          known_rows.append(probs)
+          label_ids.append(class_ids[true_label])
+          if flags is not None:
+            unknown.append(bool(flags[row]))
         if true_label in class_ids and predicted in class_ids:
           matrix[class_ids[true_label]][class_ids[predicted]] += 1
         if predicted == true_label:
@@ -93,4 +106,9 @@ def score_split(saved_model_dir: str, files: List[str], class_names: List[str],
       True for _ in tf.data.TFRecordDataset(files, compression_type='GZIP')
       .skip(max_examples).take(1))
   return Scoring(examples=scored, correct=correct, confusion_matrix=matrix,
-                 mistakes=mistakes, truncated=truncated)
+                 mistakes=mistakes,
+                 probabilities=np.array(known_rows, np.float32).reshape(
+                     -1, len(class_names)),
+                 label_ids=np.array(label_ids, np.int64),
+                 unknown=np.array(unknown, bool) if has_detector else None,
+                 truncated=truncated)

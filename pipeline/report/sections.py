@@ -7,6 +7,7 @@ tables that explain it; rendering to HTML or Markdown is `render`'s job.
 import json
 from typing import Dict, List, Optional
 
+from components.trainer import calibration
 from components.trainer import data_quality
 from components.trainer import learning_curve as learning_curve_lib
 from pipeline.report import facts as facts_lib
@@ -300,6 +301,53 @@ def confusion_section(facts: facts_lib.Facts) -> Section:
   return Section('Confusion matrix', 'confusion-matrix', blocks)
 
 
+def trust_section(facts: facts_lib.Facts) -> Optional[Section]:
+  """Calibrated confidence and "unknown" (components/trainer/calibration.py,
+  ood.py), measured on the eval split, which neither was fitted on."""
+  head = (facts.history or {}).get('head') or {}
+  fitted, detector = head.get('calibration'), (facts.history or {}).get('ood')
+  if not fitted and not detector:
+    return None        # a model trained before either existed
+  blocks = []
+  scored = facts.scoring
+  if fitted:
+    temperature = fitted['temperature']
+    text = (f'Temperature {temperature:.3f}, fitted on the '
+            f'{fitted.get("fitted_on", "held-out train predictions")}'
+            if 'ece_before' in fitted else fitted.get('reason', ''))
+    if fitted.get('note'):
+      text += f' ({fitted["note"]})'
+    blocks.append(Paragraph(text + '.', lead='Calibration.'))
+    if scored is not None and len(scored.label_ids):
+      before = calibration.rescale(scored.probabilities, 1.0 / temperature)
+      curves = {'before (T = 1)': calibration.reliability(before, scored.label_ids),
+                f'after (T = {temperature:.2f})':
+                    calibration.reliability(scored.probabilities, scored.label_ids)}
+      errors = [calibration.expected_calibration_error(p, scored.label_ids)
+                for p in (before, scored.probabilities)]
+      blocks += [
+          Figure('reliability', plots.reliability(curves),
+                 'Reliability on the eval split: accuracy against confidence'),
+          Paragraph(f'Expected calibration error on {len(scored.label_ids)} eval images: '
+                    f'{errors[0]:.4f} before, {errors[1]:.4f} after '
+                    f'({calibration.BINS} confidence bins; 0 is perfectly calibrated).')]
+  if detector and detector.get('enabled'):
+    text = (f'{detector["method"]}; an image scoring above {detector["threshold"]:.4f} is '
+            f'"unknown". The threshold rejects {percent(detector["held_out_rejected"])} '
+            f'of the held-out train scores (target {percent(detector["false_rejection_rate"])}).')
+    if scored is not None and scored.unknown is not None and len(scored.unknown):
+      kept = ~scored.unknown
+      right = scored.probabilities.argmax(-1) == scored.label_ids
+      text += (f' On the eval split, {int(scored.unknown.sum())} of {len(scored.unknown)} '
+               f'images ({percent(scored.unknown.mean())}) were called unknown; accuracy '
+               f'on the others {percent(right[kept].mean() if kept.any() else None)}, '
+               f'on those {percent(right[~kept].mean() if (~kept).any() else None)}.')
+    blocks.append(Paragraph(text, lead='Unknown images.'))
+  elif detector:
+    blocks.append(Paragraph(detector.get('reason', 'off'), lead='Unknown images: off.'))
+  return Section('Confidence and unknown images', 'trust', blocks)
+
+
 def mistakes_section(facts: facts_lib.Facts) -> Section:
   scored = facts.scoring
   if scored is None:
@@ -358,7 +406,7 @@ def build(facts: facts_lib.Facts) -> List[Section]:
   sections = [
       overview(facts), evaluation_section(facts), data_section(facts),
       data_quality_section(facts), training_section(facts), more_labels_section(facts),
-      per_class_section(facts), confusion_section(facts),
+      per_class_section(facts), confusion_section(facts), trust_section(facts),
       mistakes_section(facts), components_section(facts), anomalies_section(facts),
       model_card.section(facts), configuration_section(facts), missing_section(facts),
   ]
