@@ -76,7 +76,7 @@ BENCH_LOCK     := requirements/bench.lock
 FMNIST_PACKAGE := dataset-fashion-mnist
 FMNIST_TRAIN   := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: bench-env bench-labels bench-data-quality lock-bench
+.PHONY: bench-env bench-labels bench-data-quality bench-trust lock-bench
 
 bench-env: $(VENV)/.bench-synced $(FMNIST_TRAIN)
 
@@ -99,6 +99,11 @@ bench-labels: bench-env
 # (bench/data_quality.py; about 10 minutes).
 bench-data-quality: bench-env
 	$(PY) bench/data_quality.py $(ARGS)
+
+# Calibration and unknown-image detection against other data sets
+# (bench/trust.py; about 5 minutes).
+bench-trust: bench-env
+	$(PY) bench/trust.py $(ARGS)
 
 # Locks animal-mnist alone: its dependencies come from core.lock.
 lock-bench:

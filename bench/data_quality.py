@@ -52,6 +52,7 @@ from PIL import Image
 
 from bench import datasets
 from bench import label_efficiency
+from bench import measure
 from components.trainer import data_quality
 from components.trainer import feature_cache
 from components.trainer import head as head_lib
@@ -219,10 +220,7 @@ def main(argv=None) -> None:
   parser.add_argument('--test-per-class', type=int, default=100)
   parser.add_argument('--copy-fraction', type=float, default=0.05)
   parser.add_argument('--seed', type=int, default=0)
-  parser.add_argument('--set', dest='overrides', action='append', default=[],
-                      help='pipeline config override, section.key=value')
-  parser.add_argument('--no-write', action='store_true',
-                      help='print only; leave docs/ and bench/results/ alone')
+  measure.add_report_arguments(parser)
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format='%(asctime)s %(message)s', force=True)
   tf.get_logger().setLevel('ERROR')
@@ -256,11 +254,7 @@ def main(argv=None) -> None:
                 'near_duplicate_similarity', 'near_duplicate_margin')}}
   print(markdown(report))
   if not args.no_write:
-    os.makedirs(os.path.dirname(RESULTS_JSON), exist_ok=True)
-    with open(RESULTS_JSON, 'w') as f:
-      json.dump(report, f, indent=1)
-    with open(TABLE_MD, 'w') as f:
-      f.write(markdown(report))
+    measure.publish(report, RESULTS_JSON, TABLE_MD, markdown(report))
 
 
 def _percent(value) -> str:

@@ -31,6 +31,25 @@ def write_results(path: str, report: Dict[str, Any], markdown: str) -> None:
     f.write(markdown)
 
 
+def add_report_arguments(parser) -> None:
+  """--set (pipeline config overrides) and --no-write, for the benchmarks that
+  write their tables into docs/."""
+  parser.add_argument('--set', dest='overrides', action='append', default=[],
+                      help='pipeline config override, section.key=value')
+  parser.add_argument('--no-write', action='store_true',
+                      help='print only; leave docs/ and bench/results/ alone')
+
+
+def publish(report: Dict[str, Any], results_json: str, table_md: str,
+            markdown: str) -> None:
+  """The JSON report (bench/results/) and its Markdown tables (docs/)."""
+  os.makedirs(os.path.dirname(results_json), exist_ok=True)
+  with open(results_json, 'w') as f:
+    json.dump(report, f, indent=1)
+  with open(table_md, 'w') as f:
+    f.write(markdown)
+
+
 def dir_bytes(path: str) -> int:
   return sum(os.path.getsize(os.path.join(d, f))
              for d, _, files in os.walk(path) for f in files)
