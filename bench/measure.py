@@ -206,12 +206,9 @@ def timeline(samples: List[Dict[str, Any]], every: float = 2.0) -> List[List[flo
 
 def component_windows(metadata_path: str, with_state: bool = False) -> Dict[str, List[Any]]:
   """[start, end] in epoch seconds (+ state) of each execution of the newest run."""
-  import ml_metadata as mlmd  # pylint: disable=g-import-not-at-top
   from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
-  connection = metadata_store_pb2.ConnectionConfig()
-  connection.sqlite.filename_uri = metadata_path
-  connection.sqlite.connection_mode = 3  # READONLY
-  store = mlmd.MetadataStore(connection)
+  from pipeline import lineage  # pylint: disable=g-import-not-at-top
+  store = lineage.open_store(metadata_path)
   run = max(store.get_contexts_by_type('pipeline_run'),
             key=lambda c: c.create_time_since_epoch)
   node_type = store.get_context_type('node').id

@@ -10,7 +10,6 @@ import dataclasses
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
-import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx.components.example_gen import utils as example_gen_utils
@@ -21,6 +20,7 @@ from components.image_example_gen import executor as example_gen_executor
 from components.label_queue import executor as label_queue_executor
 from components.trainer import data_quality
 from components.transform import preprocessing
+from pipeline import lineage
 
 DATA_GATE_NODE = 'DataGate'
 _STATE_NAMES = {
@@ -91,11 +91,7 @@ def _anomalies(uri: str) -> List[str]:
 
 def summarize(metadata_path: str) -> RunSummary:
   """Summary of the newest pipeline run recorded in the SQLite store."""
-  connection = metadata_store_pb2.ConnectionConfig()
-  connection.sqlite.filename_uri = metadata_path
-  connection.sqlite.connection_mode = (
-      metadata_store_pb2.SqliteMetadataSourceConfig.READONLY)
-  store = mlmd.MetadataStore(connection)
+  store = lineage.open_store(metadata_path)
   runs = store.get_contexts_by_type('pipeline_run')
   if not runs:
     raise RuntimeError(f'No pipeline run recorded in {metadata_path}')

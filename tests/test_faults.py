@@ -144,12 +144,9 @@ class _Run:
 def _runs(metadata_path):
   """Every pipeline run in the store, oldest first: its id and, per node, the
   states of its executions; with the output artifact states of RUNNING ones."""
-  import ml_metadata as mlmd  # pylint: disable=g-import-not-at-top
   from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
-  connection = metadata_store_pb2.ConnectionConfig()
-  connection.sqlite.filename_uri = metadata_path
-  connection.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-  store = mlmd.MetadataStore(connection)
+  from pipeline import lineage  # pylint: disable=g-import-not-at-top
+  store = lineage.open_store(metadata_path)
   state_names = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
   artifact_states = {v: k for k, v in metadata_store_pb2.Artifact.State.items()}
   node_type = store.get_context_type('node').id
