@@ -25,8 +25,8 @@ from pipeline.report.document import (Banner, Bullets, Code, Figure, Paragraph,
 from components.transform import preprocessing
 
 SECTION_IDS = ['summary', 'evaluation', 'data', 'data-quality', 'training', 'more-labels',
-               'per-class', 'confusion-matrix', 'mistakes', 'components', 'anomalies',
-               'model-card', 'configuration']
+               'per-class', 'confusion-matrix', 'mistakes', 'edge-exports', 'components',
+               'anomalies', 'model-card', 'configuration']
 
 
 class _Page(html.parser.HTMLParser):
