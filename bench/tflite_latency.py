@@ -56,14 +56,7 @@ def measure(version_dir: str, images: int, repeats: int):
   examples_uri = record['data']['examples_uri']
   representative = (record.get('exports') or {}).get(
       'representative_images', config_lib.ExportConfig.representative_images)
-  float_model = tflite.convert(version_dir, tflite.FLOAT)
-  image_size = tflite.Classifier(float_model).image_size
-  models = {
-      tflite.FLOAT: float_model,
-      tflite.DYNAMIC_RANGE: tflite.convert(version_dir, tflite.DYNAMIC_RANGE),
-      tflite.INT8: tflite.convert(version_dir, tflite.INT8, edge_exports.representative_pixels(
-          examples_uri, representative, image_size)),
-  }
+  models, _, image_size = edge_exports.convert_all(version_dir, examples_uri, representative)
   eval_images, reference, accuracies = edge_exports.eval_accuracies(
       version_dir, models, examples_uri, registry.read_labels(version_dir), image_size)
   encoded = [image for batch, _ in edge_exports.split_batches(

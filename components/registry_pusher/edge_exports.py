@@ -110,6 +110,22 @@ def _timed_convert(saved_model_dir: str, kind: str,
   return model, seconds
 
 
+def convert_all(saved_model_dir: str, examples_uri: str, representative_images: int
+                ) -> Tuple[Dict[str, bytes], Dict[str, float], int]:
+  """(every kind of TFLite model of the SavedModel, the seconds each took to
+  convert, the image size they take); the int8 one calibrated on
+  `representative_images` train images of `examples_uri`."""
+  models, seconds = {}, {}
+  models[tflite.FLOAT], seconds[tflite.FLOAT] = _timed_convert(saved_model_dir, tflite.FLOAT)
+  image_size = tflite.Classifier(models[tflite.FLOAT]).image_size
+  models[tflite.DYNAMIC_RANGE], seconds[tflite.DYNAMIC_RANGE] = _timed_convert(
+      saved_model_dir, tflite.DYNAMIC_RANGE)
+  models[tflite.INT8], seconds[tflite.INT8] = _timed_convert(
+      saved_model_dir, tflite.INT8,
+      representative_pixels(examples_uri, representative_images, image_size))
+  return models, seconds, image_size
+
+
 def export(saved_model_dir: str, examples_uri: str, class_names: Sequence[str],
            directory: str, max_drop: float,
            representative_images: int) -> Tuple[List[str], Optional[Dict[str, Any]]]:
@@ -123,15 +139,8 @@ def export(saved_model_dir: str, examples_uri: str, class_names: Sequence[str],
     logging.warning('%s has no %r signature: no TFLite models for it.', saved_model_dir,
                     signatures.PIXELS_SIGNATURE)
     return [], None
-  models, seconds = {}, {}
-  models[tflite.FLOAT], seconds[tflite.FLOAT] = _timed_convert(saved_model_dir, tflite.FLOAT)
-  image_size = tflite.Classifier(models[tflite.FLOAT]).image_size
-  models[tflite.DYNAMIC_RANGE], seconds[tflite.DYNAMIC_RANGE] = _timed_convert(
-      saved_model_dir, tflite.DYNAMIC_RANGE)
-  models[tflite.INT8], seconds[tflite.INT8] = _timed_convert(
-      saved_model_dir, tflite.INT8,
-      representative_pixels(examples_uri, representative_images, image_size))
-
+  models, seconds, image_size = convert_all(saved_model_dir, examples_uri,
+                                            representative_images)
   start = time.monotonic()
   eval_images, reference, accuracies = eval_accuracies(
       saved_model_dir, models, examples_uri, class_names, image_size)
@@ -145,11 +154,14 @@ def export(saved_model_dir: str, examples_uri: str, class_names: Sequence[str],
     published, reason = (True, 'the float model is always published') if (
         kind == tflite.FLOAT) else verdict(drop, max_drop)
     name = tflite.FILES[kind]
+    float_ops = tflite.float_ops(model) if kind == tflite.INT8 else None
+    if float_ops:
+      logging.info('Edge exports: %s computes these ops in float32: %s', name,
+                   ', '.join(float_ops))
     exported[name] = {
         'kind': kind, 'bytes': len(model), 'accuracy': accuracies[kind], 'drop': drop,
         'published': published, 'reason': reason,
-        'convert_seconds': round(seconds[kind], 1),
-        'float_ops': tflite.float_ops(model) if kind == tflite.INT8 else None,
+        'convert_seconds': round(seconds[kind], 1), 'float_ops': float_ops,
     }
     if published:
       paths.append(os.path.join(directory, name))
