@@ -174,6 +174,18 @@ def _read(version_dir, name):
     return f.read()
 
 
+def test_documented_int8_client_with_pillow_resize(published):
+  """docs/serving.md's int8 example: Pillow's 8-bit pixels, quantized with the
+  input's scale and zero point, find the SavedModel's classes."""
+  classify_int8 = docs_blocks.python_function('classify_int8')
+  results = classify_int8(published['paths'], published['dir'])
+  labels = registry.read_labels(published['dir'])
+  expected = [labels[i] for i in published['reference'].argmax(axis=1)]
+  agree = np.mean([name == want for (name, _), want in zip(results, expected)])
+  assert agree >= 0.9
+  assert all(0.0 <= probability <= 1.0 for _, probability in results)
+
+
 def test_int8_model_computes_in_int8(published):
   """Every convolution and the classifier's matrix product take int8 tensors;
   float compute is left only to SIGN and SQRT of the feature normalization
