@@ -12,8 +12,8 @@ from tfx.components.pusher import executor as tfx_pusher_executor
 from tfx.types import artifact_utils
 
 from components.evaluator import results
-from components.registry_pusher import registry
 from components.registry_pusher import edge_exports
+from components.registry_pusher import registry
 from components.transform import preprocessing
 
 

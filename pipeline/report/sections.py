@@ -385,7 +385,8 @@ def build(facts: facts_lib.Facts) -> List[Section]:
       overview(facts), evaluation_section(facts), data_section(facts),
       data_quality_section(facts), training_section(facts), more_labels_section(facts),
       per_class_section(facts), confusion_section(facts),
-      mistakes_section(facts), edge_exports_section(facts), components_section(facts), anomalies_section(facts),
+      mistakes_section(facts), edge_exports_section(facts), components_section(facts),
+      anomalies_section(facts),
       model_card.section(facts), configuration_section(facts), missing_section(facts),
   ]
   return [section for section in sections if section is not None]
