@@ -22,6 +22,7 @@ from components import image_codec
 from components.registry_pusher import edge_exports, executor, registry, tflite
 from components.trainer import signatures
 from components.transform import preprocessing
+from pipeline import run_summary
 
 import docs_blocks
 from helpers import E2E_CLASSES, SAMPLE_DIR, artifact
@@ -269,3 +270,19 @@ def test_pusher_leaves_out_quantized_exports_beyond_the_limit(e2e_first_run, tmp
     assert not models[name]['published']
     assert 'more than export.max_quantized_drop = -1' in models[name]['reason']
   assert pushed.get_int_custom_property('pushed') == 1
+
+
+def test_run_summary_names_the_published_tflite_models(e2e_first_run, exports):
+  """All three on the e2e run (see the interface test above)."""
+  assert (f'TFLite for devices: {", ".join(exports["models"])}' in
+          run_summary.format_summary(e2e_first_run).splitlines())
+
+
+def test_run_summary_names_the_quantized_models_left_out():
+  line = run_summary.edge_exports_line({'max_quantized_drop': 0.01, 'models': {
+      tflite.TFLITE_FILE: {'published': True, 'drop': 0.0},
+      QUANTIZED[0]: {'published': True, 'drop': 0.0},
+      QUANTIZED[1]: {'published': False, 'drop': 0.0375}}})
+  assert line == (f'TFLite for devices: {tflite.TFLITE_FILE}, {QUANTIZED[0]}; left out, more '
+                  'than export.max_quantized_drop = 0.01 below the SavedModel on the eval '
+                  f'split: {QUANTIZED[1]} (-3.75 points)')

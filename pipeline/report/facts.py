@@ -81,7 +81,6 @@ class Facts:
   scoring: Optional[scoring.Scoring]    # the eval split scored again
   unlabeled_count: Optional[int] = None  # images of the unlabeled split, if any
   data_quality: Optional[DataQuality] = None
-  exports: Optional[Dict[str, Any]] = None   # the pushed version's TFLite models
   missing: List[str] = dataclasses.field(default_factory=list)
 
   @property
@@ -260,11 +259,6 @@ def gather(config: Config, summary: RunSummary, gallery_size: int = 12) -> Facts
                                config.pipeline.registry, config.pipeline.model_name,
                                summary.baseline_model_uri)
 
-  exports = None
-  if summary.pushed_to:
-    record = attempt('pushed version record', registry.read_record, summary.pushed_to)
-    exports = (record or {}).get('exports')
-
   started = (datetime.datetime.fromtimestamp(summary.started_at, datetime.timezone.utc)
              .strftime('%Y-%m-%d %H:%M:%S UTC') if summary.started_at else 'unknown')
   return Facts(
@@ -280,4 +274,4 @@ def gather(config: Config, summary: RunSummary, gallery_size: int = 12) -> Facts
       checks=threshold_checks(evaluation, config.evaluation.min_accuracy,
                               config.evaluation.max_accuracy_drop),
       accuracy_interval=interval, baseline_version=baseline_version,
-      scoring=scored, data_quality=audit, exports=exports, missing=missing)
+      scoring=scored, data_quality=audit, missing=missing)

@@ -326,7 +326,7 @@ def mistakes_section(facts: facts_lib.Facts) -> Section:
 def edge_exports_section(facts: facts_lib.Facts) -> Section:
   """The pushed version's TFLite models: size, eval accuracy against the
   SavedModel's, and which quantized ones were left out and why."""
-  exports = facts.exports
+  exports = facts.summary.edge_exports
   if not exports:
     return Section('Edge exports (TFLite)', 'edge-exports', [Paragraph(
         'No version was pushed by this run, or it predates the TFLite exports.')])
