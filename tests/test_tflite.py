@@ -153,7 +153,7 @@ def test_record_lists_every_tflite_export_with_its_size(published, exports):
 
 
 def test_quantized_exports_are_published_with_the_documented_interface(published, exports):
-  """On the e2e run (3 easy classes) no quantized model lost an eval image."""
+  """On the e2e run (3 easy classes) no quantized model lost eval accuracy."""
   labels = registry.read_labels(published['dir'])
   for name, input_dtype in zip(QUANTIZED, [np.float32, np.uint8]):
     assert exports['models'][name]['published'], exports['models'][name]['reason']
