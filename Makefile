@@ -12,7 +12,7 @@ UV          = $(shell requirements/bootstrap.sh uv)
 export TF_CPP_MIN_LOG_LEVEL ?= 1
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: env run test test-core test-faults test-quick bench bench-scale lock clean
+.PHONY: env run test test-core test-faults test-quick bench bench-scale bench-tflite lock clean
 
 env: $(VENV)/.synced
 
@@ -66,6 +66,12 @@ bench: env
 # previous design (bench/scale_photos.py; hours, not part of `make test`).
 bench-scale: env
 	$(PY) bench/scale_photos.py $(ARGS)
+
+# Latency per image of the newest registry version's TFLite models (float,
+# dynamic range, int8) at 1 and 2 threads, and their eval accuracy
+# (bench/tflite_latency.py; after `make run`, about a minute).
+bench-tflite: env
+	$(PY) bench/tflite_latency.py $(ARGS)
 
 # Label-efficiency benchmark (bench/label_efficiency.py; not part of `make
 # test`): the core env, plus Animal-MNIST from bench.lock installed with

@@ -177,6 +177,18 @@ class EvaluationConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ExportConfig:
+  """The quantized TFLite models the RegistryPusher publishes beside the float
+  one (docs/serving.md#quantized-models-for-devices)."""
+  # A quantized model is published only if its eval accuracy is at most this
+  # much (absolute, a fraction) below the SavedModel's on the same images.
+  max_quantized_drop: float = 0.01
+  # Train images (classes in turn, the same ones every run) the int8 model's
+  # activation ranges are calibrated on.
+  representative_images: int = 200
+
+
+@dataclasses.dataclass(frozen=True)
 class PipelineConfig:
   """Where a run writes and how TFX executes it."""
   name: str = 'image-classifier'
@@ -263,6 +275,7 @@ class Config:
   ood: OodConfig = OodConfig()
   labeling: LabelingConfig = LabelingConfig()
   evaluation: EvaluationConfig = EvaluationConfig()
+  export: ExportConfig = ExportConfig()
   pipeline: PipelineConfig = PipelineConfig()
   beam: BeamConfig = BeamConfig()
   deploy: DeployConfig = DeployConfig()
@@ -308,6 +321,10 @@ class Config:
          'evaluation.min_accuracy must be in [0, 1]'),
         (self.evaluation.max_accuracy_drop >= 0.0,
          'evaluation.max_accuracy_drop must be >= 0'),
+        (0.0 <= self.export.max_quantized_drop <= 1.0,
+         'export.max_quantized_drop must be in [0, 1]'),
+        (self.export.representative_images >= 1,
+         'export.representative_images must be at least 1'),
         (self.pipeline.model_name.replace('_', '').replace('-', '').isalnum(),
          'pipeline.model_name may hold only letters, digits, - and _'),
         (self.beam.runner in BEAM_RUNNERS,

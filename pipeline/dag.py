@@ -226,7 +226,9 @@ def create_pipeline(
       examples=example_gen.outputs['examples'],
       transform_graph=transform.outputs['transform_graph'],
       registry_dir=config.pipeline.registry,
-      model_name=config.pipeline.model_name)
+      model_name=config.pipeline.model_name,
+      max_quantized_drop=config.export.max_quantized_drop,
+      representative_images=config.export.representative_images)
 
   components = [
       example_gen, statistics_gen, schema_gen, example_validator,

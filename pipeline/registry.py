@@ -462,6 +462,7 @@ def format_details(details: Dict[str, Any]) -> str:
   for name, metrics in sorted((evaluation.get('per_class') or {}).items()):
     values = ', '.join(f'{key} {value:.3f}' for key, value in sorted(metrics.items()))
     lines.append(f'  class {name:<12} {values}')
+  lines += format_exports(record.get('exports'))
   if 'error' in found:
     lines.append(f'Lineage: unavailable: {found["error"]}')
     return '\n'.join(lines)
@@ -474,6 +475,21 @@ def format_details(details: Dict[str, Any]) -> str:
     lines.append(f'  {role:<21} ' + ('-' if artifact is None else
                  f'{artifact["component"]} #{artifact["artifact_id"]} {artifact["uri"]}'))
   return '\n'.join(lines)
+
+
+def format_exports(exports: Optional[Dict[str, Any]]) -> List[str]:
+  """The record's TFLite models, one line each: size, eval accuracy, drop
+  against the SavedModel, and whether the version holds it (and why not)."""
+  if not exports:
+    return []
+  lines = [f'  tflite        eval accuracy on {exports["eval_images"]} images; SavedModel '
+           f'{_number(exports["saved_model_accuracy"])}, quantized models published within '
+           f'{_number(exports["max_quantized_drop"])} of it']
+  for name, model in exports['models'].items():
+    status = 'published' if model['published'] else f'NOT published: it {model["reason"]}'
+    lines.append(f'    {name:<27} {model["kind"]:<13} {model["bytes"]:>10} bytes  '
+                 f'accuracy {_number(model["accuracy"])}  drop {model["drop"]:+.4f}  {status}')
+  return lines
 
 
 def format_aliases(aliases: Dict[str, Dict[str, Any]]) -> str:

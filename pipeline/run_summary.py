@@ -3,9 +3,11 @@
 The store is the source of truth for every orchestrator: which components ran
 or were served from cache and for how long, what ExampleGen quarantined, which
 anomalies the validator found, whether the Evaluator blessed the model and
-which registry version the Pusher published.
+which registry version the Pusher published (and, from that version's
+record, which TFLite models it holds).
 """
 
+import contextlib
 import dataclasses
 import os
 from typing import Any, Dict, List, Optional, Tuple
@@ -18,6 +20,7 @@ from components.data_gate import executor as data_gate_executor
 from components.evaluator import results
 from components.image_example_gen import executor as example_gen_executor
 from components.label_queue import executor as label_queue_executor
+from components.registry_pusher import registry
 from components.trainer import data_quality
 from components.transform import preprocessing
 from pipeline import lineage
@@ -73,6 +76,9 @@ class RunSummary:
   # its folder in the Trainer's model_run, and its data_quality.json.
   data_quality_dir: Optional[str] = None
   data_quality: Dict[str, Any] = dataclasses.field(default_factory=dict)
+  # The pushed version's TFLite models (`exports` of its model_record.json:
+  # components/registry_pusher/edge_exports.py); None without one.
+  edge_exports: Optional[Dict[str, Any]] = None
 
 
 def _anomalies(uri: str) -> List[str]:
@@ -165,6 +171,8 @@ def summarize(metadata_path: str) -> RunSummary:
       elif kind == 'PushedModel' and props['pushed'].int_value == 1:
         summary.pushed_to = props['pushed_destination'].string_value
         summary.pushed_version = int(props['pushed_version'].string_value)
+        with contextlib.suppress(FileNotFoundError):   # a version deleted since
+          summary.edge_exports = registry.read_record(summary.pushed_to).get('exports')
       elif kind == 'InferenceResult' and key == 'queue':   # the LabelQueue's
         summary.label_queue_uri = artifact.uri
         summary.label_queue_size = props[label_queue_executor.QUEUED_PROPERTY].int_value
@@ -177,6 +185,19 @@ def summarize(metadata_path: str) -> RunSummary:
   if summary.blessed is not None and class_names and summary.evaluation_uri:
     summary.evaluation = results.read_evaluation(summary.evaluation_uri, class_names)
   return summary
+
+
+def edge_exports_line(exports: Dict[str, Any]) -> str:
+  """Which TFLite models the version holds, and the quantized ones left out
+  with their accuracy loss."""
+  models = exports['models']
+  left_out = [f'{name} (-{model["drop"] * 100:.2f} points)'
+              for name, model in models.items() if not model['published']]
+  return ('TFLite for devices: ' +
+          ', '.join(name for name, model in models.items() if model['published']) +
+          (f'; left out, more than export.max_quantized_drop = '
+           f'{exports["max_quantized_drop"]:g} below the SavedModel on the eval split: '
+           + ', '.join(left_out) if left_out else ''))
 
 
 def format_summary(summary: RunSummary) -> str:
@@ -212,6 +233,8 @@ def format_summary(summary: RunSummary) -> str:
   if summary.blessed:
     lines.append(f'Model BLESSED and pushed as version {summary.pushed_version}'
                  f' to {summary.pushed_to}')
+    if summary.edge_exports:
+      lines.append(edge_exports_line(summary.edge_exports))
   elif summary.blessed is False:
     lines.append('Model NOT blessed: nothing was pushed.')
     lines.extend(f'  - {reason}' for reason in evaluation.get('failures', []))

@@ -36,6 +36,8 @@ def test_yaml_then_overrides(tmp_path):
     ('training.class_weights=1', 'training.class_weights must be bool'),
     ('beam.runner=samza', 'beam.runner must be one of'),
     ('deploy.schedule=nightly', 'deploy.schedule must be a 5-field cron expression'),
+    ('export.max_quantized_drop=-0.01', 'export.max_quantized_drop must be in [0, 1]'),
+    ('export.representative_images=0', 'export.representative_images must be at least 1'),
 ])
 def test_bad_values_fail_with_the_key_name(override, message):
   with pytest.raises(ValueError) as error:

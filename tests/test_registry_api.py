@@ -132,6 +132,11 @@ def test_show_gives_the_lineage_of_version_1_from_ml_metadata(run_outputs, capsy
   assert out.startswith(f'{MODEL} version 1 ')
   for name in ('ImageExampleGen', 'ImportSchemaGen', 'Transform', 'Trainer', run_id):
     assert name in out
+  # One line per TFLite model of the record, with its size and eval accuracy.
+  for name, model in record['exports']['models'].items():
+    (line,) = [line for line in out.splitlines() if line.split()[:1] == [name]]
+    assert f' {model["bytes"]} bytes ' in line and f'accuracy {model["accuracy"]:.4f}' in line
+    assert line.endswith('published') if model['published'] else 'NOT published: it ' in line
 
 
 def _fake_tfx_store(path):

@@ -22,12 +22,13 @@ from pipeline import config as config_lib, report, run_summary, runner
 from pipeline.report import facts as facts_lib, plots, render, scoring, sections
 from pipeline.report.document import (Banner, Bullets, Code, Figure, Paragraph,
                                       Section, Table)
+from components.registry_pusher import registry
 from components.trainer import calibration
 from components.transform import preprocessing
 
 SECTION_IDS = ['summary', 'evaluation', 'data', 'data-quality', 'training', 'more-labels',
-               'per-class', 'confusion-matrix', 'trust', 'mistakes', 'components', 'anomalies',
-               'model-card', 'configuration']
+               'per-class', 'confusion-matrix', 'trust', 'mistakes', 'edge-exports',
+               'components', 'anomalies', 'model-card', 'configuration']
 
 
 class _Page(html.parser.HTMLParser):
@@ -189,6 +190,16 @@ def test_per_class_metrics_are_the_confusion_matrix_at_the_top_class(e2e_first_r
 def test_per_class_table_counts_sum_to_the_example_count(written, e2e_first_run):
   rows = _parse(written[1]).rows_by_section['per-class']
   assert sum(int(row[3]) for row in rows) == e2e_first_run.evaluation['example_count']
+
+
+def test_edge_exports_table_shows_the_pushed_versions_tflite_models(written, e2e_first_run):
+  _, page = written
+  models = registry.read_record(e2e_first_run.pushed_to)['exports']['models']
+  rows = _parse(page).rows_by_section['edge-exports']
+  assert [row[:2] for row in rows] == [[name, model['kind']] for name, model in models.items()]
+  assert [row[3] for row in rows] == [f'{model["accuracy"]:.1%}' for model in models.values()]
+  assert [row[5] for row in rows] == ['yes' if model['published'] else 'no'
+                                     for model in models.values()]
 
 
 def test_markdown_links_existing_png_files(written):

@@ -1,7 +1,9 @@
 """RegistryPusher: the TFX Pusher's contract plus what a registry record needs.
 
 Besides the model and its blessing it reads the evaluation (metrics for the
-record), the examples (data fingerprint) and the transform graph (the label map).
+record), the examples (data fingerprint; train images to calibrate the int8
+TFLite model on, eval images to score the TFLite models) and the transform
+graph (the label map).
 """
 
 from tfx import types
@@ -18,6 +20,10 @@ class RegistryPusherSpec(types.ComponentSpec):
   PARAMETERS = {
       'registry_dir': ExecutionParameter(type=str),
       'model_name': ExecutionParameter(type=str),
+      # export.*: the most accuracy a quantized TFLite model may lose against
+      # the SavedModel and still be published; int8 calibration images.
+      'max_quantized_drop': ExecutionParameter(type=float),
+      'representative_images': ExecutionParameter(type=int),
   }
   INPUTS = {
       'model': ChannelParameter(type=standard_artifacts.Model),
@@ -40,9 +46,12 @@ class RegistryPusher(base_component.BaseComponent):
   def __init__(self, model: types.BaseChannel, model_blessing: types.BaseChannel,
                evaluation: types.BaseChannel, examples: types.BaseChannel,
                transform_graph: types.BaseChannel, registry_dir: str,
-               model_name: str):
+               model_name: str, max_quantized_drop: float,
+               representative_images: int):
     super().__init__(spec=RegistryPusherSpec(
         model=model, model_blessing=model_blessing, evaluation=evaluation,
         examples=examples, transform_graph=transform_graph,
         registry_dir=registry_dir, model_name=model_name,
+        max_quantized_drop=max_quantized_drop,
+        representative_images=representative_images,
         pushed_model=types.Channel(type=standard_artifacts.PushedModel)))

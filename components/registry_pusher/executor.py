@@ -1,5 +1,5 @@
-"""Executor of RegistryPusher: blessing check, record assembly, TFLite export,
-atomic publish."""
+"""Executor of RegistryPusher: blessing check, record assembly, TFLite exports
+(float, and quantized ones scored on the eval split), atomic publish."""
 
 import datetime
 import logging
@@ -12,8 +12,8 @@ from tfx.components.pusher import executor as tfx_pusher_executor
 from tfx.types import artifact_utils
 
 from components.evaluator import results
+from components.registry_pusher import edge_exports
 from components.registry_pusher import registry
-from components.registry_pusher import tflite
 from components.transform import preprocessing
 
 
@@ -59,9 +59,12 @@ class Executor(tfx_pusher_executor.Executor):
     }
     model_path = self.GetModelPath(input_dict)
     with tempfile.TemporaryDirectory() as scratch:
-      tflite_path = tflite.export(model_path, scratch)
+      tflite_paths, record['exports'] = edge_exports.export(
+          model_path, examples.uri, class_names, scratch,
+          max_drop=exec_properties['max_quantized_drop'],
+          representative_images=exec_properties['representative_images'])
       version = registry.publish(model_path, registry_dir, model_name, class_names,
-                                 record, extra_files=[tflite_path] if tflite_path else [])
+                                 record, extra_files=tflite_paths)
     destination = registry.version_dir(registry_dir, model_name, version)
     logging.info('Published %s version %d at %s', model_name, version, destination)
     self._MarkPushed(pushed_model, pushed_destination=destination,

@@ -1,21 +1,36 @@
-"""TensorFlow Lite export of a SavedModel, for edge consumers of the registry.
+"""TensorFlow Lite exports of a SavedModel, for edge consumers of the registry.
 
-TFLite cannot run `tf.io.decode_image`, so the export is the `from_pixels`
-signature, not `serving_default`: input `pixels`, float32 [N, S, S, 3], RGB in
-[0, 255], already resized to S x S (the backbone's normalization is inside the
-model); output `probabilities`, float32 [N, C], in `labels.txt` order. Float32
-weights, no quantization: the scores agree with `serving_default`'s.
+TFLite cannot run `tf.io.decode_image`, so every export is the `from_pixels`
+signature, not `serving_default`: input `pixels`, [N, S, S, 3] RGB in [0, 255],
+already resized to S x S (the backbone's normalization is inside the model);
+output `probabilities`, float32 [N, C], in `labels.txt` order. Three kinds:
+
+- `model.tflite`: float32 weights, no quantization: the scores agree with
+  `serving_default`'s;
+- `model_dynamic_range.tflite`: int8 weights, float32 activations and input;
+- `model_int8.tflite`: int8 weights and activations, calibrated on
+  representative pixels; uint8 input (what a camera gives), whose scale and
+  zero point a consumer reads from the input's quantization parameters.
+
+Which quantized exports a version publishes is decided in `edge_exports`.
 """
 
-import logging
 import os
+from typing import Dict, List, Optional
 
+import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 from components.trainer import signatures
 
 TFLITE_FILE = 'model.tflite'
+FLOAT, DYNAMIC_RANGE, INT8 = 'float', 'dynamic_range', 'int8'
+FILES = {FLOAT: TFLITE_FILE, DYNAMIC_RANGE: 'model_dynamic_range.tflite',
+         INT8: 'model_int8.tflite'}
+PROBABILITIES = 'probabilities'
+# Ops that move values between float and integer: not float compute.
+_CONVERSION_OPS = {'QUANTIZE', 'DEQUANTIZE'}
 
 
 def has_pixels_signature(saved_model_dir: str) -> bool:
@@ -27,21 +42,59 @@ def has_pixels_signature(saved_model_dir: str) -> bool:
              for meta_graph in saved_model.meta_graphs)
 
 
-def convert(saved_model_dir: str) -> bytes:
-  """The `from_pixels` signature as a TFLite flatbuffer."""
+def convert(saved_model_dir: str, kind: str = FLOAT,
+            representative_pixels: Optional[np.ndarray] = None) -> bytes:
+  """The `from_pixels` signature as a TFLite flatbuffer of `kind` (FILES);
+  INT8 needs `representative_pixels` [N, S, S, 3] float RGB to calibrate on."""
   converter = tf.lite.TFLiteConverter.from_saved_model(
       saved_model_dir, signature_keys=[signatures.PIXELS_SIGNATURE])
+  if kind != FLOAT:
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+  if kind == INT8:
+    converter.representative_dataset = lambda: (
+        {signatures.PIXELS_INPUT: image[np.newaxis]} for image in representative_pixels)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8
   return converter.convert()
 
 
-def export(saved_model_dir: str, directory: str) -> str | None:
-  """Writes `model.tflite` into the local `directory`; returns its path, or None
-  for a SavedModel without `from_pixels` (exported before it existed)."""
-  if not has_pixels_signature(saved_model_dir):
-    logging.warning('%s has no %r signature: no %s for it.', saved_model_dir,
-                    signatures.PIXELS_SIGNATURE, TFLITE_FILE)
-    return None
-  path = os.path.join(directory, TFLITE_FILE)
-  with open(path, 'wb') as f:
-    f.write(convert(saved_model_dir))
-  return path
+def quantized_input(pixels: np.ndarray, details: Dict) -> np.ndarray:
+  """Float RGB pixels in the dtype of the input `details` (a signature
+  runner's): as they are for a float input, else q = round(p / scale) + zero
+  point, clipped to the integer type."""
+  dtype = details['dtype']
+  if dtype == np.float32:
+    return pixels.astype(np.float32)
+  scale, zero_point = details['quantization']
+  bounds = np.iinfo(dtype)
+  return np.clip(np.round(pixels / scale) + zero_point, bounds.min, bounds.max).astype(dtype)
+
+
+class Classifier:
+  """A TFLite model's `from_pixels` signature: float pixels in (quantized for
+  the model when its input is integer), `probabilities` out, looked up by name
+  (the signature may have other outputs)."""
+
+  def __init__(self, model: bytes, num_threads: Optional[int] = None):
+    self._runner = tf.lite.Interpreter(
+        model_content=model, num_threads=num_threads).get_signature_runner(
+            signatures.PIXELS_SIGNATURE)
+    self.input_details = self._runner.get_input_details()[signatures.PIXELS_INPUT]
+    self.image_size = int(self.input_details['shape_signature'][1])
+
+  def __call__(self, pixels: np.ndarray) -> np.ndarray:
+    return self._runner(**{signatures.PIXELS_INPUT: quantized_input(
+        pixels, self.input_details)})[PROBABILITIES]
+
+
+def float_ops(model: bytes) -> List[str]:
+  """The names of the model's ops that compute in float32 (reading a float32
+  tensor), quantize and dequantize aside: none in a fully integer model.
+  Read without TFLite's default delegate, which would replace the ops."""
+  interpreter = tf.lite.Interpreter(
+      model_content=model, experimental_op_resolver_type=(
+          tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
+  dtypes = {tensor['index']: tensor['dtype'] for tensor in interpreter.get_tensor_details()}
+  return sorted({op['op_name'] for op in interpreter._get_ops_details()  # pylint: disable=protected-access
+                 if op['op_name'] not in _CONVERSION_OPS and
+                 any(dtypes.get(index) == np.float32 for index in op['inputs'])})

@@ -371,6 +371,32 @@ def mistakes_section(facts: facts_lib.Facts) -> Section:
   return Section(f'The {len(scored.mistakes)} most confident mistakes', 'mistakes', blocks)
 
 
+def edge_exports_section(facts: facts_lib.Facts) -> Section:
+  """The pushed version's TFLite models: size, eval accuracy against the
+  SavedModel's, and which quantized ones were left out and why."""
+  exports = facts.summary.edge_exports
+  if not exports:
+    return Section('Edge exports (TFLite)', 'edge-exports', [Paragraph(
+        'No version was pushed by this run, or it predates the TFLite exports.')])
+  models = exports['models']
+  rows = [[name, model['kind'], f'{model["bytes"] / 2**20:.1f} MiB', percent(model['accuracy']),
+           f'{model["drop"] * 100:+.2f}', 'yes' if model['published'] else 'no',
+           model['reason'] + (f'; float ops: {", ".join(model["float_ops"])}'
+                              if model.get('float_ops') else '')]
+          for name, model in models.items()]
+  return Section('Edge exports (TFLite)', 'edge-exports', [
+      Paragraph(f'Each TFLite model scored on the {exports["eval_images"]} eval images, '
+                f'decoded and resized to {exports["image_size"]} px as Transform does; the '
+                f'SavedModel scores {percent(exports["saved_model_accuracy"])} on the same '
+                'pixels. A quantized model is published only within '
+                f'{exports["max_quantized_drop"] * 100:.2f} accuracy points of it '
+                f'(export.max_quantized_drop); the int8 model was calibrated on '
+                f'{exports["representative_images"]} train images at most.'),
+      Table(['File', 'Kind', 'Size', 'Eval accuracy', 'Drop (points)', 'Published', 'Why'],
+            rows, ['' if model['published'] else 'fail' for model in models.values()]),
+  ])
+
+
 def components_section(facts: facts_lib.Facts) -> Section:
   components = facts.summary.components
   rows = [[c.node_id, c.state, f'{c.seconds:.1f}'] for c in components]
@@ -407,7 +433,8 @@ def build(facts: facts_lib.Facts) -> List[Section]:
       overview(facts), evaluation_section(facts), data_section(facts),
       data_quality_section(facts), training_section(facts), more_labels_section(facts),
       per_class_section(facts), confusion_section(facts), trust_section(facts),
-      mistakes_section(facts), components_section(facts), anomalies_section(facts),
+      mistakes_section(facts), edge_exports_section(facts), components_section(facts),
+      anomalies_section(facts),
       model_card.section(facts), configuration_section(facts), missing_section(facts),
   ]
   return [section for section in sections if section is not None]

@@ -1,0 +1,176 @@
+"""The TFLite models a version publishes for devices, each scored on the eval
+split before it is published (docs/serving.md#quantized-models-for-devices).
+
+The float `model.tflite` is always published. The dynamic-range and int8
+exports are published only when their eval accuracy is at most
+`export.max_quantized_drop` below the SavedModel's, on the same decoded
+pixels; otherwise the record says why they are missing. The int8 model is
+calibrated on the first `export.representative_images` train images, taken
+class by class in turn, decoded and resized as Transform does.
+"""
+
+import collections
+import itertools
+import logging
+import os
+import time
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from components import image_codec
+from components.data_gate import labels
+from components.label_schema import LABEL_FEATURE
+from components.registry_pusher import tflite
+from components.trainer import signatures
+
+TRAIN_SPLIT, EVAL_SPLIT = 'train', 'eval'
+# Eval images decoded and scored at once by every model.
+_BATCH_SIZE = 32
+_SPEC = {labels.IMAGE: tf.io.FixedLenFeature([], tf.string),
+         LABEL_FEATURE: tf.io.FixedLenFeature([], tf.string)}
+# Accuracies are counts over the same images: equal ones may differ in the
+# last float bit.
+_TOLERANCE = 1e-9
+
+
+def split_batches(examples_uri: str, split: str) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+  """(encoded images, labels) of a split, _BATCH_SIZE examples at a time."""
+  for records in labels.split_records(examples_uri, split).batch(
+      _BATCH_SIZE).as_numpy_iterator():
+    parsed = tf.io.parse_example(records, _SPEC)
+    yield parsed[labels.IMAGE].numpy(), parsed[LABEL_FEATURE].numpy()
+
+
+def representative_pixels(examples_uri: str, count: int, image_size: int) -> np.ndarray:
+  """Up to `count` train images as float RGB [N, S, S, 3], classes in turn
+  (the first image of each class, then the second, ...) in file order: the
+  same images on every run over the same examples. Only those images are
+  parsed and decoded."""
+  by_class: Dict[bytes, List[int]] = collections.defaultdict(list)
+  position = 0
+  for names in labels.string_values(examples_uri, TRAIN_SPLIT, LABEL_FEATURE):
+    for name in names:
+      by_class[name].append(position)
+      position += 1
+  in_turn = [index for turn in itertools.zip_longest(*by_class.values())
+             for index in turn if index is not None]
+  chosen = set(in_turn[:count])
+  if not chosen:
+    raise ValueError(f'No train images in {examples_uri} to calibrate the int8 model on')
+  examples = (image for images, _ in split_batches(examples_uri, TRAIN_SPLIT) for image in images)
+  images = [image for index, image in enumerate(examples) if index in chosen]
+  return image_codec.decode_and_resize(tf.constant(images), image_size).numpy()
+
+
+def eval_accuracies(saved_model_dir: str, models: Dict[str, bytes], examples_uri: str,
+                    class_names: Sequence[str],
+                    image_size: int) -> Tuple[int, float, Dict[str, float]]:
+  """(eval images, the SavedModel's `from_pixels` accuracy, each TFLite
+  model's accuracy by name), all on the same decoded eval pixels."""
+  classifiers = {name: tflite.Classifier(model) for name, model in models.items()}
+  class_ids = {name.encode('utf-8'): i for i, name in enumerate(class_names)}
+  correct = dict.fromkeys([*models, None], 0)       # None: the SavedModel
+  total = 0
+  with signatures.session_function(saved_model_dir, signatures.PIXELS_SIGNATURE) as saved:
+    for images, names in split_batches(examples_uri, EVAL_SPLIT):
+      truth = np.array([class_ids.get(name, -1) for name in names])
+      pixels = image_codec.decode_and_resize(tf.constant(images), image_size).numpy()
+      predictions = {None: saved(pixels)[tflite.PROBABILITIES]}
+      predictions.update((name, classify(pixels)) for name, classify in classifiers.items())
+      for name, probabilities in predictions.items():
+        correct[name] += int(np.sum(probabilities.argmax(axis=1) == truth))
+      total += len(images)
+  if not total:
+    raise ValueError(f'No eval images in {examples_uri}')
+  return total, correct.pop(None) / total, {
+      name: count / total for name, count in correct.items()}
+
+
+def verdict(drop: float, max_drop: float) -> Tuple[bool, str]:
+  """Whether a quantized export that loses `drop` accuracy (a fraction; negative:
+  it gains) against the SavedModel is published, and why."""
+  if drop > max_drop + _TOLERANCE:
+    return False, (f'loses {drop * 100:.2f} accuracy points against the SavedModel on '
+                   f'the eval split, more than export.max_quantized_drop = {max_drop:g}')
+  return True, f'within export.max_quantized_drop = {max_drop:g}'
+
+
+def _timed_convert(saved_model_dir: str, kind: str,
+                   representative: Optional[np.ndarray] = None) -> Tuple[bytes, float]:
+  logging.info('Edge exports: converting %s to %s%s ...', saved_model_dir,
+               tflite.FILES[kind], '' if representative is None else
+               f', calibrated on {len(representative)} train images')
+  start = time.monotonic()
+  model = tflite.convert(saved_model_dir, kind, representative)
+  seconds = time.monotonic() - start
+  logging.info('Edge exports: %s converted in %.1f s, %d bytes', tflite.FILES[kind],
+               seconds, len(model))
+  return model, seconds
+
+
+def convert_all(saved_model_dir: str, examples_uri: str, representative_images: int
+                ) -> Tuple[Dict[str, bytes], Dict[str, float], int]:
+  """(every kind of TFLite model of the SavedModel, the seconds each took to
+  convert, the image size they take); the int8 one calibrated on
+  `representative_images` train images of `examples_uri`."""
+  models, seconds = {}, {}
+  models[tflite.FLOAT], seconds[tflite.FLOAT] = _timed_convert(saved_model_dir, tflite.FLOAT)
+  image_size = tflite.Classifier(models[tflite.FLOAT]).image_size
+  models[tflite.DYNAMIC_RANGE], seconds[tflite.DYNAMIC_RANGE] = _timed_convert(
+      saved_model_dir, tflite.DYNAMIC_RANGE)
+  models[tflite.INT8], seconds[tflite.INT8] = _timed_convert(
+      saved_model_dir, tflite.INT8,
+      representative_pixels(examples_uri, representative_images, image_size))
+  return models, seconds, image_size
+
+
+def export(saved_model_dir: str, examples_uri: str, class_names: Sequence[str],
+           directory: str, max_drop: float,
+           representative_images: int) -> Tuple[List[str], Optional[Dict[str, Any]]]:
+  """Converts, scores and writes the TFLite models into the local `directory`.
+
+  Returns the paths to publish (the float model, and the quantized ones within
+  `max_drop`) and the record of every export (`exports` in model_record.json);
+  ([], None) for a SavedModel without `from_pixels` (exported before it existed).
+  """
+  if not tflite.has_pixels_signature(saved_model_dir):
+    logging.warning('%s has no %r signature: no TFLite models for it.', saved_model_dir,
+                    signatures.PIXELS_SIGNATURE)
+    return [], None
+  models, seconds, image_size = convert_all(saved_model_dir, examples_uri,
+                                            representative_images)
+  start = time.monotonic()
+  eval_images, reference, accuracies = eval_accuracies(
+      saved_model_dir, models, examples_uri, class_names, image_size)
+  logging.info('Edge exports: scored on %d eval images in %.1f s: SavedModel %.4f, %s',
+               eval_images, time.monotonic() - start, reference,
+               ', '.join(f'{tflite.FILES[kind]} {accuracy:.4f}'
+                         for kind, accuracy in accuracies.items()))
+  paths, exported = [], {}
+  for kind, model in models.items():
+    drop = reference - accuracies[kind]
+    published, reason = (True, 'the float model is always published') if (
+        kind == tflite.FLOAT) else verdict(drop, max_drop)
+    name = tflite.FILES[kind]
+    float_ops = tflite.float_ops(model) if kind == tflite.INT8 else None
+    if float_ops:
+      logging.info('Edge exports: %s computes these ops in float32: %s', name,
+                   ', '.join(float_ops))
+    exported[name] = {
+        'kind': kind, 'bytes': len(model), 'accuracy': accuracies[kind], 'drop': drop,
+        'published': published, 'reason': reason,
+        'convert_seconds': round(seconds[kind], 1), 'float_ops': float_ops,
+    }
+    if published:
+      paths.append(os.path.join(directory, name))
+      with open(paths[-1], 'wb') as f:
+        f.write(model)
+    else:
+      logging.warning('Edge exports: %s is not published: it %s', name, reason)
+  return paths, {
+      'eval_images': eval_images, 'saved_model_accuracy': reference,
+      'max_quantized_drop': max_drop, 'representative_images': representative_images,
+      'image_size': image_size, 'models': exported,
+  }
