@@ -19,6 +19,7 @@ row the overlay's path (field explanation).
 
 import contextlib
 import csv
+import functools
 import json
 import os
 import sys
@@ -82,7 +83,14 @@ class Explainer:
           '(it was exported before Grad-CAM): --explain needs a newer version')
     self._explain = loaded.signatures[signatures.EXPLAIN_SIGNATURE]
     _, inputs = self._explain.structured_input_signature
-    self._size = int(inputs[signatures.PIXELS_INPUT].shape[1])
+    size = int(inputs[signatures.PIXELS_INPUT].shape[1])
+    # The decoder as graphs, traced once (~6 s): run eagerly, op by op, it
+    # took 0.12 s an image, against 0.004 s.
+    compile_ = functools.partial(tf.function, autograph=False)
+    self._pixels = compile_(lambda images: image_codec.decode_and_resize(images, size),
+                            input_signature=[tf.TensorSpec([None], tf.string)])
+    self._decode = compile_(lambda image: image_codec.decode_rgb(image),
+                            input_signature=[tf.TensorSpec([], tf.string)])
     self._directory = directory
     self._taken = set()
     os.makedirs(directory, exist_ok=True)
@@ -101,11 +109,11 @@ class Explainer:
   def explain(self, paths: List[str], contents: List[bytes]) -> List[str]:
     """Writes one overlay per image (decodable ones: scored already); returns
     their paths."""
-    pixels = image_codec.decode_and_resize(tf.constant(contents), self._size)
+    pixels = self._pixels(tf.constant(contents))
     heatmaps = self._explain(**{signatures.PIXELS_INPUT: pixels})['heatmap'].numpy()
     written = []
     for path, content, heatmap in zip(paths, contents, heatmaps):
-      overlay = plots.heatmap_overlay(image_codec.decode_rgb(content).numpy(), heatmap)
+      overlay = plots.heatmap_overlay(self._decode(content).numpy(), heatmap)
       written.append(self._overlay_path(path))
       with open(written[-1], 'wb') as f:
         f.write(overlay)
