@@ -24,6 +24,8 @@ from pipeline.report.document import (Banner, Bullets, Code, Figure, Paragraph,
                                       Section, Table)
 from components.transform import preprocessing
 
+from helpers import sample_bytes
+
 SECTION_IDS = ['summary', 'evaluation', 'data', 'data-quality', 'training', 'more-labels',
                'per-class', 'confusion-matrix', 'mistakes', 'where-the-model-looked',
                'components', 'anomalies', 'model-card', 'configuration']
@@ -239,6 +241,24 @@ def test_gallery_shows_the_most_confident_wrong_predictions(e2e_first_run, tmp_p
   # The overlays are the mistakes' images under their heatmaps.
   assert figures[0].png != figures[1].png
   assert all(m.heatmap.shape == (2, 2) for m in scored.mistakes)
+
+
+def test_a_model_without_explain_pixels_leaves_the_heatmaps_out(e2e_first_run, tmp_path):
+  """A model exported before Grad-CAM: `explain` names the missing signature
+  (a missing fact in `gather`), and the section says there are no heatmaps."""
+  module = tf.Module()
+  module.serve = tf.function(lambda x: {'y': x},
+                             input_signature=[tf.TensorSpec([None], tf.float32)])
+  tf.saved_model.save(module, str(tmp_path), signatures={'serving_default': module.serve})
+  image = scoring.ScoredImage('bag', 'bag', 0.9, 'bag/1.png', sample_bytes('bag', 0))
+  scored = scoring.Scoring(examples=1, correct=1, confusion_matrix=[[1]], mistakes=[],
+                           class_samples=[image])
+  with pytest.raises(KeyError, match="no 'explain_pixels' signature"):
+    scoring.explain(str(tmp_path), scored, image_size=64)
+  section = sections.explanations_section(dataclasses.replace(
+      _minimal_facts(e2e_first_run), scoring=scored))
+  assert [type(block) for block in section.blocks] == [Paragraph]
+  assert section.blocks[0].text.startswith('No heatmaps')
 
 
 def _minimal_facts(summary):

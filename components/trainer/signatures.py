@@ -195,6 +195,9 @@ def session_function(saved_model_dir: str, signature_name: str):
     with graph.as_default():
       meta_graph = tf.compat.v1.saved_model.load(
           session, [tf.saved_model.SERVING], saved_model_dir)
+    # The protobuf map would hand back an empty signature for a missing name.
+    if signature_name not in meta_graph.signature_def:
+      raise KeyError(f'{saved_model_dir} has no {signature_name!r} signature')
     signature = meta_graph.signature_def[signature_name]
     (input_name,) = [tensor.name for tensor in signature.inputs.values()]
     fetches = {key: tensor.name for key, tensor in signature.outputs.items()}

@@ -120,13 +120,9 @@ def explain(saved_model_dir: str, scored: Scoring, image_size: int) -> Scoring:
     return scored
   pixels = image_codec.decode_and_resize(tf.constant([item.image for item in shown]),
                                          image_size).numpy()
-  try:
-    with signatures.session_function(saved_model_dir,
-                                     signatures.EXPLAIN_SIGNATURE) as heatmaps_of:
-      heatmaps = heatmaps_of(pixels)['heatmap']
-  except KeyError:
-    raise KeyError(f'the model has no {signatures.EXPLAIN_SIGNATURE!r} signature '
-                   '(exported before Grad-CAM)') from None
+  with signatures.session_function(saved_model_dir,
+                                   signatures.EXPLAIN_SIGNATURE) as heatmaps_of:
+    heatmaps = heatmaps_of(pixels)['heatmap']
   explained = [dataclasses.replace(item, heatmap=heatmap)
                for item, heatmap in zip(shown, heatmaps)]
   return dataclasses.replace(scored, mistakes=explained[:len(scored.mistakes)],
