@@ -7,6 +7,7 @@ arithmetic is checked on a classifier with an untrained head against a numerical
 gradient of an independent NumPy copy of the head.
 """
 
+import csv
 import json
 import os
 import shutil
@@ -155,3 +156,15 @@ def test_predict_explain_writes_an_overlay_per_image_at_its_size(published, tmp_
       # The overlay is the image under a heatmap, not the image itself.
       assert np.abs(np.asarray(overlay, np.float32) -
                     np.asarray(image.convert('RGB'), np.float32)).mean() > 10
+
+
+def test_predict_explain_in_csv_adds_the_explanation_column(published, tmp_path, capsys):
+  (image,) = _sample_paths(1)[:1]
+  output = tmp_path / 'scores.csv'
+  cli.main(['predict', '--model', published['dir'], '--format', 'csv', '--output',
+            str(output), '--explain', str(tmp_path / 'overlays'), image])
+  capsys.readouterr()
+  with open(output, newline='', encoding='utf-8') as f:
+    (row,) = csv.DictReader(f)
+  assert list(row)[-1] == predict.EXPLANATION_FIELD
+  assert os.path.isfile(row[predict.EXPLANATION_FIELD])
