@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
   predict.add_argument('--top-k', type=int, default=3, metavar='K',
                        help='most likely classes listed per image')
   predict.add_argument('--batch-size', type=int, default=32)
+  predict.add_argument('--explain', metavar='DIR', help='also write a Grad-CAM '
+                       'overlay PNG per scored image into DIR (where the model '
+                       'looked); each row names it in the field explanation')
 
   schema = commands.add_parser(
       'schema', help='print a schema for an image folder (classes from its folders)')
@@ -130,7 +133,7 @@ def _run_command(args) -> int:
   if args.command == 'predict':
     from pipeline import predict  # pylint: disable=g-import-not-at-top
     failures = predict.run(args.model, args.inputs, args.batch_size, args.top_k,
-                           args.format, args.lists, args.output)
+                           args.format, args.lists, args.output, args.explain)
     return 1 if failures else 0
   if args.command in ('compile', 'schedule'):
     return _kubeflow_command(args)

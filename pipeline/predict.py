@@ -10,12 +10,18 @@ One row per file, in input order, as JSON lines or CSV with the fields
 path, prediction (the top class, or "unknown" for an image of no known class:
 components/trainer/ood.py), class_name (the top class), class_id,
 probability (of the top class), ood_score, top_k (the K most likely classes
-with their probabilities; in CSV `name:prob;name:prob`) and error. A file that cannot be read or decoded gets an `error` instead of a
-prediction, and the other files are still scored.
+with their probabilities; in CSV `name:prob;name:prob`) and error. A file
+that cannot be read or decoded gets an `error` instead of a prediction, and
+the other files are still scored.
+
+With an explanation folder (`--explain DIR`), each scored image also gets a
+Grad-CAM overlay there, from the model's `explain_pixels` signature, and its
+row the overlay's path (field explanation).
 """
 
 import contextlib
 import csv
+import functools
 import json
 import os
 import sys
@@ -28,10 +34,13 @@ from components import image_codec
 from components import safe_text
 from components.registry_pusher import registry
 from components.trainer import signatures
+from pipeline.report import plots
 
 FORMATS = ('jsonl', 'csv')
 FIELDS = ('path', 'prediction', 'class_name', 'class_id', 'probability', 'ood_score',
           'top_k', 'error')
+EXPLANATION_FIELD = 'explanation'
+OVERLAY_SUFFIX = '.gradcam.png'
 STDIN = '-'
 
 
@@ -66,12 +75,62 @@ def read_list(list_file: str) -> List[str]:
   return [line.strip() for line in lines if line.strip()]
 
 
-class Predictor:
-  """Holds a loaded SavedModel and scores encoded images in batches."""
+class Explainer:
+  """Writes Grad-CAM overlays of scored images into a folder, from the model's
+  `explain_pixels` signature, under names taken from the images' own."""
 
-  def __init__(self, model_dir: str, top_k: int = 3):
-    self._serve = tf.saved_model.load(model_dir).signatures[
-        signatures.SERVING_SIGNATURE]
+  def __init__(self, loaded, model_dir: str, directory: str):
+    if signatures.EXPLAIN_SIGNATURE not in loaded.signatures:
+      raise ValueError(
+          f'the model {model_dir} has no {signatures.EXPLAIN_SIGNATURE!r} signature '
+          '(it was exported before Grad-CAM): --explain needs a newer version')
+    self._explain = loaded.signatures[signatures.EXPLAIN_SIGNATURE]
+    _, inputs = self._explain.structured_input_signature
+    size = int(inputs[signatures.PIXELS_INPUT].shape[1])
+    # The decoder as graphs, traced once (~6 s): run eagerly, op by op, it
+    # took 0.12 s an image, against 0.004 s.
+    compile_ = functools.partial(tf.function, autograph=False)
+    self._pixels = compile_(lambda images: image_codec.decode_and_resize(images, size),
+                            input_signature=[tf.TensorSpec([None], tf.string)])
+    self._decode = compile_(lambda image: image_codec.decode_rgb(image),
+                            input_signature=[tf.TensorSpec([], tf.string)])
+    self._directory = directory
+    self._taken = set()
+    os.makedirs(directory, exist_ok=True)
+
+  def _overlay_path(self, path: str) -> str:
+    """DIR/<file name without extension>.gradcam.png, numbered (-2, -3, ...)
+    when another input of this run already took the name."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    name, number = stem + OVERLAY_SUFFIX, 1
+    while name in self._taken:
+      number += 1
+      name = f'{stem}-{number}{OVERLAY_SUFFIX}'
+    self._taken.add(name)
+    return os.path.join(self._directory, name)
+
+  def explain(self, paths: List[str], contents: List[bytes]) -> List[str]:
+    """Writes one overlay per image (decodable ones: scored already); returns
+    their paths."""
+    pixels = self._pixels(tf.constant(contents))
+    heatmaps = self._explain(**{signatures.PIXELS_INPUT: pixels})['heatmap'].numpy()
+    written = []
+    for path, content, heatmap in zip(paths, contents, heatmaps):
+      overlay = plots.heatmap_overlay(self._decode(content).numpy(), heatmap)
+      written.append(self._overlay_path(path))
+      with open(written[-1], 'wb') as f:
+        f.write(overlay)
+    return written
+
+
+class Predictor:
+  """Holds a loaded SavedModel and scores encoded images in batches; with an
+  `explain_dir`, writes each scored image's Grad-CAM overlay there too."""
+
+  def __init__(self, model_dir: str, top_k: int = 3, explain_dir: str | None = None):
+    loaded = tf.saved_model.load(model_dir)
+    self._serve = loaded.signatures[signatures.SERVING_SIGNATURE]
+    self._explainer = Explainer(loaded, model_dir, explain_dir) if explain_dir else None
     self._labels = registry.read_labels(model_dir)
     self._top_k = top_k
 
@@ -109,6 +168,9 @@ class Predictor:
       if 'ood_score' in outputs:
         row['ood_score'] = float(outputs['ood_score'][i])
       rows.append(row)
+    if self._explainer:
+      for row, overlay in zip(rows, self._explainer.explain(paths, contents)):
+        row[EXPLANATION_FIELD] = overlay
     return rows
 
 
@@ -126,8 +188,8 @@ class _CsvWriter:
   Cells that would start a spreadsheet formula get a leading `'` (JSON lines
   keep the real names)."""
 
-  def __init__(self, out: TextIO):
-    self._writer = csv.DictWriter(out, FIELDS, lineterminator='\n')
+  def __init__(self, out: TextIO, fields: Sequence[str] = FIELDS):
+    self._writer = csv.DictWriter(out, fields, lineterminator='\n')
     self._writer.writeheader()
 
   def write(self, row: Dict) -> None:
@@ -151,9 +213,10 @@ def _read_batch(paths: Sequence[str]):
 
 def run(model: str, inputs: Sequence[str], batch_size: int = 32,
         top_k: int = 3, output_format: str = 'jsonl', lists: Sequence[str] = (),
-        output: str | None = None) -> int:
+        output: str | None = None, explain_dir: str | None = None) -> int:
   """Writes one row per file to `output` (a file path; default stdout) and
-  returns how many files could not be scored."""
+  returns how many files could not be scored. `explain_dir`: the folder for
+  the Grad-CAM overlays (`Explainer`)."""
   if output_format not in FORMATS:
     raise ValueError(f'--format must be one of {FORMATS}, not {output_format!r}')
   if top_k < 1 or batch_size < 1:
@@ -162,10 +225,11 @@ def run(model: str, inputs: Sequence[str], batch_size: int = 32,
   paths = list(image_files([*inputs, *listed]))
   if not paths:
     raise ValueError('no image files to score (the arguments, folders and lists are empty)')
-  predictor = Predictor(resolve_model_dir(model), top_k)
+  predictor = Predictor(resolve_model_dir(model), top_k, explain_dir)
   with (open(output, 'w', encoding='utf-8', newline='') if output
         else contextlib.nullcontext(sys.stdout)) as out:
-    writer = _CsvWriter(out) if output_format == 'csv' else _JsonLinesWriter(out)
+    fields = (*FIELDS, EXPLANATION_FIELD) if explain_dir else FIELDS
+    writer = _CsvWriter(out, fields) if output_format == 'csv' else _JsonLinesWriter(out)
     failures = 0
     for start in range(0, len(paths), batch_size):
       batch = paths[start:start + batch_size]

@@ -233,3 +233,18 @@ def test_a_model_without_the_detector_predicts_its_top_class(images, tmp_path, c
   _, out, _ = _predict(capsys, '--model', old, images['a'])
   row = json.loads(out)
   assert row['prediction'] == row['class_name'] and 'ood_score' not in row
+
+
+def test_explain_with_a_model_without_its_signature_is_a_usage_error(
+    model_dir, images, tmp_path, capsys):
+  """A version exported before Grad-CAM: one error line, exit 2, nothing written."""
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(['predict', '--model', model_dir, '--explain', str(tmp_path / 'overlays'),
+              images['a']])
+  assert exit_info.value.code == 2
+  captured = capsys.readouterr()
+  assert captured.out == ''
+  (line,) = [line for line in captured.err.splitlines() if line.startswith('error:')]
+  assert line == (f"error: the model {model_dir} has no 'explain_pixels' signature (it "
+                  'was exported before Grad-CAM): --explain needs a newer version')
+  assert not (tmp_path / 'overlays').exists()

@@ -26,8 +26,11 @@ from components.registry_pusher import registry
 from components.trainer import calibration
 from components.transform import preprocessing
 
+from helpers import sample_bytes
+
 SECTION_IDS = ['summary', 'evaluation', 'data', 'data-quality', 'training', 'more-labels',
-               'per-class', 'confusion-matrix', 'trust', 'mistakes', 'edge-exports',
+               'per-class', 'confusion-matrix', 'trust', 'mistakes', 'where-the-model-looked',
+               'edge-exports',
                'components', 'anomalies', 'model-card', 'configuration']
 
 
@@ -148,6 +151,13 @@ def test_facts_agree_with_the_evaluator(facts, e2e_first_run):
   assert facts.scoring.accuracy == pytest.approx(evaluation['accuracy'], abs=1e-6)
   assert all(m.true_label != m.predicted for m in facts.scoring.mistakes)
   assert sum(facts.split_counts['eval'].values()) == evaluation['example_count']
+  # The first right eval image of each class, with its Grad-CAM heatmap.
+  samples = facts.scoring.class_samples
+  assert [s.true_label for s in samples] == [s.predicted for s in samples] == [
+      name for i, name in enumerate(facts.class_names) if matrix[i][i]]
+  for sample in samples + facts.scoring.mistakes:
+    assert sample.heatmap.shape == (2, 2)       # the 64-px model's feature map
+    assert sample.heatmap.min() >= 0 and sample.heatmap.max() == pytest.approx(1)
   assert list(facts.split_counts) == ['train', 'eval']
   assert list(facts.split_counts['train'].items()) == [
       ('trouser', 12), ('bag', 12), ('sneaker', 12)]       # in class id order
@@ -187,6 +197,16 @@ def test_per_class_metrics_are_the_confusion_matrix_at_the_top_class(e2e_first_r
       assert metrics['precision'] == pytest.approx(matrix[i][i] / predicted), name
 
 
+def test_grad_cam_section_shows_one_overlay_per_class(written, facts):
+  parsed = _parse(written[1])
+  rows = parsed.rows_by_section['where-the-model-looked']
+  assert [row[0] for row in rows] == [s.true_label for s in facts.scoring.class_samples]
+  assert [row[2] for row in rows] == [s.source_path for s in facts.scoring.class_samples]
+  with open(os.path.join(os.path.dirname(written[0]), 'class_samples_gradcam.png'),
+            'rb') as f:
+    assert _is_png(f.read())
+
+
 def test_per_class_table_counts_sum_to_the_example_count(written, e2e_first_run):
   rows = _parse(written[1]).rows_by_section['per-class']
   assert sum(int(row[3]) for row in rows) == e2e_first_run.evaluation['example_count']
@@ -208,7 +228,8 @@ def test_markdown_links_existing_png_files(written):
     markdown = f.read()
   links = re.findall(r'!\[[^\]]*\]\(([^)]+)\)', markdown)
   assert {'learning_curve.png', 'confusion_matrix.png', 'per_class.png',
-          'images_per_class.png', 'accuracy_gate.png'} <= set(links)
+          'images_per_class.png', 'accuracy_gate.png',
+          'class_samples_gradcam.png'} <= set(links)
   for link in links:
     with open(os.path.join(folder, link), 'rb') as f:
       assert _is_png(f.read())
@@ -230,9 +251,9 @@ def test_gallery_shows_the_most_confident_wrong_predictions(e2e_first_run, tmp_p
       label.value[0] = class_names[(class_names.index(label.value[0].decode()) + 1)
                                    % len(class_names)].encode()
       writer.write(example.SerializeToString())
-  scored = scoring.score_split(
-      os.path.join(e2e_first_run.model_uri, 'Format-Serving'), [relabeled],
-      class_names, top_n=4)
+  model_dir = os.path.join(e2e_first_run.model_uri, 'Format-Serving')
+  scored = scoring.explain(model_dir, scoring.score_split(
+      model_dir, [relabeled], class_names, top_n=4), image_size=64)
   assert len(scored.mistakes) == 4
   assert scored.examples - scored.correct >= 4
   assert all(m.true_label != m.predicted for m in scored.mistakes)
@@ -244,8 +265,30 @@ def test_gallery_shows_the_most_confident_wrong_predictions(e2e_first_run, tmp_p
   table = next(b for b in section.blocks if isinstance(b, Table))
   assert [row[1:3] for row in table.rows] == [[m.true_label, m.predicted]
                                              for m in scored.mistakes]
-  gallery = next(b for b in section.blocks if isinstance(b, Figure))
-  assert _is_png(gallery.png)
+  figures = [b for b in section.blocks if isinstance(b, Figure)]
+  assert [figure.name for figure in figures] == ['mistakes', 'mistakes_gradcam']
+  assert all(_is_png(figure.png) for figure in figures)
+  # The overlays are the mistakes' images under their heatmaps.
+  assert figures[0].png != figures[1].png
+  assert all(m.heatmap.shape == (2, 2) for m in scored.mistakes)
+
+
+def test_a_model_without_explain_pixels_leaves_the_heatmaps_out(e2e_first_run, tmp_path):
+  """A model exported before Grad-CAM: `explain` names the missing signature
+  (a missing fact in `gather`), and the section says there are no heatmaps."""
+  module = tf.Module()
+  module.serve = tf.function(lambda x: {'y': x},
+                             input_signature=[tf.TensorSpec([None], tf.float32)])
+  tf.saved_model.save(module, str(tmp_path), signatures={'serving_default': module.serve})
+  image = scoring.ScoredImage('bag', 'bag', 0.9, 'bag/1.png', sample_bytes('bag', 0))
+  scored = scoring.Scoring(examples=1, correct=1, confusion_matrix=[[1]], mistakes=[],
+                           class_samples=[image])
+  with pytest.raises(KeyError, match="no 'explain_pixels' signature"):
+    scoring.explain(str(tmp_path), scored, image_size=64)
+  section = sections.explanations_section(dataclasses.replace(
+      _minimal_facts(e2e_first_run), scoring=scored))
+  assert [type(block) for block in section.blocks] == [Paragraph]
+  assert section.blocks[0].text.startswith('No heatmaps')
 
 
 def _minimal_facts(summary):

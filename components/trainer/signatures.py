@@ -13,6 +13,8 @@
 - `embeddings_from_examples`: serialized raw tf.Examples -> the pooled backbone
   features (`embedding`) and probabilities; the LabelQueue ranks unlabeled
   images with both (uncertainty, and diversity in feature space).
+- `explain_pixels`: the pixels `from_pixels` takes -> Grad-CAM `heatmap`
+  [N, h, w] of the top class, `probabilities`, `class_id` (explain.py).
 
 The signatures that run the model do it MAX_IMAGES_AT_ONCE images at a time,
 so a caller's batch of any size costs the memory of one such chunk.
@@ -26,6 +28,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
 
+from components.trainer import explain
 from components.trainer import ood
 from components.trainer.model import NORMALIZATION_LAYER, POOLED_FEATURES_LAYER
 from components.transform import preprocessing
@@ -35,6 +38,7 @@ EXAMPLES_SIGNATURE = 'from_examples'
 TRANSFORM_SIGNATURE = 'transform_features'
 PIXELS_SIGNATURE = 'from_pixels'
 EMBEDDINGS_SIGNATURE = 'embeddings_from_examples'
+EXPLAIN_SIGNATURE = 'explain_pixels'
 SERVING_INPUT = 'images'
 PIXELS_INPUT = 'pixels'
 
@@ -127,8 +131,8 @@ def _make_signatures(
   """Builds the signatures; `model.tft_layer` must already be attached.
 
   `normalize` is the backbone's (the one Transform ran); with it, `from_pixels`
-  is exported too. With `unknown`, the signatures that classify also say
-  whether an image is of no known class (ood.py).
+  and `explain_pixels` are exported too. With `unknown`, the signatures that
+  classify also say whether an image is of no known class (ood.py).
   """
   # No autograph: the graphs are plain TensorFlow ops (tf.cond where they
   # branch), and converting the Keras layers' code took ~15 s of an export.
@@ -187,6 +191,14 @@ def _make_signatures(
       return scorer(normalize(pixels))
 
     exported[PIXELS_SIGNATURE] = serve_pixels.get_concrete_function()
+    explain_chunk = explain.grad_cam(model, normalize)
+
+    @signature(input_signature=serve_pixels.input_signature)
+    def explain_pixels(pixels):
+      return _in_chunks(lambda chunk: explain_chunk(chunk[PIXELS_INPUT]),
+                        {PIXELS_INPUT: pixels}, explain.output_specs(model))
+
+    exported[EXPLAIN_SIGNATURE] = explain_pixels.get_concrete_function()
   return exported
 
 
@@ -218,6 +230,9 @@ def session_function(saved_model_dir: str, signature_name: str):
     with graph.as_default():
       meta_graph = tf.compat.v1.saved_model.load(
           session, [tf.saved_model.SERVING], saved_model_dir)
+    # The protobuf map would hand back an empty signature for a missing name.
+    if signature_name not in meta_graph.signature_def:
+      raise KeyError(f'{saved_model_dir} has no {signature_name!r} signature')
     signature = meta_graph.signature_def[signature_name]
     (input_name,) = [tensor.name for tensor in signature.inputs.values()]
     fetches = {key: tensor.name for key, tensor in signature.outputs.items()}

@@ -231,6 +231,8 @@ def gather(config: Config, summary: RunSummary, gallery_size: int = 12) -> Facts
   if summary.quarantine_report:
     quarantine = attempt('quarantine list', read_quarantine, summary.quarantine_report) or []
 
+  image_size = (config.model.image_size or
+                get_backbone(config.model.backbone).default_image_size)
   history = scored = None
   if summary.model_uri:
     history = attempt('training history', read_history, summary.model_uri)
@@ -239,6 +241,10 @@ def gather(config: Config, summary: RunSummary, gallery_size: int = 12) -> Facts
                        path_utils.serving_model_path(summary.model_uri),
                        example_files(summary.examples_uri, EVAL_SPLIT), class_names,
                        gallery_size)
+    if scored:
+      scored = attempt('Grad-CAM heatmaps', scoring.explain,
+                       path_utils.serving_model_path(summary.model_uri), scored,
+                       image_size) or scored
   else:
     missing.append('model: the run has no Trainer model')
 
@@ -266,8 +272,7 @@ def gather(config: Config, summary: RunSummary, gallery_size: int = 12) -> Facts
       decision=decision(summary), class_names=class_names,
       intended_classes=intended_classes,
       fixed_split=_fixed_split(config),
-      image_size=(config.model.image_size or
-                  get_backbone(config.model.backbone).default_image_size),
+      image_size=image_size,
       split_counts=ordered_counts(split_counts or {}, class_names),
       counts_source=counts_source, unlabeled_count=unlabeled_count,
       quarantine=quarantine, history=history,

@@ -17,6 +17,9 @@ from PIL import Image
 
 _TRAIN, _EVAL, _BAD, _GOOD, _MUTED = '#1f77b4', '#ff7f0e', '#d62728', '#2ca02c', '#7f7f7f'
 _DPI = 100
+# Grad-CAM overlays: the colormap of the Grad-CAM paper (blue cold, red hot),
+# and how much of it covers the image.
+_HEATMAP_COLORMAP, _HEATMAP_ALPHA = 'jet', 0.45
 
 
 def _png(figure: Figure) -> bytes:
@@ -187,8 +190,23 @@ def thumbnail(encoded: bytes, size: int = 160) -> np.ndarray:
     return np.asarray(image)
 
 
-def gallery(items: List[Tuple[bytes, str]], columns: int = 4) -> bytes:
-  """A grid of images with a caption under each."""
+def heatmap_overlay(image: np.ndarray, heatmap: np.ndarray) -> bytes:
+  """A PNG of `image` (uint8 RGB [H, W, 3]) at its own size under its Grad-CAM
+  `heatmap` ([h, w] in [0, 1], upsampled bilinearly), colour-mapped and
+  alpha-blended."""
+  height, width = image.shape[:2]
+  upsampled = np.asarray(Image.fromarray(heatmap.astype(np.float32), mode='F')
+                         .resize((width, height), Image.BILINEAR))
+  colours = matplotlib.colormaps[_HEATMAP_COLORMAP](np.clip(upsampled, 0, 1))[..., :3]
+  blended = (1 - _HEATMAP_ALPHA) * image + _HEATMAP_ALPHA * 255 * colours
+  buffer = io.BytesIO()
+  Image.fromarray(np.round(blended).astype(np.uint8)).save(buffer, format='PNG')
+  return buffer.getvalue()
+
+
+def gallery(items: List[Tuple[bytes, str]], columns: int = 4,
+            caption_color: str = _BAD) -> bytes:
+  """A grid of images with a caption under each (red: they show mistakes)."""
   rows = max(1, -(-len(items) // columns))
   figure = Figure(figsize=(2.4 * columns, 2.7 * rows))
   grid = np.atleast_1d(figure.subplots(rows, columns)).ravel()
@@ -196,6 +214,6 @@ def gallery(items: List[Tuple[bytes, str]], columns: int = 4) -> bytes:
     axes.axis('off')
   for axes, (encoded, caption) in zip(grid, items):
     axes.imshow(thumbnail(encoded), interpolation='nearest')
-    axes.set_title(caption, fontsize=8, color=_BAD)
+    axes.set_title(caption, fontsize=8, color=caption_color)
   figure.tight_layout()
   return _png(figure)

@@ -2,7 +2,9 @@
 
 The model's `from_examples` signature takes the raw tf.Examples ImageExampleGen
 wrote (what the Evaluator feeds it), so the predictions are the ones TFMA
-measured. Only the most confident mistakes are kept, with their image bytes.
+measured. Only the most confident mistakes are kept, with their image bytes,
+and the first image of each class the model got right; `explain` adds their
+Grad-CAM heatmaps (the model's `explain_pixels` signature).
 
 The SavedModel is loaded into a graph and session (the TF1 loader): that only
 imports the signatures' graph, about 3x faster than `tf.saved_model.load`,
@@ -16,21 +18,26 @@ from typing import List, Optional
 import numpy as np
 import tensorflow as tf
 
+from components import image_codec
 from components.trainer import signatures
 from components.transform import preprocessing
 
 # Scoring stops after this many examples (the gallery then says so).
 MAX_EXAMPLES = 10_000
+# Classes whose first right eval image is kept (the first ones in id order).
+MAX_CLASS_SAMPLES = 12
 _BATCH_SIZE = 32
 
 
 @dataclasses.dataclass
-class Mistake:
+class ScoredImage:
+  """An eval image the report shows, with the model's answer."""
   true_label: str
   predicted: str
   probability: float     # the model's probability of `predicted`
   source_path: str       # as ingested, relative to the data folder
   image: bytes           # the encoded image
+  heatmap: Optional[np.ndarray] = None   # Grad-CAM of `predicted`, [h, w] in [0, 1]
 
 
 @dataclasses.dataclass
@@ -38,12 +45,15 @@ class Scoring:
   examples: int                   # examples scored
   correct: int
   confusion_matrix: List[List[int]]   # [true class id][predicted class id]
-  mistakes: List[Mistake]         # the most confident first
+  mistakes: List[ScoredImage]     # the most confident first
   # Of the examples whose label is one of the model's classes, in order:
   probabilities: np.ndarray       # [n, classes], for the calibration error
   label_ids: np.ndarray           # [n] true class ids
   unknown: Optional[np.ndarray]   # [n] bool; None: a model without the detector
   truncated: bool = False         # True when MAX_EXAMPLES stopped the scoring
+  # The first eval image the model got right of each of the first
+  # MAX_CLASS_SAMPLES classes, in class id order.
+  class_samples: List[ScoredImage] = dataclasses.field(default_factory=list)
 
   @property
   def accuracy(self) -> Optional[float]:
@@ -63,7 +73,8 @@ def score_split(saved_model_dir: str, files: List[str], class_names: List[str],
   with signatures.session_function(saved_model_dir, signatures.EXAMPLES_SIGNATURE) as predict:
     class_ids = {name: i for i, name in enumerate(class_names)}
     matrix = [[0] * len(class_names) for _ in class_names]
-    heap: List[tuple] = []          # (probability, order, Mistake): the top_n kept
+    heap: List[tuple] = []          # (probability, order, ScoredImage): the top_n kept
+    samples = {}                    # class name -> its first right ScoredImage
     scored = correct = 0
     known_rows, label_ids, unknown = [], [], []
     has_detector = False
@@ -90,13 +101,16 @@ def score_split(saved_model_dir: str, files: List[str], class_names: List[str],
             unknown.append(bool(flags[row]))
         if true_label in class_ids and predicted in class_ids:
           matrix[class_ids[true_label]][class_ids[predicted]] += 1
+        scored_image = ScoredImage(
+            true_label, predicted, float(probs[predicted_id]),
+            feature_value(example, 'source_path'),
+            example.features.feature[preprocessing.IMAGE_KEY].bytes_list.value[0])
         if predicted == true_label:
           correct += 1
+          if class_ids.get(predicted, MAX_CLASS_SAMPLES) < MAX_CLASS_SAMPLES:
+            samples.setdefault(predicted, scored_image)
           continue
-        mistake = Mistake(true_label, predicted, float(probs[predicted_id]),
-                          feature_value(example, 'source_path'),
-                          example.features.feature[preprocessing.IMAGE_KEY].bytes_list.value[0])
-        entry = (mistake.probability, -scored, mistake)
+        entry = (scored_image.probability, -scored, scored_image)
         if len(heap) < top_n:
           heapq.heappush(heap, entry)
         elif top_n:
@@ -111,4 +125,23 @@ def score_split(saved_model_dir: str, files: List[str], class_names: List[str],
                      -1, len(class_names)),
                  label_ids=np.array(label_ids, np.int64),
                  unknown=np.array(unknown, bool) if has_detector else None,
-                 truncated=truncated)
+                 truncated=truncated,
+                 class_samples=[samples[name] for name in class_names if name in samples])
+
+
+def explain(saved_model_dir: str, scored: Scoring, image_size: int) -> Scoring:
+  """`scored` with the Grad-CAM heatmap of every image it keeps, from the
+  model's `explain_pixels` on the images decoded and resized like Transform
+  does; a model exported before that signature raises KeyError."""
+  shown = scored.mistakes + scored.class_samples
+  if not shown:
+    return scored
+  pixels = image_codec.decode_and_resize(tf.constant([item.image for item in shown]),
+                                         image_size).numpy()
+  with signatures.session_function(saved_model_dir,
+                                   signatures.EXPLAIN_SIGNATURE) as heatmaps_of:
+    heatmaps = heatmaps_of(pixels)['heatmap']
+  explained = [dataclasses.replace(item, heatmap=heatmap)
+               for item, heatmap in zip(shown, heatmaps)]
+  return dataclasses.replace(scored, mistakes=explained[:len(scored.mistakes)],
+                             class_samples=explained[len(scored.mistakes):])

@@ -5,13 +5,14 @@ tables that explain it; rendering to HTML or Markdown is `render`'s job.
 """
 
 import json
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
+from components import image_codec
 from components.trainer import calibration
 from components.trainer import data_quality
 from components.trainer import learning_curve as learning_curve_lib
 from pipeline.report import facts as facts_lib
-from pipeline.report import model_card, plots
+from pipeline.report import model_card, plots, scoring
 from pipeline.report.document import (Banner, Bullets, Code, Figure, Paragraph,
                                       Section, Table, percent)
 
@@ -360,10 +361,18 @@ def mistakes_section(facts: facts_lib.Facts) -> Section:
   if not scored.mistakes:
     return Section('Most confident mistakes', 'mistakes',
                    blocks + [Paragraph('No mistakes to show.')])
-  items = [(m.image, f'true: {m.true_label}\npredicted: {m.predicted} ({m.probability:.0%})')
-           for m in scored.mistakes]
+  caption = lambda m: f'true: {m.true_label}\npredicted: {m.predicted} ({m.probability:.0%})'
+  items = [(m.image, caption(m)) for m in scored.mistakes]
+  blocks.append(Figure('mistakes', plots.gallery(items),
+                       'The most confidently wrong eval images'))
+  overlays = _overlays(scored.mistakes, caption)
+  if overlays:
+    blocks += [
+        Figure('mistakes_gradcam', plots.gallery(overlays),
+               'Where the model looked on the most confidently wrong eval images'),
+        Paragraph(f'{_GRAD_CAM} of the wrongly predicted class: what in the image '
+                  'made the model say it.', lead='Where the model looked.')]
   blocks += [
-      Figure('mistakes', plots.gallery(items), 'The most confidently wrong eval images'),
       Table(['#', 'True class', 'Predicted', 'Probability', 'File'],
             [[str(i), m.true_label, m.predicted, f'{m.probability:.3f}', m.source_path]
              for i, m in enumerate(scored.mistakes, 1)]),
@@ -395,6 +404,36 @@ def edge_exports_section(facts: facts_lib.Facts) -> Section:
       Table(['File', 'Kind', 'Size', 'Eval accuracy', 'Drop (points)', 'Published', 'Why'],
             rows, ['' if model['published'] else 'fail' for model in models.values()]),
   ])
+
+
+_GRAD_CAM = ("Grad-CAM heatmaps (the model's explain_pixels signature; red: the regions "
+             "whose backbone features raised the class's probability most, blue: the least)")
+
+
+def _overlays(images: List[scoring.ScoredImage], caption) -> List[Tuple[bytes, str]]:
+  """(Grad-CAM overlay PNG, caption) of each image that has a heatmap."""
+  return [(plots.heatmap_overlay(image_codec.decode_rgb(image.image).numpy(), image.heatmap),
+           caption(image)) for image in images if image.heatmap is not None]
+
+
+def explanations_section(facts: facts_lib.Facts) -> Section:
+  """Where the model looked on images it got right: one per class."""
+  title, anchor = 'Where the model looked', 'where-the-model-looked'
+  samples = facts.scoring.class_samples if facts.scoring else []
+  overlays = _overlays(samples, lambda s: f'{s.true_label} ({s.probability:.0%})')
+  if not overlays:
+    return Section(title, anchor, [Paragraph(
+        'No heatmaps: the eval split could not be scored, or its model has no '
+        'explain_pixels signature (see Missing facts), or no eval image was right.')])
+  return Section(title, anchor, [
+      Paragraph(f'{_GRAD_CAM} of the first eval image of each class the model got right '
+                f'({scoring.MAX_CLASS_SAMPLES} classes at most, in class id order): a '
+                'heatmap on the background rather than the object means the class is '
+                'recognised by its context.', lead='One right answer per class.'),
+      Figure('class_samples_gradcam', plots.gallery(overlays, caption_color='black'),
+             'Where the model looked on one right answer per class'),
+      Table(['Class', 'Probability', 'File'],
+            [[s.true_label, f'{s.probability:.3f}', s.source_path] for s in samples])])
 
 
 def components_section(facts: facts_lib.Facts) -> Section:
@@ -433,7 +472,8 @@ def build(facts: facts_lib.Facts) -> List[Section]:
       overview(facts), evaluation_section(facts), data_section(facts),
       data_quality_section(facts), training_section(facts), more_labels_section(facts),
       per_class_section(facts), confusion_section(facts), trust_section(facts),
-      mistakes_section(facts), edge_exports_section(facts), components_section(facts),
+      mistakes_section(facts), explanations_section(facts), edge_exports_section(facts),
+      components_section(facts),
       anomalies_section(facts),
       model_card.section(facts), configuration_section(facts), missing_section(facts),
   ]
