@@ -14,6 +14,7 @@ import os
 import re
 import sqlite3
 
+import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
@@ -282,7 +283,8 @@ def test_a_model_without_explain_pixels_leaves_the_heatmaps_out(e2e_first_run, t
   tf.saved_model.save(module, str(tmp_path), signatures={'serving_default': module.serve})
   image = scoring.ScoredImage('bag', 'bag', 0.9, 'bag/1.png', sample_bytes('bag', 0))
   scored = scoring.Scoring(examples=1, correct=1, confusion_matrix=[[1]], mistakes=[],
-                           class_samples=[image])
+                           probabilities=np.array([[1.0]]), label_ids=np.array([0]),
+                           unknown=None, class_samples=[image])
   with pytest.raises(KeyError, match="no 'explain_pixels' signature"):
     scoring.explain(str(tmp_path), scored, image_size=64)
   section = sections.explanations_section(dataclasses.replace(
