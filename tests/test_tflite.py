@@ -101,13 +101,20 @@ def test_from_pixels_signature_is_serving_default_without_the_decoder(published)
   np.testing.assert_allclose(scores, published['reference'], atol=1e-6)
 
 
-def test_documented_edge_client_with_pillow_resize(published):
-  """docs/serving.md's Pillow example: 8-bit bilinear resize on the "device"."""
-  classify_tflite = docs_blocks.python_function('classify_tflite')
-  results = classify_tflite(published['paths'], published['dir'])
+def _documented_client_agreement(function_name, published):
+  """docs/serving.md's client `function_name` on the published version: its
+  (class name, probability) results, and the share whose class is the
+  SavedModel's."""
+  results = docs_blocks.python_function(function_name)(published['paths'],
+                                                        published['dir'])
   labels = registry.read_labels(published['dir'])
   expected = [labels[i] for i in published['reference'].argmax(axis=1)]
-  agree = np.mean([name == want for (name, _), want in zip(results, expected)])
+  return results, np.mean([name == want for (name, _), want in zip(results, expected)])
+
+
+def test_documented_edge_client_with_pillow_resize(published):
+  """docs/serving.md's Pillow example: 8-bit bilinear resize on the "device"."""
+  _, agree = _documented_client_agreement('classify_tflite', published)
   # Pixels differ by up to one level from TensorFlow's resize. Measured: the
   # same top class on all 30 (396 of 400 over all sample classes).
   assert agree >= 0.9
@@ -188,11 +195,7 @@ def _read(version_dir, name):
 def test_documented_int8_client_with_pillow_resize(published):
   """docs/serving.md's int8 example: Pillow's 8-bit pixels, quantized with the
   input's scale and zero point, find the SavedModel's classes."""
-  classify_int8 = docs_blocks.python_function('classify_int8')
-  results = classify_int8(published['paths'], published['dir'])
-  labels = registry.read_labels(published['dir'])
-  expected = [labels[i] for i in published['reference'].argmax(axis=1)]
-  agree = np.mean([name == want for (name, _), want in zip(results, expected)])
+  results, agree = _documented_client_agreement('classify_int8', published)
   assert agree >= 0.9
   assert all(0.0 <= probability <= 1.0 for _, probability in results)
 
