@@ -219,6 +219,7 @@ def test_edge_exports_table_shows_the_pushed_versions_tflite_models(written, e2e
   rows = _parse(page).rows_by_section['edge-exports']
   assert [row[:2] for row in rows] == [[name, model['kind']] for name, model in models.items()]
   assert [row[3] for row in rows] == [f'{model["accuracy"]:.1%}' for model in models.values()]
+  assert [row[4] for row in rows] == [f'{-model["drop"] * 100:+.2f}' for model in models.values()]
   assert [row[5] for row in rows] == ['yes' if model['published'] else 'no'
                                      for model in models.values()]
 

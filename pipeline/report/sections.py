@@ -389,7 +389,7 @@ def edge_exports_section(facts: facts_lib.Facts) -> Section:
         'No version was pushed by this run, or it predates the TFLite exports.')])
   models = exports['models']
   rows = [[name, model['kind'], f'{model["bytes"] / 2**20:.1f} MiB', percent(model['accuracy']),
-           f'{model["drop"] * 100:+.2f}', 'yes' if model['published'] else 'no',
+           f'{-model["drop"] * 100:+.2f}', 'yes' if model['published'] else 'no',
            model['reason'] + (f'; float ops: {", ".join(model["float_ops"])}'
                               if model.get('float_ops') else '')]
           for name, model in models.items()]
@@ -401,8 +401,8 @@ def edge_exports_section(facts: facts_lib.Facts) -> Section:
                 f'{exports["max_quantized_drop"] * 100:.2f} accuracy points of it '
                 f'(export.max_quantized_drop); the int8 model was calibrated on '
                 f'{exports["representative_images"]} train images at most.'),
-      Table(['File', 'Kind', 'Size', 'Eval accuracy', 'Drop (points)', 'Published', 'Why'],
-            rows, ['' if model['published'] else 'fail' for model in models.values()]),
+      Table(['File', 'Kind', 'Size', 'Eval accuracy', 'Against the SavedModel (points)',
+             'Published', 'Why'], rows, ['' if model['published'] else 'fail' for model in models.values()]),
   ])
 
 
