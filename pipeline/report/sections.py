@@ -402,7 +402,8 @@ def edge_exports_section(facts: facts_lib.Facts) -> Section:
                 f'(export.max_quantized_drop); the int8 model was calibrated on '
                 f'{exports["representative_images"]} train images at most.'),
       Table(['File', 'Kind', 'Size', 'Eval accuracy', 'Against the SavedModel (points)',
-             'Published', 'Why'], rows, ['' if model['published'] else 'fail' for model in models.values()]),
+             'Published', 'Why'], rows,
+            ['' if model['published'] else 'fail' for model in models.values()]),
   ])
 
 
