@@ -81,7 +81,7 @@ class _Scorer:
 
   def __init__(self, model: tf_keras.Model, unknown: Optional[ood.UnknownScore]):
     self.unknown = unknown
-    self._model = tf_keras.Model(
+    self._model = model if unknown is None else tf_keras.Model(
         model.inputs, [model.get_layer(NORMALIZATION_LAYER).output, model.output])
 
   def output_specs(self, num_classes: int) -> Dict[str, tf.TensorSpec]:
@@ -92,11 +92,11 @@ class _Scorer:
     return specs
 
   def __call__(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
+    if self.unknown is None:
+      return {'probabilities': self._model(images, training=False)}
     features, probabilities = self._model(images, training=False)
-    outputs = {'probabilities': probabilities}
-    if self.unknown is not None:
-      outputs['ood_score'], outputs['unknown'] = self.unknown(features)
-    return outputs
+    score, unknown = self.unknown(features)
+    return {'probabilities': probabilities, 'ood_score': score, 'unknown': unknown}
 
 
 def _predictions(model: tf_keras.Model, scorer: _Scorer, class_names: tf.Tensor,
