@@ -88,12 +88,13 @@ def markdown(report) -> str:
       f'one image per call, median (p90) of {report["timed_images"]} images x '
       f'{report["repeats"]}, the models taking turns; 1-minute load average '
       f'{report["load_average"][0]:.2f} before, {report["load_average"][1]:.2f} after.', '',
-      '| model | size | eval accuracy | drop (points) | published | 1 thread, ms | 2 threads, ms |',
+      '| model | size | eval accuracy | against the SavedModel (points) | published | '
+      '1 thread, ms | 2 threads, ms |',
       '| --- | --- | --- | --- | --- | --- | --- |']
   for row in report['models']:
     lines.append(
         f'| `{row["file"]}` | {row["bytes"] / 2**20:.1f} MiB ({row["bytes"]:,} B) | '
-        f'{row["accuracy"]:.2%} | {row["drop"] * 100:+.2f} | '
+        f'{row["accuracy"]:.2%} | {-row["drop"] * 100:+.2f} | '
         f'{"yes" if row["published"] else "no"} | '
         + ' | '.join(f'{row[f"median_ms_{t}"]:.2f} ({row[f"p90_ms_{t}"]:.2f})' for t in THREADS)
         + ' |')
