@@ -1,6 +1,6 @@
 """Trust in a prediction: the unknown-image detector (components/trainer/ood.py)
-and calibrated confidence (calibration.py), fitted on held-out data and
-exported inside the model's signatures."""
+and calibrated confidence (calibration.py), fitted on held-out data (the
+exported outputs: tests/test_signatures.py, and a real run below)."""
 
 import json
 import os
@@ -8,19 +8,16 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_transform as tft
 from PIL import Image
 from scipy import special
 from skimage import data as skimage_data
 
 from components.trainer import calibration
-from components.trainer import model as classifier
 from components.trainer import ood
 from components.trainer import signatures
 from components.trainer import task
-from components.transform import preprocessing
 
-from helpers import E2E_CLASSES, analyze_and_transform, components_config, sample_bytes
+from helpers import E2E_CLASSES, sample_bytes
 
 SETTINGS = {'false_rejection_rate': 0.1, 'neighbours': 3, 'max_reference_images': 1000}
 
@@ -96,43 +93,6 @@ def test_reliability_bins_count_every_image_once():
   # |0.525 - 0.5| * 2 + |0.7 - 1| + |0.95 - 1|, over 4 images.
   assert calibration.expected_calibration_error(probabilities, labels, bins=5) == (
       pytest.approx((0.05 + 0.3 + 0.05) / 4))
-
-
-@pytest.fixture(scope='module')
-def exported_with_detector(tmp_path_factory):
-  """A small model exported with a detector whose reference is its first
-  class's images and whose threshold only they are under: in the exported
-  model they are known and the other class's images unknown."""
-  classes = ['bag', 'trouser']
-  rows = [(sample_bytes(label, i), label) for label in classes for i in range(4)]
-  _, transform_dir = analyze_and_transform(rows, 32, classes)
-  # ImageNet weights: a randomly initialised backbone's features are ~1e-13.
-  config = components_config('model.image_size=32', class_names=classes)
-  model = classifier.build_classifier(config, len(classes),
-                                      preprocessing.TRANSFORMED_IMAGE_KEY)
-  tf_transform_output = tft.TFTransformOutput(transform_dir)
-  model.tft_layer = tf_transform_output.transform_features_layer()
-  images = model.tft_layer({preprocessing.IMAGE_KEY: tf.constant(
-      [[image] for image, _ in rows])})[preprocessing.TRANSFORMED_IMAGE_KEY]
-  features = classifier.feature_extractor(model)(images, training=False).numpy()
-  classifier.head(model).get_layer(classifier.NORMALIZATION_LAYER).adapt(features)
-  normalized = model.get_layer(classifier.NORMALIZATION_LAYER)(features).numpy()
-  detector = ood.Detector(reference=normalized[:4], neighbours=1, threshold=1e-4)
-  path = str(tmp_path_factory.mktemp('saved_model'))
-  signatures.export(model, path, tf_transform_output, classes, None,
-                    ood.UnknownScore(detector))
-  return tf.saved_model.load(path), rows
-
-
-def test_serving_default_says_unknown_for_images_of_no_class(exported_with_detector):
-  loaded, rows = exported_with_detector
-  outputs = loaded.signatures[signatures.SERVING_SIGNATURE](
-      images=tf.constant([image for image, _ in rows]))
-  assert outputs['unknown'].numpy().tolist() == [False] * 4 + [True] * 4
-  np.testing.assert_array_less(outputs['ood_score'].numpy()[:4], 1e-4)
-  expected = [name.decode() for name in outputs['class_name'].numpy()[:4]] + [
-      ood.UNKNOWN] * 4
-  assert [name.decode() for name in outputs['prediction'].numpy()] == expected
 
 
 def _foreign_photos(size=96):

@@ -8,6 +8,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from components.trainer import model as classifier
+from components.trainer import ood
 from components.trainer import signatures
 from components.transform import preprocessing
 
@@ -19,16 +20,27 @@ CLASSES = ['bag', 'trouser']
 
 @pytest.fixture(scope='module')
 def exported(tmp_path_factory):
+  """The signatures of a model with an unknown-image detector whose reference
+  is the first class's images and whose threshold only they are under: in
+  the exported model they are known and the other class's images unknown.
+  ImageNet weights: a randomly initialised backbone's features are ~1e-13."""
   rows = [(sample_bytes(label, i), label) for label in CLASSES for i in range(3)]
   _, transform_dir = analyze_and_transform(rows, IMAGE_SIZE, CLASSES)
-  config = components_config(f'model.image_size={IMAGE_SIZE}', 'model.weights=none',
-                             'training.seed=1', class_names=CLASSES)
+  config = components_config(f'model.image_size={IMAGE_SIZE}', 'training.seed=1',
+                             class_names=CLASSES)
   model = classifier.build_classifier(config, len(CLASSES),
                                       preprocessing.TRANSFORMED_IMAGE_KEY)
   tf_transform_output = tft.TFTransformOutput(transform_dir)
   model.tft_layer = tf_transform_output.transform_features_layer()
+  images = model.tft_layer({preprocessing.IMAGE_KEY: tf.constant(
+      [[image] for image, _ in rows])})[preprocessing.TRANSFORMED_IMAGE_KEY]
+  features = classifier.feature_extractor(model)(images, training=False).numpy()
+  classifier.head(model).get_layer(classifier.NORMALIZATION_LAYER).adapt(features)
+  normalized = model.get_layer(classifier.NORMALIZATION_LAYER)(features).numpy()
+  detector = ood.Detector(reference=normalized[:3], neighbours=1, threshold=1e-4)
   path = str(tmp_path_factory.mktemp('saved_model'))
-  signatures.export(model, path, tf_transform_output, CLASSES)
+  signatures.export(model, path, tf_transform_output, CLASSES, None,
+                    ood.UnknownScore(detector))
   return tf.saved_model.load(path), rows
 
 
@@ -52,6 +64,17 @@ def test_serving_default_takes_image_bytes(exported):
   np.testing.assert_array_equal(class_ids, probabilities.argmax(axis=1))
   assert [n.decode() for n in outputs['class_name'].numpy()] == [
       CLASSES[i] for i in class_ids]
+
+
+def test_serving_default_says_unknown_for_images_of_no_class(exported):
+  loaded, rows = exported
+  outputs = loaded.signatures[signatures.SERVING_SIGNATURE](
+      images=tf.constant([image for image, _ in rows]))
+  assert outputs['unknown'].numpy().tolist() == [False] * 3 + [True] * 3
+  np.testing.assert_array_less(outputs['ood_score'].numpy()[:3], 1e-4)
+  expected = [name.decode() for name in outputs['class_name'].numpy()[:3]] + [
+      ood.UNKNOWN] * 3
+  assert [name.decode() for name in outputs['prediction'].numpy()] == expected
 
 
 @pytest.mark.parametrize('count', [0, 1, signatures.MAX_IMAGES_AT_ONCE,
