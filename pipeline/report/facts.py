@@ -21,13 +21,12 @@ from typing import Any, Dict, List, Optional, Tuple
 import tensorflow as tf
 from tfx.utils import path_utils
 
-from components.backbones import get_backbone
 from components.data_gate import labels
 from components.image_example_gen.component import UNLABELED_SPLIT, has_fixed_split
 from components.registry_pusher import registry
 from components.trainer import data_quality
 from components.trainer import task
-from pipeline import schema
+from pipeline import dag, schema
 from pipeline.config import Config, to_dict
 from pipeline.report import scoring
 from pipeline.run_summary import RunSummary
@@ -231,8 +230,7 @@ def gather(config: Config, summary: RunSummary, gallery_size: int = 12) -> Facts
   if summary.quarantine_report:
     quarantine = attempt('quarantine list', read_quarantine, summary.quarantine_report) or []
 
-  image_size = (config.model.image_size or
-                get_backbone(config.model.backbone).default_image_size)
+  image_size = dag.image_size(config)
   history = scored = None
   if summary.model_uri:
     history = attempt('training history', read_history, summary.model_uri)
