@@ -59,8 +59,14 @@ def representative_pixels(examples_uri: str, count: int, image_size: int) -> np.
   chosen = set(in_turn[:count])
   if not chosen:
     raise ValueError(f'No train images in {examples_uri} to calibrate the int8 model on')
-  examples = (image for images, _ in split_batches(examples_uri, TRAIN_SPLIT) for image in images)
-  images = [image for index, image in enumerate(examples) if index in chosen]
+  image_spec = {labels.IMAGE: _SPEC[labels.IMAGE]}
+  images, start = [], 0
+  for records in labels.split_records(examples_uri, TRAIN_SPLIT).batch(
+      _BATCH_SIZE).as_numpy_iterator():
+    hits = [i for i in range(len(records)) if start + i in chosen]
+    if hits:
+      images.extend(tf.io.parse_example(records[hits], image_spec)[labels.IMAGE].numpy())
+    start += len(records)
   return image_codec.decode_and_resize(tf.constant(images), image_size).numpy()
 
 
