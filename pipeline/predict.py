@@ -33,6 +33,7 @@ import tensorflow as tf
 from components import image_codec
 from components import safe_text
 from components.registry_pusher import registry
+from components.trainer import explain as explain_lib
 from components.trainer import signatures
 from pipeline.report import plots
 
@@ -113,7 +114,8 @@ class Explainer:
     """Writes one overlay per image (decodable ones: scored already); returns
     their paths."""
     pixels = self._pixels(tf.constant(contents))
-    heatmaps = self._explain(**{signatures.PIXELS_INPUT: pixels})['heatmap'].numpy()
+    heatmaps = self._explain(
+        **{signatures.PIXELS_INPUT: pixels})[explain_lib.HEATMAP].numpy()
     written = []
     for path, content, heatmap in zip(paths, contents, heatmaps):
       overlay = plots.heatmap_overlay(self._decode(content).numpy(), heatmap)

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from components import image_codec
+from components.trainer import explain as explain_lib
 from components.trainer import signatures
 from components.transform import preprocessing
 
@@ -140,7 +141,7 @@ def explain(saved_model_dir: str, scored: Scoring, image_size: int) -> Scoring:
                                          image_size).numpy()
   with signatures.session_function(saved_model_dir,
                                    signatures.EXPLAIN_SIGNATURE) as heatmaps_of:
-    heatmaps = heatmaps_of(pixels)['heatmap']
+    heatmaps = heatmaps_of(pixels)[explain_lib.HEATMAP]
   explained = [dataclasses.replace(item, heatmap=heatmap)
                for item, heatmap in zip(shown, heatmaps)]
   return dataclasses.replace(scored, mistakes=explained[:len(scored.mistakes)],
