@@ -6,9 +6,9 @@ settings, and whether the unlabeled split helps, are chosen by
 cross-validation on the train split, and calibrated on its held-out
 predictions). On the same features, data_quality.py audits the labeled
 images (suspect labels, near-duplicates, outliers) and ood.py fits the
-detector of images of no known class. The optional phase 2 unfreezes the top of the
-backbone (BatchNorm stays frozen) for `fine_tune_epochs` at a low learning
-rate. Nothing is fitted or chosen on the eval split, so the Evaluator's gate
+detector of images of no known class. The optional phase 2 unfreezes the
+top of the backbone (BatchNorm stays frozen) for `fine_tune_epochs` at a low
+learning rate. Nothing is fitted or chosen on the eval split, so the Evaluator's gate
 measures the model on images nothing was tuned on; the audit alone reads it,
 to find leakage and wrong eval labels.
 
