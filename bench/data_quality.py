@@ -44,7 +44,7 @@ import json
 import logging
 import tempfile
 import time
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List
 
 import numpy as np
 import tensorflow as tf
@@ -53,6 +53,8 @@ from PIL import Image
 from bench import datasets
 from bench import label_efficiency
 from bench import measure
+from components import artifact_readers
+from components import contracts
 from components.trainer import data_quality
 from components.trainer import feature_cache
 from components.trainer import head as head_lib
@@ -161,8 +163,8 @@ def run_condition(dataset, config, pool, copies, test, plan) -> Dict[str, Any]:
   settings = {**config['data_quality'], 'cross_class_duplicates': 'warn'}
   with tempfile.TemporaryDirectory() as folder:
     summary = data_quality.audit(images, dataset.class_names, settings, folder)
-    ranked = [int(row['source_path']) for row in data_quality.read_csv(
-        os.path.join(folder, data_quality.SUSPECT_LABELS_CSV))]
+    ranked = [int(row['source_path']) for row in artifact_readers.data_quality_list(
+        folder, contracts.SUSPECT_LABELS_CSV)]
   suspects = set(ranked)
   audit_seconds = time.perf_counter() - start
 

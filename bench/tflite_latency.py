@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from bench.measure import write_results
+from components import contracts
 from components import image_codec
 from components.registry_pusher import edge_exports, registry, tflite
 from pipeline import config as config_lib
@@ -60,7 +61,7 @@ def measure(version_dir: str, images: int, repeats: int):
   eval_images, reference, accuracies = edge_exports.eval_accuracies(
       version_dir, models, examples_uri, registry.read_labels(version_dir), image_size)
   encoded = [image for batch, _ in edge_exports.split_batches(
-      examples_uri, edge_exports.EVAL_SPLIT) for image in batch][:images]
+      examples_uri, contracts.EVAL_SPLIT) for image in batch][:images]
   pixels = image_codec.decode_and_resize(tf.constant(encoded), image_size).numpy()
   load_before = os.getloadavg()[0]
   timed = {threads: latencies_ms(

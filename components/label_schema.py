@@ -1,6 +1,6 @@
-"""The `label` feature's name and the schema's classes (its string domain).
+"""The schema's classes: the `label` feature's string domain.
 
-Apart from components/data_gate/labels.py, which counts images per class with
+Apart from components/example_splits.py, which counts images per class with
 TensorFlow, so that reading a schema (`pipeline schema`, the configuration)
 never imports TensorFlow.
 """
@@ -9,7 +9,7 @@ from typing import List
 
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-LABEL_FEATURE = 'label'
+from components.contracts import LABEL_FEATURE
 
 
 def domain(schema: schema_pb2.Schema) -> List[str]:

@@ -16,13 +16,11 @@ from ml_metadata.proto import metadata_store_pb2
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx.components.example_gen import utils as example_gen_utils
 
-from components.data_gate import executor as data_gate_executor
+from components import artifact_readers
+from components import contracts
 from components.evaluator import results
-from components.image_example_gen import executor as example_gen_executor
-from components.label_queue import executor as label_queue_executor
 from components.registry_pusher import registry
 from components.trainer import data_quality
-from components.transform import preprocessing
 from pipeline import lineage
 
 DATA_GATE_NODE = 'DataGate'
@@ -84,7 +82,7 @@ class RunSummary:
 def _anomalies(uri: str) -> List[str]:
   found = []
   for split in sorted(os.listdir(uri)):
-    path = os.path.join(uri, split, 'SchemaDiff.pb')
+    path = os.path.join(uri, split, contracts.ANOMALIES_FILE)
     if not os.path.exists(path):
       continue
     anomalies = anomalies_pb2.Anomalies()
@@ -144,9 +142,9 @@ def summarize(metadata_path: str) -> RunSummary:
       props = artifact.custom_properties
       if kind == 'Examples' and node.endswith('ExampleGen'):
         summary.quarantined = props[
-            example_gen_executor.QUARANTINED_COUNT_PROPERTY].int_value
+            contracts.QUARANTINED_COUNT_PROPERTY].int_value
         summary.quarantine_report = os.path.join(
-            artifact.uri, example_gen_executor.QUARANTINE_FILE)
+            artifact.uri, contracts.QUARANTINE_FILE)
         summary.examples_uri = artifact.uri
         summary.data_fingerprint = props[
             example_gen_utils.FINGERPRINT_PROPERTY_NAME].string_value or None
@@ -154,7 +152,7 @@ def summarize(metadata_path: str) -> RunSummary:
         summary.statistics_uri = artifact.uri
       elif kind == 'ExampleAnomalies' and node == DATA_GATE_NODE:
         summary.data_gate_uri = artifact.uri
-        summary.data_gate_notes = data_gate_executor.read_report(artifact.uri).get('notes', [])
+        summary.data_gate_notes = artifact_readers.data_gate_report(artifact.uri).get('notes', [])
       elif kind == 'ExampleAnomalies':
         summary.anomalies = _anomalies(artifact.uri)
       elif kind == 'Model' and key == 'model':     # the Trainer's
@@ -175,13 +173,13 @@ def summarize(metadata_path: str) -> RunSummary:
           summary.edge_exports = registry.read_record(summary.pushed_to).get('exports')
       elif kind == 'InferenceResult' and key == 'queue':   # the LabelQueue's
         summary.label_queue_uri = artifact.uri
-        summary.label_queue_size = props[label_queue_executor.QUEUED_PROPERTY].int_value
-        summary.labels_to_check = props[label_queue_executor.CHECK_LABELS_PROPERTY].int_value
+        summary.label_queue_size = props[contracts.QUEUED_PROPERTY].int_value
+        summary.labels_to_check = props[contracts.CHECK_LABELS_PROPERTY].int_value
       elif kind == 'ModelRun':
-        summary.data_quality_dir = os.path.join(artifact.uri, data_quality.DIRECTORY)
-        summary.data_quality = data_quality.read_summary(summary.data_quality_dir)
+        summary.data_quality_dir = artifact_readers.data_quality_dir(artifact.uri)
+        summary.data_quality = artifact_readers.data_quality_summary(summary.data_quality_dir)
       elif kind == 'TransformGraph':
-        class_names = preprocessing.read_class_names(artifact.uri)
+        class_names = artifact_readers.class_names(artifact.uri)
   if summary.blessed is not None and class_names and summary.evaluation_uri:
     summary.evaluation = results.read_evaluation(summary.evaluation_uri, class_names)
   return summary
@@ -247,8 +245,8 @@ def format_summary(summary: RunSummary) -> str:
     checks = summary.labels_to_check
     lines.append(f'Label next: {f"{checks} labels to check, then " if checks else ""}'
                  f'{summary.label_queue_size - checks} unlabeled images ranked in '
-                 f'{os.path.join(summary.label_queue_uri, label_queue_executor.QUEUE_CSV)}'
-                 f' (contact sheet: {label_queue_executor.CONTACT_SHEET})')
+                 f'{os.path.join(summary.label_queue_uri, contracts.QUEUE_CSV)}'
+                 f' (contact sheet: {contracts.CONTACT_SHEET})')
   if summary.report_path:
     lines.append(f'Report: {summary.report_path}')
   return '\n'.join(lines)

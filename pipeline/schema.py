@@ -10,6 +10,7 @@ from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from components import label_schema
+from components.contracts import LABEL_FEATURE
 from pipeline import config as config_lib
 
 # Under pipeline.output_dir: <sha256 prefix>/schema.pbtxt, one folder per content.
@@ -74,7 +75,7 @@ def derive(template_file: str, classes: List[str]) -> str:
     raise ValueError(f'A classifier needs at least two classes, got {classes}')
   schema = load(template_file)
   for feature in schema.feature:
-    if feature.name == label_schema.LABEL_FEATURE:
+    if feature.name == LABEL_FEATURE:
       del feature.string_domain.value[:]
       feature.string_domain.value.extend(classes)
   return text_format.MessageToString(schema)

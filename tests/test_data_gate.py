@@ -21,8 +21,9 @@ from PIL import Image
 from tfx import v1 as tfx
 from tfx.orchestration.pipeline import RunOptions
 
+from components import artifact_readers
+from components import contracts
 from components.data_gate import executor as gate
-from components.image_example_gen import executor as example_gen_executor
 from pipeline import config as config_lib
 from pipeline import dag, report, run_summary, runner, schema
 from pipeline import __main__ as cli
@@ -183,7 +184,7 @@ def test_clean_data_passes_and_records_what_it_checked(clean):
   assert error is None
   assert _states(config)['DataGate'] == 'COMPLETE'
   summary = run_summary.summarize(config.pipeline.metadata_path)
-  found = gate.read_report(summary.data_gate_uri)
+  found = artifact_readers.data_gate_report(summary.data_gate_uri)
   assert found['passed'] is True and found['problems'] == [] and found['notes'] == []
   assert found['classes'] == ['bag', 'trouser']
   assert found['images_per_class'] == {'train': {'bag': 5, 'trouser': 5},
@@ -276,7 +277,7 @@ def test_an_image_under_two_labels_is_listed_with_both_paths(duplicate_run):
   assert problem.endswith(f'bag/{original}, trouser/looks_like_a_trouser.png')
   summary = run_summary.summarize(config.pipeline.metadata_path)
   with open(os.path.join(summary.examples_uri,
-                         example_gen_executor.LABEL_CONFLICTS_FILE), encoding='utf-8') as f:
+                         contracts.LABEL_CONFLICTS_FILE), encoding='utf-8') as f:
     [conflict] = [json.loads(line) for line in f]
   assert conflict['labels'] == ['bag', 'trouser']
   assert conflict['paths'] == [f'bag/{original}', 'trouser/looks_like_a_trouser.png']
@@ -316,7 +317,7 @@ def test_the_message_caps_each_rule_and_the_error_survives_wrapping():
   problems = gate.find_problems(['a', 'b'], counts, conflicts, 5)
   assert len(problems) == gate.MAX_LINES_PER_RULE + 1
   assert problems[-1] == ('... and 5 more images under two labels (all in '
-                          f'{gate.REPORT_FILE})')
+                          f'{contracts.DATA_GATE_REPORT_FILE})')
   original = gate.DataGateError.from_problems(problems)
   wrapped = RuntimeError(f"{original} [while running 'Run[DataGate]']")
   assert gate.DataGateError.find(wrapped).problems == problems

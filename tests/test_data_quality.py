@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from components import artifact_readers
+from components import contracts
 from components.label_queue import executor as label_queue
 from components.trainer import data_quality
 from components.trainer import neighbours
@@ -57,13 +59,13 @@ def test_flipped_labels_are_the_suspects_with_their_true_class_suggested(tmp_pat
   features, labels, probabilities, splits = _images()
   summary = data_quality.audit(_labeled(features, labels, probabilities, splits),
                                CLASSES, SETTINGS, str(tmp_path))
-  rows = _rows(tmp_path, data_quality.SUSPECT_LABELS_CSV)
+  rows = _rows(tmp_path, contracts.SUSPECT_LABELS_CSV)
   assert {row['source_path'] for row in rows} == {'b/3.png', 'c/50.png', 'a/97.png'}
   assert {(row['given'], row['suggested']) for row in rows} == {
       ('b', 'a'), ('c', 'b'), ('a', 'c')}
   assert all(float(row['score']) == pytest.approx(0.95) for row in rows)
   assert summary['suspect_labels'] == 3
-  with open(tmp_path / data_quality.SUMMARY_JSON) as f:
+  with open(tmp_path / contracts.DATA_QUALITY_SUMMARY_FILE) as f:
     assert json.load(f)['suspect_labels'] == 3
 
 
@@ -80,11 +82,11 @@ def test_copies_are_named_by_kind_and_a_far_image_is_an_outlier(tmp_path):
   summary = data_quality.audit(_labeled(features, labels, probabilities, splits),
                                CLASSES, SETTINGS, str(tmp_path))
   pairs = {(row['kind'], row['source_path_a'], row['source_path_b'])
-           for row in _rows(tmp_path, data_quality.NEAR_DUPLICATES_CSV)}
+           for row in _rows(tmp_path, contracts.NEAR_DUPLICATES_CSV)}
   assert pairs == {('leakage', 'a/0.png', 'a/35.png'), ('conflict', 'b/44.png', 'c/45.png'),
                    ('duplicate', 'b/41.png', 'b/60.png')}
   assert summary['near_duplicates'] == {'conflict': 1, 'leakage': 1, 'duplicate': 1}
-  outliers = _rows(tmp_path, data_quality.OUTLIERS_CSV)
+  outliers = _rows(tmp_path, contracts.OUTLIERS_CSV)
   assert [row['source_path'] for row in outliers] == ['b/70.png']
 
 
@@ -95,7 +97,7 @@ def test_stop_on_cross_class_duplicates_fails_after_writing_the_lists(tmp_path):
   with pytest.raises(data_quality.DataQualityError, match='b/44.png as b and c/45.png as c'):
     data_quality.audit(_labeled(features, labels, probabilities, splits), CLASSES,
                        {**SETTINGS, 'cross_class_duplicates': 'stop'}, str(tmp_path))
-  assert len(_rows(tmp_path, data_quality.NEAR_DUPLICATES_CSV)) == 1
+  assert len(_rows(tmp_path, contracts.NEAR_DUPLICATES_CSV)) == 1
 
 
 def test_a_copy_far_closer_to_its_original_than_to_anything_else_is_a_near_duplicate():
@@ -145,12 +147,12 @@ def test_a_real_run_lists_a_misfiled_image_first_and_a_re_encoded_copy(tmp_path)
   # probabilities are too soft (0.72 for a bag) to call any label confidently wrong.
   summary = run_e2e_pipeline(workspace, 'model.image_size=0')
 
-  suspects = data_quality.read_csv(
-      os.path.join(summary.data_quality_dir, data_quality.SUSPECT_LABELS_CSV))
+  suspects = artifact_readers.data_quality_list(summary.data_quality_dir,
+                                              contracts.SUSPECT_LABELS_CSV)
   misfiled = [row for row in suspects if row['source_path'] == 'trouser/misfiled_bag.png']
   assert misfiled and misfiled[0]['suggested'] == 'bag' and int(misfiled[0]['rank']) <= 3
-  pairs = data_quality.read_csv(
-      os.path.join(summary.data_quality_dir, data_quality.NEAR_DUPLICATES_CSV))
+  pairs = artifact_readers.data_quality_list(summary.data_quality_dir,
+                                           contracts.NEAR_DUPLICATES_CSV)
   copies = [row for row in pairs if {row['source_path_a'], row['source_path_b']} == {
       os.path.relpath(original, data), 'bag/resaved.png'}]
   assert copies and float(copies[0]['similarity']) > 0.999

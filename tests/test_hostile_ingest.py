@@ -21,6 +21,7 @@ from tfx import v1 as tfx
 import ml_metadata as mlmd
 
 import hostile_corpus as corpus
+from components import contracts
 from components import image_codec
 from components.image_example_gen import executor
 from components.image_example_gen.component import ImageExampleGen
@@ -63,7 +64,7 @@ def ingest(tmp_path_factory):
                                   max_file_bytes=MAX_FILE_BYTES)],
       metadata_connection_config=connection, enable_cache=False))
   artifact = mlmd.MetadataStore(connection).get_artifacts_by_type('Examples')[-1]
-  with open(os.path.join(artifact.uri, executor.QUARANTINE_FILE), encoding='utf-8') as f:
+  with open(os.path.join(artifact.uri, contracts.QUARANTINE_FILE), encoding='utf-8') as f:
     quarantined = [json.loads(line) for line in f if line.strip()]
   return {'data_dir': data_dir, 'expected': expected, 'artifact': artifact,
           'ingested': _read_examples(artifact.uri),
@@ -98,7 +99,7 @@ def test_every_file_is_ingested_or_quarantined_with_its_reason(ingest):
   assert not set(ingested) & set(quarantined)
   assert set(ingested) | set(quarantined) == set(expected)
   assert ingest['artifact'].custom_properties[
-      executor.QUARANTINED_COUNT_PROPERTY].int_value == len(quarantined)
+      contracts.QUARANTINED_COUNT_PROPERTY].int_value == len(quarantined)
 
   for path, outcome in expected.items():
     if outcome['outcome'] == corpus.INGESTED:

@@ -15,6 +15,7 @@ from tfx import v1 as tfx
 from tfx.components.example_gen import utils as example_gen_utils
 import ml_metadata as mlmd
 
+from components import contracts
 from components.image_example_gen import component, executor
 from components.image_example_gen.component import (
     UNLABELED_LABEL, UNLABELED_SPLIT, ImageExampleGen, has_fixed_split)
@@ -116,7 +117,7 @@ def test_ingests_mixed_images_and_quarantines_the_rest(mixed_folder, tmp_path):
 
   splits = {split: _read_split(artifact.uri, split) for split in ('train', 'eval')}
   ingested = {r['source_path'].decode(): r for rs in splits.values() for r in rs}
-  with open(os.path.join(artifact.uri, executor.QUARANTINE_FILE)) as f:
+  with open(os.path.join(artifact.uri, contracts.QUARANTINE_FILE)) as f:
     quarantined = {row['path']: row['reason'] for row in map(json.loads, f)}
 
   # Every file is accounted for, exactly once.
@@ -124,7 +125,7 @@ def test_ingests_mixed_images_and_quarantines_the_rest(mixed_folder, tmp_path):
   assert set(quarantined) == set(bad)
   assert len(ingested) + len(quarantined) == len(good) + len(bad)
   assert artifact.custom_properties[
-      executor.QUARANTINED_COUNT_PROPERTY].int_value == len(bad)
+      contracts.QUARANTINED_COUNT_PROPERTY].int_value == len(bad)
   assert 'empty' in quarantined['cat/empty.png']
   assert 'undecodable' in quarantined['cat/corrupt.jpg']
   assert 'not a supported image format' in quarantined['dog/notes.jpg']
@@ -274,7 +275,7 @@ def test_unlabeled_folder_becomes_the_unlabeled_split(unlabeled_folder, tmp_path
   labeled_count = sum(len(_read_split(artifact.uri, split)) for split in ('train', 'eval'))
   assert labeled_count == (12 if fixed else 10)
 
-  with open(os.path.join(artifact.uri, executor.QUARANTINE_FILE)) as f:
+  with open(os.path.join(artifact.uri, contracts.QUARANTINE_FILE)) as f:
     quarantined = {row['path']: row['reason'] for row in map(json.loads, f)}
   assert set(quarantined) == bad          # full paths: clearly the unlabeled folder's
   assert 'undecodable png' in quarantined[os.path.join(unlabeled, 'batch 2', 'corrupt.png')]
@@ -282,10 +283,10 @@ def test_unlabeled_folder_becomes_the_unlabeled_split(unlabeled_folder, tmp_path
   assert quarantined[os.path.join(unlabeled, 'caf\\xe9.png')] == (
       'file name is not valid UTF-8')
   properties = artifact.custom_properties
-  assert properties[executor.UNLABELED_COUNT_PROPERTY].int_value == len(good)
-  assert properties[executor.QUARANTINED_COUNT_PROPERTY].int_value == len(bad)
+  assert properties[contracts.UNLABELED_COUNT_PROPERTY].int_value == len(good)
+  assert properties[contracts.QUARANTINED_COUNT_PROPERTY].int_value == len(bad)
   # A labeled image's copy among the unlabeled ones is no label conflict.
-  assert properties[executor.LABEL_CONFLICT_COUNT_PROPERTY].int_value == 0
+  assert properties[contracts.LABEL_CONFLICT_COUNT_PROPERTY].int_value == 0
 
 
 def test_a_file_added_to_the_unlabeled_folder_invalidates_the_cache(
@@ -305,7 +306,7 @@ def test_a_file_added_to_the_unlabeled_folder_invalidates_the_cache(
   assert f'\nsplit:{UNLABELED_SPLIT},num_files:7,' in fingerprint(first)
   assert f'\nsplit:{UNLABELED_SPLIT},num_files:8,' in fingerprint(second)
   assert second.custom_properties[
-      executor.UNLABELED_COUNT_PROPERTY].int_value == len(good) + 1
+      contracts.UNLABELED_COUNT_PROPERTY].int_value == len(good) + 1
 
 
 def test_a_relabel_runs_example_gen_again_with_the_new_label(tmp_path):

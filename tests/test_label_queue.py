@@ -18,8 +18,9 @@ import tf_keras
 from PIL import Image
 from tfx.types import standard_artifacts
 
+from components import contracts
 from components.data_gate.labels import split_records
-from components.image_example_gen.component import UNLABELED_LABEL, UNLABELED_SPLIT
+from components.contracts import UNLABELED_LABEL, UNLABELED_SPLIT
 from components.label_queue import executor
 from components.label_queue import ranking
 from components.trainer import data_quality
@@ -150,7 +151,7 @@ def queued(trained, tmp_path_factory):
   examples = artifact(standard_artifacts.Examples, examples_uri,
                        ['train', 'eval', UNLABELED_SPLIT])
   queue = _run(trained, examples, str(root / 'out'), str(unlabeled_dir))
-  with open(os.path.join(queue.uri, executor.QUEUE_CSV), newline='') as f:
+  with open(os.path.join(queue.uri, contracts.QUEUE_CSV), newline='') as f:
     rows = list(csv.DictReader(f))
   return queue, rows, pool, str(unlabeled_dir)
 
@@ -162,7 +163,7 @@ def test_executor_queues_the_signature_ranking_of_the_new_images(trained, queued
   assert (summary['unlabeled_examples'], summary['skipped_already_labeled'],
           summary['skipped_duplicates'], summary['pool_images'], summary['queued']) == (
               13, 1, 1, 11, 5)
-  assert queue.get_int_custom_property(executor.QUEUED_PROPERTY) == 5
+  assert queue.get_int_custom_property(contracts.QUEUED_PROPERTY) == 5
 
   # The same ranking from the signature loaded the other way (TF2 loader).
   fresh = [(image, name) for i, (image, name) in enumerate(pool) if i != 1][:-1]
@@ -190,7 +191,7 @@ def test_executor_queues_the_signature_ranking_of_the_new_images(trained, queued
     assert row['predicted'] in row['why'] and row['label'] == ''
   assert 'the most uncertain of 11' in rows[0]['why']
 
-  sheet = Image.open(os.path.join(queue.uri, executor.CONTACT_SHEET))
+  sheet = Image.open(os.path.join(queue.uri, contracts.CONTACT_SHEET))
   assert sheet.format == 'PNG'
   assert sheet.size == (5 * executor.THUMBNAIL_SIZE,
                         executor.THUMBNAIL_SIZE + executor.CAPTION_HEIGHT)
@@ -207,9 +208,9 @@ def test_labels_to_check_come_first_with_their_labeled_file(trained, queued, tmp
                       ['train', 'eval', UNLABELED_SPLIT])
   suspect = sample_bytes('bag', 1)                       # eval, filed as bag
   model_run = tmp_path / 'model_run'
-  audit_dir = model_run / data_quality.DIRECTORY
+  audit_dir = model_run / contracts.DATA_QUALITY_DIR
   audit_dir.mkdir(parents=True)
-  with open(audit_dir / data_quality.SUSPECT_LABELS_CSV, 'w', newline='') as f:
+  with open(audit_dir / contracts.SUSPECT_LABELS_CSV, 'w', newline='') as f:
     writer = csv.writer(f)
     writer.writerow(data_quality.SUSPECT_COLUMNS)
     writer.writerow([1, 'bag/1.png', 'eval', hashlib.sha256(suspect).hexdigest(), 'bag',
@@ -225,7 +226,7 @@ def test_labels_to_check_come_first_with_their_labeled_file(trained, queued, tmp
       {'queue': [queue]},
       {'unlabeled_dir': unlabeled_dir, 'labeled_dir': '/data/clothes', 'check_labels': 1,
        'queue_size': 5, 'candidate_factor': 2, 'uncertainty': 'margin'})
-  with open(os.path.join(queue.uri, executor.QUEUE_CSV), newline='') as f:
+  with open(os.path.join(queue.uri, contracts.QUEUE_CSV), newline='') as f:
     rows = list(csv.DictReader(f))
   check = rows[0]
   assert (check['rank'], check['path'], check['predicted'], check['runner_up'],
@@ -234,8 +235,8 @@ def test_labels_to_check_come_first_with_their_labeled_file(trained, queued, tmp
   assert check['why'] == 'check this label: filed as bag (eval), the model says trouser'
   assert [row['source_path'] for row in rows[1:]] == [row['source_path'] for row in new_rows]
   assert [row['rank'] for row in rows] == ['1', '2', '3', '4', '5', '6']
-  assert queue.get_int_custom_property(executor.CHECK_LABELS_PROPERTY) == 1
-  sheet = Image.open(os.path.join(queue.uri, executor.CONTACT_SHEET))
+  assert queue.get_int_custom_property(contracts.CHECK_LABELS_PROPERTY) == 1
+  sheet = Image.open(os.path.join(queue.uri, contracts.CONTACT_SHEET))
   assert sheet.size == (5 * executor.THUMBNAIL_SIZE,
                         2 * (executor.THUMBNAIL_SIZE + executor.CAPTION_HEIGHT))
 
@@ -260,7 +261,7 @@ def test_csv_cells_that_would_start_a_formula_are_quoted(trained, tmp_path):
   examples = artifact(standard_artifacts.Examples, examples_uri, ['train', UNLABELED_SPLIT])
   unlabeled_dir = str(tmp_path / 'unlabeled')
   queue = _run(trained, examples, str(tmp_path / 'out'), unlabeled_dir)
-  with open(os.path.join(queue.uri, executor.QUEUE_CSV), newline='') as f:
+  with open(os.path.join(queue.uri, contracts.QUEUE_CSV), newline='') as f:
     rows = list(csv.DictReader(f))
   assert sorted(row['source_path'] for row in rows) == [
       "'=1+1.png", "'@SUM(1+1).png", 'plain.png']
@@ -314,7 +315,7 @@ def test_the_documented_move_puts_labeled_rows_into_class_folders(queued, tmp_pa
 def test_e2e_run_writes_a_ranked_queue_of_unlabeled_files(e2e_first_run, e2e_workspace):
   assert e2e_first_run.label_queue_uri
   folder = e2e_first_run.label_queue_uri
-  with open(os.path.join(folder, executor.QUEUE_CSV), newline='') as f:
+  with open(os.path.join(folder, contracts.QUEUE_CSV), newline='') as f:
     rows = list(csv.DictReader(f))
   with open(os.path.join(folder, executor.SUMMARY_JSON)) as f:
     summary = json.load(f)
@@ -334,7 +335,7 @@ def test_e2e_run_writes_a_ranked_queue_of_unlabeled_files(e2e_first_run, e2e_wor
     assert row['path'] == os.path.join(e2e_workspace['unlabeled'], row['source_path'])
     assert os.path.isfile(row['path'])
     assert float(row['probability']) >= float(row['runner_up_probability'])
-  sheet = Image.open(os.path.join(folder, executor.CONTACT_SHEET))
+  sheet = Image.open(os.path.join(folder, contracts.CONTACT_SHEET))
   assert sheet.size == (executor.COLUMNS * executor.THUMBNAIL_SIZE,
                         -(-summary['queued'] // executor.COLUMNS)
                         * (executor.THUMBNAIL_SIZE + executor.CAPTION_HEIGHT))

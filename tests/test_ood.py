@@ -12,10 +12,10 @@ from PIL import Image
 from scipy import special
 from skimage import data as skimage_data
 
+from components import contracts
 from components.trainer import calibration
 from components.trainer import ood
 from components.trainer import signatures
-from components.trainer import task
 
 from helpers import E2E_CLASSES, sample_bytes
 
@@ -112,7 +112,7 @@ def _foreign_photos(size=96):
 @pytest.mark.pipeline
 def test_a_real_run_rejects_foreign_photos_and_keeps_its_classes(e2e_first_run):
   version_dir = e2e_first_run.pushed_to
-  with open(os.path.join(version_dir, 'assets.extra', task.TRAINING_HISTORY_FILE)) as f:
+  with open(os.path.join(version_dir, contracts.SAVED_MODEL_EXTRAS_DIR, contracts.TRAINING_HISTORY_FILE)) as f:
     history = json.load(f)
   facts = history['ood']
   assert facts['enabled'] and facts['threshold'] > 0

@@ -8,6 +8,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from PIL import Image
 
+from components import artifact_readers
 from components.transform import preprocessing
 
 from helpers import analyze_and_transform
@@ -54,7 +55,7 @@ def test_class_ids_follow_the_schema_order_not_frequency(transformed):
   data, output_dir = transformed
   ids = [int(row[preprocessing.TRANSFORMED_LABEL_KEY]) for row in data]
   assert ids == [CLASS_NAMES.index(label) for _, label, _ in CASES]
-  assert preprocessing.read_class_names(output_dir) == CLASS_NAMES
+  assert artifact_readers.class_names(output_dir) == CLASS_NAMES
 
 
 def test_transform_graph_serves_images_without_labels(transformed):

@@ -21,6 +21,7 @@ import threading
 
 import pytest
 
+from components import artifact_readers
 from pipeline import __main__ as cli
 from pipeline.registry import Registry
 
@@ -98,7 +99,6 @@ def test_list_and_latest_through_the_cli(run_outputs, capsys):
 
 
 def test_show_gives_the_lineage_of_version_1_from_ml_metadata(run_outputs, capsys):
-  from components.transform import preprocessing  # pylint: disable=g-import-not-at-top
   code, out, _ = _cli(capsys, 'show', '1', '--json', '--output', run_outputs)
   assert code == 0
   shown = json.loads(out)
@@ -125,7 +125,7 @@ def test_show_gives_the_lineage_of_version_1_from_ml_metadata(run_outputs, capsy
       record['data']['input_fingerprint'])
   assert lineage['blessing']['properties']['blessed'] == 1
   assert lineage['baseline_model'] is None          # the first model had none
-  assert preprocessing.read_class_names(lineage['transform_graph']['uri']) == E2E_CLASSES
+  assert artifact_readers.class_names(lineage['transform_graph']['uri']) == E2E_CLASSES
 
   code, out, _ = _cli(capsys, 'show', '1', '--output', run_outputs)
   assert code == 0

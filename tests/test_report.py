@@ -19,6 +19,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from components import contracts
 from pipeline import config as config_lib, report, run_summary, runner
 from pipeline.report import facts as facts_lib, plots, render, scoring, sections
 from pipeline.report.document import (Banner, Bullets, Code, Figure, Paragraph,
@@ -245,7 +246,7 @@ def test_gallery_shows_the_most_confident_wrong_predictions(e2e_first_run, tmp_p
   confident right answers become confident mistakes."""
   class_names = list(e2e_first_run.evaluation['per_class'])
   relabeled = str(tmp_path / 'relabeled.gz')
-  files = facts_lib.example_files(e2e_first_run.examples_uri, facts_lib.EVAL_SPLIT)
+  files = facts_lib.example_files(e2e_first_run.examples_uri, contracts.EVAL_SPLIT)
   with tf.io.TFRecordWriter(relabeled, 'GZIP') as writer:
     for record in tf.data.TFRecordDataset(files, compression_type='GZIP'):
       example = tf.train.Example.FromString(record.numpy())

@@ -12,9 +12,9 @@ from tfx.components.trainer import executor as trainer_executor
 from tfx.types import standard_artifacts
 from tfx.utils import json_utils
 
+from components import contracts
 from components.trainer import data_quality
 from components.trainer import signatures
-from components.trainer import task
 from pipeline import dag
 
 from helpers import (REPO_ROOT, analyze_and_transform, artifact, components_config,
@@ -48,7 +48,7 @@ def test_fine_tuning_runs_its_epochs_the_model_exports_and_leakage_is_found(tmp_
        'train_args': '{"splits": ["train"]}', 'eval_args': '{"splits": ["eval"]}'})
 
   serving_dir = os.path.join(model.uri, 'Format-Serving')
-  with open(os.path.join(serving_dir, 'assets.extra', task.TRAINING_HISTORY_FILE)) as f:
+  with open(os.path.join(serving_dir, contracts.SAVED_MODEL_EXTRAS_DIR, contracts.TRAINING_HISTORY_FILE)) as f:
     history = json.load(f)
   assert history['train_images'] == len(rows)
   assert len(history['fine_tune']['loss']) == 2
@@ -59,13 +59,13 @@ def test_fine_tuning_runs_its_epochs_the_model_exports_and_leakage_is_found(tmp_
   assert outputs['probabilities'].shape == (3, len(CLASSES))
   assert set(outputs['class_name'].numpy()) <= {name.encode() for name in CLASSES}
 
-  audit_dir = os.path.join(model_run.uri, data_quality.DIRECTORY)
-  with open(os.path.join(audit_dir, data_quality.NEAR_DUPLICATES_CSV)) as f:
+  audit_dir = os.path.join(model_run.uri, contracts.DATA_QUALITY_DIR)
+  with open(os.path.join(audit_dir, contracts.NEAR_DUPLICATES_CSV)) as f:
     pairs = {(row['source_path_a'], row['source_path_b'])
              for row in csv.DictReader(f) if row['kind'] == data_quality.LEAKAGE}
   assert pairs >= {(f'train/{label}/{i}.png', f'eval/{label}/{i}.png')
                    for i, (_, label) in enumerate(rows)}
   assert history['data_quality']['images'] == 2 * len(rows)
   assert history['feature_cache']['eval_images'] == len(rows)
-  with open(os.path.join(audit_dir, data_quality.SUSPECT_LABELS_CSV)) as f:
+  with open(os.path.join(audit_dir, contracts.SUSPECT_LABELS_CSV)) as f:
     assert next(csv.reader(f)) == data_quality.SUSPECT_COLUMNS

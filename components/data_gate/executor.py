@@ -27,16 +27,12 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
+from components import example_splits
 from components import label_schema
-from components.data_gate import labels
-from components.image_example_gen import executor as example_gen_executor
-from components.image_example_gen.component import UNLABELED_LABEL, UNLABELED_SPLIT
+from components.contracts import (ANOMALIES_FILE, DATA_GATE_REPORT_FILE, EVAL_SPLIT,
+                                  LABEL_CONFLICTS_FILE, QUARANTINE_FILE, TRAIN_SPLIT,
+                                  UNLABELED_ENVIRONMENT, UNLABELED_LABEL, UNLABELED_SPLIT)
 
-TRAIN_SPLIT, EVAL_SPLIT = 'train', 'eval'
-REPORT_FILE = 'data_gate.json'
-ANOMALIES_FILE = 'SchemaDiff.pb'
-# The schema environment of the unlabeled split, where `label` is not expected.
-UNLABELED_ENVIRONMENT = 'UNLABELED'
 # Lines per rule in the error message; data_gate.json keeps them all.
 MAX_LINES_PER_RULE = 20
 _HEADER = 'The data set cannot be used for training; the data gate found'
@@ -87,7 +83,7 @@ class DataGateError(ValueError):
 def read_label_conflicts(examples_uri: str) -> Optional[List[Dict[str, Any]]]:
   """ImageExampleGen's images under two or more labels; None when the examples
   predate the check (no `label_conflicts.jsonl`)."""
-  path = os.path.join(examples_uri, example_gen_executor.LABEL_CONFLICTS_FILE)
+  path = os.path.join(examples_uri, LABEL_CONFLICTS_FILE)
   if not tf.io.gfile.exists(path):
     return None
   with tf.io.gfile.GFile(path) as f:
@@ -102,7 +98,7 @@ def _capped(lines: List[str], what: str) -> List[str]:
   if len(lines) <= MAX_LINES_PER_RULE:
     return lines
   return lines[:MAX_LINES_PER_RULE] + [
-      f'... and {len(lines) - MAX_LINES_PER_RULE} more {what} (all in {REPORT_FILE})']
+      f'... and {len(lines) - MAX_LINES_PER_RULE} more {what} (all in {DATA_GATE_REPORT_FILE})']
 
 
 def find_problems(classes: List[str], counts: Dict[str, Dict[str, int]],
@@ -138,7 +134,7 @@ def find_problems(classes: List[str], counts: Dict[str, Dict[str, int]],
       f'fewer than data.min_images_per_class = {min_images_per_class}'
       if totals.get(name) else
       f'class {name!r} has no images: its folder {name}/ is empty or missing, '
-      f'or every file in it was quarantined ({example_gen_executor.QUARANTINE_FILE})'
+      f'or every file in it was quarantined ({QUARANTINE_FILE})'
       for name in classes if totals.get(name, 0) < min_images_per_class],
       'small classes')
 
@@ -179,9 +175,9 @@ def unlabeled_problems(found: Dict[str, int], statistics_uri: str,
         'unlabeled images in; add default_environment: "LABELED", '
         f'default_environment: "{UNLABELED_ENVIRONMENT}" and, in the label feature, '
         f'not_in_environment: "{UNLABELED_ENVIRONMENT}" (see schema/schema.pbtxt)']
-  stats = labels.read_statistics(statistics_uri, UNLABELED_SPLIT)
+  stats = example_splits.read_statistics(statistics_uri, UNLABELED_SPLIT)
   for dataset in stats.datasets:
-    kept = [feature for feature in dataset.features if not labels.is_label(feature)]
+    kept = [feature for feature in dataset.features if not example_splits.is_label(feature)]
     del dataset.features[:]
     dataset.features.extend(kept)
   anomalies = tfdv.validate_statistics(stats, schema, environment=UNLABELED_ENVIRONMENT)
@@ -210,7 +206,7 @@ class Executor(base_executor.BaseExecutor):
     schema = io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(schema_uri))
     classes = label_schema.domain(schema)
     splits = artifact_utils.decode_split_names(examples.split_names)
-    counts, counts_source, why = labels.count(statistics.uri, examples.uri, splits)
+    counts, counts_source, why = example_splits.count(statistics.uri, examples.uri, splits)
     if why:
       logging.info('Counting labels in the examples: %s', why)
     unlabeled = counts.pop(UNLABELED_SPLIT, None)    # None: no unlabeled folder
@@ -235,7 +231,7 @@ class Executor(base_executor.BaseExecutor):
         'label_conflicts': conflicts,
         'examples_uri': examples.uri,
     }
-    with tf.io.gfile.GFile(os.path.join(result.uri, REPORT_FILE), 'w') as f:
+    with tf.io.gfile.GFile(os.path.join(result.uri, DATA_GATE_REPORT_FILE), 'w') as f:
       json.dump(report, f, indent=1, sort_keys=True)
     result.split_names = artifact_utils.encode_split_names(splits)
     if not problems:    # what ExampleAnomalies readers expect: none, per split
@@ -256,12 +252,4 @@ class Executor(base_executor.BaseExecutor):
                  {split: sum(c.values()) for split, c in counts.items()},
                  '' if unlabeled is None else f', {sum(unlabeled.values())} unlabeled')
 
-
-def read_report(result_uri: str) -> Dict[str, Any]:
-  """The data_gate.json a passing gate wrote ({} when it is gone)."""
-  path = os.path.join(result_uri, REPORT_FILE)
-  if not tf.io.gfile.exists(path):
-    return {}
-  with tf.io.gfile.GFile(path) as f:
-    return json.load(f)
 

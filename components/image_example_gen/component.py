@@ -19,21 +19,19 @@ from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2
 
 from components import image_codec
+from components.contracts import EVAL_SPLIT, TRAIN_SPLIT, UNLABELED_SPLIT
 from components.image_example_gen import executor
 
 # The files under each class folder, relative to a split root. Only the part
 # before the first '*' counts (executor.split_root): the driver and the
 # executor both list the whole tree below it (executor.list_files).
 _CLASS_FILES = '*/*'
-# The split of the unlabeled folder's images, and the label they carry.
-UNLABELED_SPLIT = executor.UNLABELED_SPLIT
-UNLABELED_LABEL = executor.UNLABELED_LABEL
 
 
 def has_fixed_split(data_dir: str) -> bool:
   """True when the data folder holds `train/` and `eval/` sub-folders."""
   return all(tf.io.gfile.isdir(os.path.join(data_dir, split))
-             for split in ('train', 'eval'))
+             for split in (TRAIN_SPLIT, EVAL_SPLIT))
 
 
 def _fingerprint(split_name: str, root: str) -> str:
@@ -111,7 +109,7 @@ def ImageExampleGen(data_dir: str, eval_fraction: float,  # pylint: disable=inva
   if fixed_split:
     input_config = tfx.proto.Input(splits=[
         tfx.proto.Input.Split(name=split, pattern=f'{split}/{_CLASS_FILES}')
-        for split in ('train', 'eval')
+        for split in (TRAIN_SPLIT, EVAL_SPLIT)
     ])
     output_config = tfx.proto.Output()
   else:
@@ -119,8 +117,8 @@ def ImageExampleGen(data_dir: str, eval_fraction: float,  # pylint: disable=inva
         tfx.proto.Input.Split(name='all', pattern=_CLASS_FILES)])
     eval_buckets = max(1, round(100 * eval_fraction))
     output_config = tfx.proto.Output(split_config=tfx.proto.SplitConfig(splits=[
-        tfx.proto.SplitConfig.Split(name='train', hash_buckets=100 - eval_buckets),
-        tfx.proto.SplitConfig.Split(name='eval', hash_buckets=eval_buckets),
+        tfx.proto.SplitConfig.Split(name=TRAIN_SPLIT, hash_buckets=100 - eval_buckets),
+        tfx.proto.SplitConfig.Split(name=EVAL_SPLIT, hash_buckets=eval_buckets),
     ]))
   packed = any_pb2.Any()
   values = {

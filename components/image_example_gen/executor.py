@@ -47,19 +47,12 @@ from tfx.types import artifact_utils
 from tfx.types import standard_component_specs
 from tfx.utils import proto_utils
 
+from components import contracts
 from components import image_codec
+from components.contracts import (IMAGE_FEATURE, IMAGE_ID_FEATURE, LABEL_CONFLICTS_FILE,
+                                  LABEL_FEATURE, QUARANTINE_FILE, UNLABELED_LABEL,
+                                  UNLABELED_SPLIT)
 
-QUARANTINE_FILE = 'quarantine.jsonl'
-QUARANTINED_COUNT_PROPERTY = 'quarantined_count'
-# One JSON line per image (content hash) found under two or more labels; the
-# DataGate component (components/data_gate/) reads it and stops the run.
-LABEL_CONFLICTS_FILE = 'label_conflicts.jsonl'
-LABEL_CONFLICT_COUNT_PROPERTY = 'label_conflict_count'
-# The split of the unlabeled folder's images and the label they carry. They
-# never take part in the label-conflict check, nor in evaluation.
-UNLABELED_SPLIT = 'unlabeled'
-UNLABELED_LABEL = ''
-UNLABELED_COUNT_PROPERTY = 'unlabeled_count'
 # `data.max_file_bytes`: larger files are quarantined without being read.
 DEFAULT_MAX_FILE_BYTES = 64 * 2**20
 _SPECIAL_FILES = {statlib.S_IFIFO: 'fifo', statlib.S_IFSOCK: 'socket',
@@ -98,7 +91,7 @@ def list_files(split_root: str) -> List[str]:
   independent count by tests/test_hostile_ingest.py).
   Object stores (paths with '://') have no symlinks: plain recursive listing.
   """
-  if '://' in split_root:
+  if contracts.is_remote(split_root):
     paths = []
     for directory, _, files in tf.io.gfile.walk(split_root):
       paths.extend(os.path.join(directory, name) for name in files)
@@ -145,7 +138,7 @@ def stat(path: str) -> Tuple[int, int, int]:
   """(size, mtime in ns, mode) of what ingest reads at `path`: the target of a
   symlink, or the link itself when it is broken or a loop. Never opens the
   file, so a FIFO cannot block. Read by the executor and the driver."""
-  if '://' in path:
+  if contracts.is_remote(path):
     info = tf.io.gfile.stat(path)
     return info.length, info.mtime_nsec, statlib.S_IFREG
   try:
@@ -256,7 +249,7 @@ class _ReadImage(beam.DoFn):
         return ('symlink to a folder already read (a loop, or a second path '
                 'to the same images): not followed'), None
       return 'unreadable folder', None
-    if not self._follow_external_symlinks and '://' not in path:
+    if not self._follow_external_symlinks and not contracts.is_remote(path):
       base = os.path.realpath(self._input_base)
       if os.path.commonpath([os.path.realpath(path), base]) != base:
         return ('symlink to outside the data folder, not followed '
@@ -307,8 +300,8 @@ class _ReadImage(beam.DoFn):
     yield {
         _PATH: path,
         _SHOWN: shown,
-        'label': parts[0] if self._labeled else UNLABELED_LABEL,
-        'image_id': hashlib.sha256(encoded).hexdigest(),
+        LABEL_FEATURE: parts[0] if self._labeled else UNLABELED_LABEL,
+        IMAGE_ID_FEATURE: hashlib.sha256(encoded).hexdigest(),
         'source_path': source_path,
         'height': height,
         'width': width,
@@ -350,13 +343,13 @@ class _WriteExample(beam.DoFn):
       yield _changed(record, 'unreadable on the second read '
                      f'({image_codec.error_text(error)})')
       return
-    if hashlib.sha256(encoded).hexdigest() != record['image_id']:
+    if hashlib.sha256(encoded).hexdigest() != record[IMAGE_ID_FEATURE]:
       yield _changed(record, 'its content differs between the first and the '
                      'second read')
       return
     fields = {name: value for name, value in record.items()
               if name not in (_PATH, _SHOWN)}
-    yield _to_example({'image': encoded, **fields}).SerializeToString()
+    yield _to_example({IMAGE_FEATURE: encoded, **fields}).SerializeToString()
 
 
 def _allocate(count: int, weights: List[int]) -> List[int]:
@@ -399,8 +392,8 @@ def _class_boundaries(
 
 def _split_index(record: Dict[str, Any], num_splits: int,
                  boundaries: Dict[str, List[str]]) -> int:
-  for index, upper in enumerate(boundaries[record['label']]):
-    if record['image_id'] <= upper:
+  for index, upper in enumerate(boundaries[record[LABEL_FEATURE]]):
+    if record[IMAGE_ID_FEATURE] <= upper:
       return index
   return num_splits - 1
 
@@ -411,7 +404,7 @@ def _StratifiedSplit(records: beam.PCollection,
   """Stratified per class, deterministic, keyed on the content hash."""
   boundaries = (
       records
-      | 'LabelAndId' >> beam.Map(lambda r: (r['label'], r['image_id']))
+      | 'LabelAndId' >> beam.Map(lambda r: (r[LABEL_FEATURE], r[IMAGE_ID_FEATURE]))
       | 'GroupByClass' >> beam.GroupByKey()
       | 'Boundaries' >> beam.Map(_class_boundaries, weights))
   return records | 'Partition' >> beam.Partition(
@@ -419,7 +412,7 @@ def _StratifiedSplit(records: beam.PCollection,
 
 
 def _id_label_path(record: Dict[str, Any]) -> Tuple[str, Tuple[str, str]]:
-  return record['image_id'], (record['label'], record['source_path'])
+  return record[IMAGE_ID_FEATURE], (record[LABEL_FEATURE], record['source_path'])
 
 
 def _label_conflict(
@@ -429,7 +422,7 @@ def _label_conflict(
   entries = sorted(entries, key=lambda entry: (entry[1], entry[0]))
   labels = sorted({label for label, _ in entries})
   if len(labels) > 1:
-    yield {'image_id': image_id, 'labels': labels,
+    yield {IMAGE_ID_FEATURE: image_id, 'labels': labels,
            'paths': [path for _, path in entries]}
 
 
@@ -482,13 +475,13 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
 
     with tf.io.gfile.GFile(self._label_conflicts_path) as f:
       conflicts = sum(1 for line in f if line.strip())
-    examples.set_int_custom_property(LABEL_CONFLICT_COUNT_PROPERTY, conflicts)
+    examples.set_int_custom_property(contracts.LABEL_CONFLICT_COUNT_PROPERTY, conflicts)
     if conflicts:
       logging.warning('%d image(s) appear under more than one label; see %s',
                       conflicts, self._label_conflicts_path)
     with tf.io.gfile.GFile(self._quarantine_path) as f:
       quarantine = [json.loads(line) for line in f if line.strip()]
-    examples.set_int_custom_property(QUARANTINED_COUNT_PROPERTY, len(quarantine))
+    examples.set_int_custom_property(contracts.QUARANTINED_COUNT_PROPERTY, len(quarantine))
     if quarantine:
       logging.warning('%d file(s) were quarantined; reasons in %s', len(quarantine),
                       self._quarantine_path)
@@ -496,7 +489,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
       # Every listed file is an example or a quarantine line (under its path).
       unlabeled = len(self._unlabeled_paths) - sum(
           row['path'] in self._unlabeled_paths for row in quarantine)
-      examples.set_int_custom_property(UNLABELED_COUNT_PROPERTY, unlabeled)
+      examples.set_int_custom_property(contracts.UNLABELED_COUNT_PROPERTY, unlabeled)
       logging.info('%d unlabeled image(s) in split %r', unlabeled, UNLABELED_SPLIT)
 
   def GenerateExamplesByBeam(

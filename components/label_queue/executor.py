@@ -38,19 +38,16 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
+from components import artifact_readers
+from components import example_splits
 from components import safe_text
-from components.data_gate import labels
-from components.image_example_gen.component import UNLABELED_SPLIT
+from components.contracts import (CHECK_LABELS_PROPERTY, CONTACT_SHEET, IMAGE_FEATURE,
+                                  IMAGE_ID_FEATURE, QUEUE_CSV, QUEUED_PROPERTY,
+                                  SUSPECT_LABELS_CSV, UNLABELED_SPLIT)
 from components.label_queue import ranking
-from components.trainer import data_quality
 from components.trainer import signatures
-from components.transform import preprocessing
 
-QUEUE_CSV = 'label_queue.csv'
-CONTACT_SHEET = 'contact_sheet.png'
 SUMMARY_JSON = 'label_queue.json'
-QUEUED_PROPERTY = 'queued'
-CHECK_LABELS_PROPERTY = 'labels_to_check'
 CSV_COLUMNS = ['rank', 'path', 'source_path', 'image_id', 'predicted', 'probability',
                'runner_up', 'runner_up_probability', 'margin', 'entropy', 'why', 'label']
 BATCH_SIZE = 64
@@ -59,14 +56,14 @@ BATCH_SIZE = 64
 THUMBNAIL_SIZE = 128
 CAPTION_HEIGHT = 40
 COLUMNS = 5
-_ID, _SOURCE = labels.IMAGE_ID, 'source_path'
-_TEXT_FIELDS = (preprocessing.IMAGE_KEY, _ID, _SOURCE)
+_ID, _SOURCE = IMAGE_ID_FEATURE, 'source_path'
+_TEXT_FIELDS = (IMAGE_FEATURE, _ID, _SOURCE)
 
 
 def check_label_rows(model_run_uri: str, count: int, labeled_dir: str) -> List[Dict[str, Any]]:
   """The audit's `count` most likely wrong labels as queue rows (unranked)."""
-  suspects = data_quality.read_csv(os.path.join(
-      model_run_uri, data_quality.DIRECTORY, data_quality.SUSPECT_LABELS_CSV)) or []
+  suspects = artifact_readers.data_quality_list(
+      artifact_readers.data_quality_dir(model_run_uri), SUSPECT_LABELS_CSV) or []
   return [{
       'path': os.path.join(labeled_dir, row['source_path']),
       'source_path': row['source_path'], 'image_id': row['image_id'],
@@ -180,7 +177,7 @@ class Executor(base_executor.BaseExecutor):
           'a folder of unlabeled images (--unlabeled DIR, data.unlabeled_path).')
     model_dir = path_utils.serving_model_path(
         artifact_utils.get_single_uri(input_dict['model']))
-    class_names = preprocessing.read_class_names(
+    class_names = artifact_readers.class_names(
         artifact_utils.get_single_uri(input_dict['transform_graph']))
     queue_size = int(exec_properties['queue_size'])
     candidate_factor = int(exec_properties['candidate_factor'])
@@ -192,11 +189,11 @@ class Executor(base_executor.BaseExecutor):
                                 int(exec_properties['check_labels']),
                                 exec_properties.get('labeled_dir') or '')
 
-    labeled, check_images = labels.ids_and_images(
+    labeled, check_images = example_splits.ids_and_images(
         examples.uri, [split for split in splits if split != UNLABELED_SPLIT],
         {row['image_id'].encode() for row in checks})
     shortlist, counts = shortlist_pool(
-        model_dir, labels.split_records(examples.uri, UNLABELED_SPLIT), labeled,
+        model_dir, example_splits.split_records(examples.uri, UNLABELED_SPLIT), labeled,
         queue_size * candidate_factor, method)
     picks = [] if shortlist is None else ranking.select(
         shortlist['probabilities'], shortlist['embedding'], shortlist[_ID],
@@ -212,7 +209,7 @@ class Executor(base_executor.BaseExecutor):
       writer.writerows(safe_text.spreadsheet_row(row) for row in rows)
     sheet = contact_sheet(
         [check_images[row['image_id'].encode()] for row in checks] +
-        [shortlist[preprocessing.IMAGE_KEY][pick.index] for pick in picks],
+        [shortlist[IMAGE_FEATURE][pick.index] for pick in picks],
         [[f'#{row["rank"]}  check label', f'filed: {row["runner_up"]}',
           f'model: {row["predicted"]}'] for row in checks] +
         [[f'#{row["rank"]}  margin {row["margin"]}', row['predicted'],

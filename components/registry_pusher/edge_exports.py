@@ -19,16 +19,15 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from components import example_splits
 from components import image_codec
-from components.data_gate import labels
-from components.label_schema import LABEL_FEATURE
+from components.contracts import EVAL_SPLIT, IMAGE_FEATURE, LABEL_FEATURE, TRAIN_SPLIT
 from components.registry_pusher import tflite
 from components.trainer import signatures
 
-TRAIN_SPLIT, EVAL_SPLIT = 'train', 'eval'
 # Eval images decoded and scored at once by every model.
 _BATCH_SIZE = 32
-_SPEC = {labels.IMAGE: tf.io.FixedLenFeature([], tf.string),
+_SPEC = {IMAGE_FEATURE: tf.io.FixedLenFeature([], tf.string),
          LABEL_FEATURE: tf.io.FixedLenFeature([], tf.string)}
 # Accuracies are counts over the same images: equal ones may differ in the
 # last float bit.
@@ -37,10 +36,10 @@ _TOLERANCE = 1e-9
 
 def split_batches(examples_uri: str, split: str) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
   """(encoded images, labels) of a split, _BATCH_SIZE examples at a time."""
-  for records in labels.split_records(examples_uri, split).batch(
+  for records in example_splits.split_records(examples_uri, split).batch(
       _BATCH_SIZE).as_numpy_iterator():
     parsed = tf.io.parse_example(records, _SPEC)
-    yield parsed[labels.IMAGE].numpy(), parsed[LABEL_FEATURE].numpy()
+    yield parsed[IMAGE_FEATURE].numpy(), parsed[LABEL_FEATURE].numpy()
 
 
 def representative_pixels(examples_uri: str, count: int, image_size: int) -> np.ndarray:
@@ -50,7 +49,7 @@ def representative_pixels(examples_uri: str, count: int, image_size: int) -> np.
   parsed and decoded."""
   by_class: Dict[bytes, List[int]] = collections.defaultdict(list)
   position = 0
-  for names in labels.string_values(examples_uri, TRAIN_SPLIT, LABEL_FEATURE):
+  for names in example_splits.string_values(examples_uri, TRAIN_SPLIT, LABEL_FEATURE):
     for name in names:
       by_class[name].append(position)
       position += 1
@@ -59,13 +58,13 @@ def representative_pixels(examples_uri: str, count: int, image_size: int) -> np.
   chosen = set(in_turn[:count])
   if not chosen:
     raise ValueError(f'No train images in {examples_uri} to calibrate the int8 model on')
-  image_spec = {labels.IMAGE: _SPEC[labels.IMAGE]}
+  image_spec = {IMAGE_FEATURE: _SPEC[IMAGE_FEATURE]}
   images, start = [], 0
-  for records in labels.split_records(examples_uri, TRAIN_SPLIT).batch(
+  for records in example_splits.split_records(examples_uri, TRAIN_SPLIT).batch(
       _BATCH_SIZE).as_numpy_iterator():
     hits = [i for i in range(len(records)) if start + i in chosen]
     if hits:
-      images.extend(tf.io.parse_example(records[hits], image_spec)[labels.IMAGE].numpy())
+      images.extend(tf.io.parse_example(records[hits], image_spec)[IMAGE_FEATURE].numpy())
     start += len(records)
   return image_codec.decode_and_resize(tf.constant(images), image_size).numpy()
 

@@ -11,10 +11,10 @@ from tfx.components.example_gen import utils as example_gen_utils
 from tfx.components.pusher import executor as tfx_pusher_executor
 from tfx.types import artifact_utils
 
+from components import artifact_readers
 from components.evaluator import results
 from components.registry_pusher import edge_exports
 from components.registry_pusher import registry
-from components.transform import preprocessing
 
 
 class Executor(tfx_pusher_executor.Executor):
@@ -42,7 +42,7 @@ class Executor(tfx_pusher_executor.Executor):
       return
 
     transform_graph = artifact_utils.get_single_instance(input_dict['transform_graph'])
-    class_names = preprocessing.read_class_names(transform_graph.uri)
+    class_names = artifact_readers.class_names(transform_graph.uri)
     examples = artifact_utils.get_single_instance(input_dict['examples'])
     evaluation = artifact_utils.get_single_instance(input_dict['evaluation'])
     record = {

@@ -31,14 +31,10 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from components.contracts import (DATA_QUALITY_SUMMARY_FILE, NEAR_DUPLICATES_CSV,
+                                  OUTLIERS_CSV, SUSPECT_LABELS_CSV)
 from components.trainer import neighbours
 
-# Files in <model_run>/data_quality/ (DIRECTORY).
-DIRECTORY = 'data_quality'
-SUSPECT_LABELS_CSV = 'suspect_labels.csv'
-NEAR_DUPLICATES_CSV = 'near_duplicates.csv'
-OUTLIERS_CSV = 'outliers.csv'
-SUMMARY_JSON = 'data_quality.json'
 SUSPECT_COLUMNS = ['rank', 'source_path', 'split', 'image_id', 'given', 'suggested',
                    'score', 'suggested_probability']
 DUPLICATE_COLUMNS = ['kind', 'similarity', 'source_path_a', 'split_a', 'label_a',
@@ -217,17 +213,8 @@ def _write_csv(path: str, columns: List[str], rows: List[List[Any]]) -> None:
 
 def write_summary(directory: str, summary: Dict[str, Any]) -> None:
   tf.io.gfile.makedirs(directory)
-  with tf.io.gfile.GFile(os.path.join(directory, SUMMARY_JSON), 'w') as f:
+  with tf.io.gfile.GFile(os.path.join(directory, DATA_QUALITY_SUMMARY_FILE), 'w') as f:
     json.dump(summary, f, indent=1)
-
-
-def read_summary(directory: str) -> Dict[str, Any]:
-  """data_quality.json of an audit folder; {} when the run made no audit."""
-  path = os.path.join(directory, SUMMARY_JSON)
-  if not tf.io.gfile.exists(path):
-    return {}
-  with tf.io.gfile.GFile(path) as f:
-    return json.load(f)
 
 
 def describe(summary: Dict[str, Any]) -> str:
@@ -240,10 +227,3 @@ def describe(summary: Dict[str, Any]) -> str:
           f'{pairs[CONFLICT]} under two labels), {summary["outliers"]} outliers '
           f'in {summary["images"]} labeled images')
 
-
-def read_csv(path: str) -> Optional[List[Dict[str, str]]]:
-  """The rows of one of the audit's lists, or None when the run wrote none."""
-  if not tf.io.gfile.exists(path):
-    return None
-  with tf.io.gfile.GFile(path) as f:
-    return list(csv.DictReader(f))

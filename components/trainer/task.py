@@ -31,7 +31,10 @@ import tf_keras
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
+from components import artifact_readers
 from components.backbones import get_backbone
+from components.contracts import (DATA_QUALITY_DIR, SAVED_MODEL_EXTRAS_DIR,
+                                  TRAINING_HISTORY_FILE)
 from components.trainer import data_quality
 from components.trainer import feature_cache
 from components.trainer import head as head_lib
@@ -41,7 +44,6 @@ from components.trainer import signatures
 from components.transform import preprocessing
 
 # Written into the model directory next to the SavedModel: what the run learned.
-TRAINING_HISTORY_FILE = 'training_history.json'
 # ImageExampleGen's features that name each image in the audit's lists.
 _NAME_KEYS = ('source_path', 'image_id')
 
@@ -162,7 +164,7 @@ def _fit_head_on_cache(model, embedder, config, train, unlabeled, evaluation,
   history, out_of_fold = head_lib.fit_head(head_model, labeled, config,
                                            unlabeled_features, model_run_dir)
   audit = None
-  audit_dir = os.path.join(model_run_dir, data_quality.DIRECTORY)
+  audit_dir = os.path.join(model_run_dir, DATA_QUALITY_DIR)
   if eval_features is not None:
     if out_of_fold is None:
       audit = {'skipped': 'a class has a single labeled train image: nothing '
@@ -202,7 +204,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
   training = config['training']
   tf_keras.utils.set_random_seed(training['seed'])
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-  class_names = preprocessing.read_class_names(fn_args.transform_output)
+  class_names = artifact_readers.class_names(fn_args.transform_output)
   num_classes = len(class_names)
 
   labeled_files, unlabeled_files = fn_args.train_files[:1], fn_args.train_files[1:]
@@ -279,7 +281,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                     class_names, normalize,
                     ood.UnknownScore(detector) if detector is not None else None)
   logging.info('SavedModel exported in %.1f s.', time.perf_counter() - start)
-  extra_dir = os.path.join(fn_args.serving_model_dir, 'assets.extra')
+  extra_dir = os.path.join(fn_args.serving_model_dir, SAVED_MODEL_EXTRAS_DIR)
   tf.io.gfile.makedirs(extra_dir)
   with tf.io.gfile.GFile(os.path.join(extra_dir, TRAINING_HISTORY_FILE), 'w') as f:
     json.dump(history, f, indent=1, default=float)

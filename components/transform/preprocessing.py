@@ -5,19 +5,20 @@ embeds it in every exported signature), so a served image is decoded, resized
 and normalized exactly as the training images were.
 """
 
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import tensorflow as tf
 import tensorflow_transform as tft
 
 from components import image_codec
 from components.backbones import get_backbone
+from components.contracts import IMAGE_FEATURE, LABEL_FEATURE, LABEL_VOCABULARY
 
-IMAGE_KEY = 'image'
-LABEL_KEY = 'label'
+# The raw features Transform reads (ImageExampleGen's) and what it writes.
+IMAGE_KEY = IMAGE_FEATURE
+LABEL_KEY = LABEL_FEATURE
 TRANSFORMED_IMAGE_KEY = 'image_xf'
 TRANSFORMED_LABEL_KEY = 'label_xf'
-LABEL_VOCABULARY = 'label'
 
 
 def preprocessing_fn(inputs: Dict[str, tf.Tensor],
@@ -46,8 +47,3 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor],
   }
 
 
-def read_class_names(transform_graph_uri: str) -> List[str]:
-  """Class names in id order, as stored in the transform graph's vocabulary."""
-  vocabulary = tft.TFTransformOutput(transform_graph_uri).vocabulary_by_name(
-      LABEL_VOCABULARY)
-  return [name.decode('utf-8') for name in vocabulary]

@@ -21,17 +21,17 @@ from typing import Any, Dict, List, Optional, Tuple
 import tensorflow as tf
 from tfx.utils import path_utils
 
-from components.data_gate import labels
-from components.image_example_gen.component import UNLABELED_SPLIT, has_fixed_split
+from components import artifact_readers
+from components import example_splits
+from components.contracts import (EVAL_SPLIT, NEAR_DUPLICATES_CSV, OUTLIERS_CSV,
+                                  SUSPECT_LABELS_CSV, TRAIN_SPLIT, UNLABELED_SPLIT)
+from components.image_example_gen.component import has_fixed_split
 from components.registry_pusher import registry
-from components.trainer import data_quality
-from components.trainer import task
 from pipeline import dag, schema
 from pipeline.config import Config, to_dict
 from pipeline.report import scoring
 from pipeline.run_summary import RunSummary
 
-EVAL_SPLIT = 'eval'
 # z for a two-sided 95% interval.
 _Z95 = 1.959964
 # Errors that mean "this artifact is missing or unreadable", not a bug.
@@ -99,7 +99,8 @@ def wilson_interval(successes: int, n: int, z: float = _Z95) -> Tuple[float, flo
 
 
 def example_files(examples_uri: str, split: str) -> List[str]:
-  return sorted(tf.io.gfile.glob(os.path.join(examples_uri, f'Split-{split}', '*')))
+  return sorted(tf.io.gfile.glob(os.path.join(example_splits.split_dir(examples_uri, split),
+                                              '*')))
 
 
 def read_quarantine(path: str) -> List[Dict[str, str]]:
@@ -108,26 +109,25 @@ def read_quarantine(path: str) -> List[Dict[str, str]]:
 
 
 def read_history(model_uri: str) -> Dict[str, Any]:
-  path = os.path.join(path_utils.serving_model_path(model_uri), 'assets.extra',
-                      task.TRAINING_HISTORY_FILE)
-  with tf.io.gfile.GFile(path) as f:
-    return json.load(f)
+  history = artifact_readers.training_history(path_utils.serving_model_path(model_uri))
+  if not history:
+    raise FileNotFoundError(f'no training history in {model_uri}')
+  return history
 
 
 def read_data_quality(directory: str, examples_uri: str, limit: int) -> Optional[DataQuality]:
   """The audit's summary and the first `limit` rows of each list, with their
   images read back from the examples; None when the run made no audit."""
-  summary = data_quality.read_summary(directory)
+  summary = artifact_readers.data_quality_summary(directory)
   if not summary or 'skipped' in summary:
     return DataQuality(summary, directory, [], [], [], {}) if summary else None
-  lists = [(data_quality.read_csv(os.path.join(directory, name)) or [])[:limit]
-           for name in (data_quality.SUSPECT_LABELS_CSV, data_quality.NEAR_DUPLICATES_CSV,
-                        data_quality.OUTLIERS_CSV)]
+  lists = [(artifact_readers.data_quality_list(directory, name) or [])[:limit]
+           for name in (SUSPECT_LABELS_CSV, NEAR_DUPLICATES_CSV, OUTLIERS_CSV)]
   suspects, duplicates, outliers = lists
   wanted = {row['image_id'] for row in suspects + outliers}
   wanted |= {row[key] for row in duplicates for key in ('image_id_a', 'image_id_b')}
-  _, images = labels.ids_and_images(examples_uri, ['train', EVAL_SPLIT],
-                                    {image_id.encode() for image_id in wanted})
+  _, images = example_splits.ids_and_images(examples_uri, [TRAIN_SPLIT, EVAL_SPLIT],
+                                            {image_id.encode() for image_id in wanted})
   return DataQuality(summary, directory, suspects, duplicates, outliers,
                      {image_id.decode(): image for image_id, image in images.items()})
 
@@ -215,14 +215,14 @@ def gather(config: Config, summary: RunSummary, gallery_size: int = 12) -> Facts
 
   split_counts, counts_source, unlabeled_count = None, '', None
   if summary.examples_uri:
-    counted = attempt('images per class', labels.count, summary.statistics_uri or '',
-                      summary.examples_uri, labels.split_names(summary.examples_uri))
+    counted = attempt('images per class', example_splits.count, summary.statistics_uri or '',
+                      summary.examples_uri, example_splits.split_names(summary.examples_uri))
     if counted:
       split_counts, source, why = counted
       unlabeled = split_counts.pop(UNLABELED_SPLIT, None)    # no classes to count
       unlabeled_count = None if unlabeled is None else sum(unlabeled.values())
-      counts_source = {labels.FROM_STATISTICS: 'statistics (StatisticsGen)',
-                       labels.FROM_EXAMPLES: 'examples (ImageExampleGen)'}[source]
+      counts_source = {example_splits.FROM_STATISTICS: 'statistics (StatisticsGen)',
+                       example_splits.FROM_EXAMPLES: 'examples (ImageExampleGen)'}[source]
       if why:
         missing.append(f'label statistics, counted from the examples instead: {why}')
 

@@ -1,7 +1,8 @@
-"""Images per class and split, counted from the `label` feature; the examples'
-splits read back (records, one feature's values, images by image_id).
+"""The one reader of example splits (`<artifact uri>/Split-<name>/`): the
+splits an artifact holds, a split's records, one feature's values, images by
+image_id, and images per class, counted from the `label` feature.
 
-Shared by the DataGate, the LabelQueue and the run report.
+Used by the DataGate, the LabelQueue, the RegistryPusher and the run report.
 Counts are read from StatisticsGen's `label` rank histogram (complete up to
 1000 classes); when it is missing or truncated, from the examples.
 """
@@ -14,31 +15,32 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
-from components.label_schema import LABEL_FEATURE
+from components.contracts import (IMAGE_FEATURE, IMAGE_ID_FEATURE, LABEL_FEATURE,
+                                  STATISTICS_FILE)
 
-STATISTICS_FILE = 'FeatureStats.pb'
-# ImageExampleGen's features holding the encoded image and its sha256.
-IMAGE, IMAGE_ID = 'image', 'image_id'
+_SPLIT_PREFIX = 'Split-'
 FROM_STATISTICS, FROM_EXAMPLES = 'statistics', 'examples'
 
 Counts = Dict[str, Dict[str, int]]     # split -> label -> images
 
 
-def _split_dir(uri: str, split: str) -> str:
-  return os.path.join(uri, f'Split-{split}')
+def split_dir(uri: str, split: str) -> str:
+  """A split's folder in an artifact given by its URI (TFX's layout, as
+  `artifact_utils.get_split_uri` builds it from an artifact)."""
+  return os.path.join(uri, _SPLIT_PREFIX + split)
 
 
 def split_names(uri: str) -> List[str]:
   """The splits an artifact holds (its Split-* folders), sorted."""
-  return sorted(os.path.basename(path.rstrip('/'))[len('Split-'):]
-                for path in tf.io.gfile.glob(os.path.join(uri, 'Split-*')))
+  return sorted(os.path.basename(path.rstrip('/'))[len(_SPLIT_PREFIX):]
+                for path in tf.io.gfile.glob(os.path.join(uri, _SPLIT_PREFIX + '*')))
 
 
 def read_statistics(statistics_uri: str,
                     split: str) -> statistics_pb2.DatasetFeatureStatisticsList:
   """StatisticsGen's statistics of one split."""
   stats = statistics_pb2.DatasetFeatureStatisticsList()
-  with tf.io.gfile.GFile(os.path.join(_split_dir(statistics_uri, split),
+  with tf.io.gfile.GFile(os.path.join(split_dir(statistics_uri, split),
                                       STATISTICS_FILE), 'rb') as f:
     stats.ParseFromString(f.read())
   return stats
@@ -74,7 +76,7 @@ def from_statistics(statistics_uri: str, splits: List[str]) -> Counts:
 
 def split_records(examples_uri: str, split: str) -> tf.data.Dataset:
   """A split's serialized tf.Examples (ImageExampleGen writes GZIP TFRecords)."""
-  files = sorted(tf.io.gfile.glob(os.path.join(_split_dir(examples_uri, split), '*')))
+  files = sorted(tf.io.gfile.glob(os.path.join(split_dir(examples_uri, split), '*')))
   return tf.data.TFRecordDataset(files, compression_type='GZIP')
 
 
@@ -91,17 +93,17 @@ def ids_and_images(examples_uri: str, splits: List[str],
                    wanted: Set[bytes]) -> Tuple[Set[bytes], Dict[bytes, bytes]]:
   """(the image_id of every example in `splits`, the encoded images of the
   `wanted` image_ids), in one pass; only the wanted examples' images are parsed."""
-  id_spec = {IMAGE_ID: tf.io.FixedLenFeature([], tf.string)}
-  image_spec = {IMAGE: tf.io.FixedLenFeature([], tf.string)}
+  id_spec = {IMAGE_ID_FEATURE: tf.io.FixedLenFeature([], tf.string)}
+  image_spec = {IMAGE_FEATURE: tf.io.FixedLenFeature([], tf.string)}
   ids: Set[bytes] = set()
   images: Dict[bytes, bytes] = {}
   for split in splits:
     for records in split_records(examples_uri, split).batch(4096).as_numpy_iterator():
-      batch_ids = tf.io.parse_example(records, id_spec)[IMAGE_ID].numpy()
+      batch_ids = tf.io.parse_example(records, id_spec)[IMAGE_ID_FEATURE].numpy()
       ids.update(batch_ids)
       hits = [i for i, image_id in enumerate(batch_ids) if image_id in wanted]
       if hits:
-        found = tf.io.parse_example(records[hits], image_spec)[IMAGE].numpy()
+        found = tf.io.parse_example(records[hits], image_spec)[IMAGE_FEATURE].numpy()
         images.update(zip(batch_ids[hits], found))
   return ids, images
 
