@@ -32,6 +32,7 @@ assert not missing, missing"
 COPY --from=beam_sdk /opt/apache/beam /opt/apache/beam
 COPY schema/ schema/
 COPY components/ components/
+COPY models/ models/
 COPY pipeline/ pipeline/
 # The bundled sample, so a remote run works before real data is wired in.
 COPY data/ data/

@@ -39,6 +39,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
 import argparse  # pylint: disable=g-import-not-at-top,wrong-import-position
+import dataclasses
 import io
 import json
 import logging
@@ -55,10 +56,11 @@ from bench import label_efficiency
 from bench import measure
 from components import artifact_readers
 from components import contracts
-from components.trainer import data_quality
-from components.trainer import feature_cache
-from components.trainer import head as head_lib
-from components.trainer import model as classifier
+from models import classifier
+from models.settings import ModelSettings
+from models.trainer import data_quality
+from models.trainer import feature_cache
+from models.trainer import head as head_lib
 
 THRESHOLDS = (0.80, 0.85, 0.90, 0.93, 0.95, 0.97)
 # The configured rule: the absolute threshold or the mutual-neighbour margin.
@@ -91,7 +93,7 @@ def altered_copy(image: np.ndarray, alteration: str, rng: np.random.Generator) -
   return buffer.getvalue()
 
 
-def embed(encoded: List[bytes], embedder: feature_cache.Embedder, config: Dict[str, Any],
+def embed(encoded: List[bytes], embedder: feature_cache.Embedder, config: ModelSettings,
           views) -> np.ndarray:
   return embedder.compute_views(label_efficiency.encoded_inputs(encoded, config), views)
 
@@ -160,7 +162,7 @@ def run_condition(dataset, config, pool, copies, test, plan) -> Dict[str, Any]:
           all_views[0, eval_images], batch_size=1024, verbose=0)]),
       splits=['train'] * len(train_images) + ['eval'] * len(eval_images),
       source_paths=[str(i) for i in order], image_ids=[str(i) for i in order])
-  settings = {**config['data_quality'], 'cross_class_duplicates': 'warn'}
+  settings = dataclasses.replace(config.data_quality, cross_class_duplicates='warn')
   with tempfile.TemporaryDirectory() as folder:
     summary = data_quality.audit(images, dataset.class_names, settings, folder)
     ranked = [int(row['source_path']) for row in artifact_readers.data_quality_list(
@@ -175,8 +177,8 @@ def run_condition(dataset, config, pool, copies, test, plan) -> Dict[str, Any]:
   similarities, neighbours = data_quality.nearest_neighbours(images.features)
   by_threshold = {}
   rules = {f'{t:.2f}': (t, None) for t in THRESHOLDS}
-  rules[DEFAULT_RULE] = (settings['near_duplicate_similarity'],
-                         settings['near_duplicate_margin'])
+  rules[DEFAULT_RULE] = (settings.near_duplicate_similarity,
+                         settings.near_duplicate_margin)
   for rule, (threshold, margin) in rules.items():
     pairs = data_quality.near_duplicate_pairs(similarities, neighbours, threshold, margin)
     found = {tuple(sorted((int(order[a]), int(order[b])))) for a, b, _ in pairs}
@@ -233,7 +235,7 @@ def main(argv=None) -> None:
     config = label_efficiency.pipeline_config(dataset.class_names, args.overrides)
     embedder = feature_cache.Embedder(classifier.feature_extractor(
         label_efficiency.build_classifier(config, len(dataset.class_names))))
-    views = [None, feature_cache.mirror] if config['augmentation']['horizontal_flip'] else [None]
+    views = [None, feature_cache.mirror] if config.augmentation.horizontal_flip else [None]
     plan = corrupted(dataset, args.copy_fraction, 0.0, args.seed)
     rng = np.random.default_rng(args.seed)
     copies = [altered_copy(dataset.pool_images[i], ALTERATIONS[j % len(ALTERATIONS)], rng)
@@ -252,7 +254,7 @@ def main(argv=None) -> None:
       rows.append(row)
   report = {'rows': rows, 'seconds': time.perf_counter() - started, 'args': vars(args),
             'rules': [f'{t:.2f}' for t in THRESHOLDS] + [DEFAULT_RULE],
-            'default_rule': {key: config['data_quality'][key] for key in (
+            'default_rule': {key: getattr(config.data_quality, key) for key in (
                 'near_duplicate_similarity', 'near_duplicate_margin')}}
   print(markdown(report))
   if not args.no_write:

@@ -7,7 +7,7 @@ model selection) these methods, side by side in one run:
   (b)  linear probe: logistic regression (C = 1) on the clean Lite0 features;
   (b+) strong probe: logistic regression on L2-normalised clean Lite0 features,
        C chosen by 3-fold cross-validation on the k labels from {0.1, 1, 10};
-  (c)  the pipeline's default training (components/trainer/head.py on the
+  (c)  the pipeline's default training (models/trainer/head.py on the
        feature cache, default config, all k labels), per backbone in
        --backbones and on their features combined;
   (d)  (c) plus the rest of the pool as unlabeled images;
@@ -43,6 +43,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
 import argparse  # pylint: disable=g-import-not-at-top,wrong-import-position
+import dataclasses
 import hashlib
 import io
 import json
@@ -58,12 +59,13 @@ from sklearn import linear_model
 from sklearn import model_selection
 
 from bench import datasets
-from components import image_codec
-from components import backbones
-from components.backbones import get_backbone
-from components.trainer import feature_cache
-from components.trainer import head as head_lib
-from components.trainer import model as classifier
+from models import backbones
+from models import classifier
+from models import image_codec
+from models.backbones import get_backbone
+from models.settings import ModelSettings
+from models.trainer import feature_cache
+from models.trainer import head as head_lib
 from pipeline import config as config_lib
 from pipeline import dag
 
@@ -114,52 +116,55 @@ def encode_png(images: np.ndarray) -> List[bytes]:
   return encoded
 
 
-def model_inputs(images: np.ndarray, config: Dict[str, Any],
+def model_inputs(images: np.ndarray, config: ModelSettings,
                  batch_size: int = 64) -> Iterator[tf.Tensor]:
   """Batches of model inputs, preprocessed exactly as the Transform graph does."""
   return encoded_inputs(encode_png(images), config, batch_size)
 
 
-def encoded_inputs(encoded: List[bytes], config: Dict[str, Any],
+def encoded_inputs(encoded: List[bytes], config: ModelSettings,
                    batch_size: int = 64) -> Iterator[tf.Tensor]:
   """Batches of model inputs from encoded images, decoded, resized and
   normalized exactly as the Transform graph does."""
-  normalize = get_backbone(config['model']['backbone']).normalize
-  size = config['image_size']
+  normalize = get_backbone(config.model.backbone).normalize
+  size = config.image_size
   preprocess = tf.function(
       lambda encoded: normalize(image_codec.decode_and_resize(encoded, size)))
   for begin in range(0, len(encoded), batch_size):
     yield preprocess(tf.constant(encoded[begin:begin + batch_size]))
 
 
-def pipeline_config(class_names: Tuple[str, ...], overrides: List[str]) -> Dict[str, Any]:
-  """The Trainer's custom_config for the default pipeline config."""
-  config = dag.components_config(config_lib.load_config(None, overrides))
-  config['class_names'] = list(class_names)
-  return config
+def pipeline_config(class_names: Tuple[str, ...], overrides: List[str]) -> ModelSettings:
+  """What the Trainer is told under the default pipeline config."""
+  return dataclasses.replace(dag.model_settings(config_lib.load_config(None, overrides)),
+                             class_names=tuple(class_names))
 
 
-def build_classifier(config: Dict[str, Any], num_classes: int) -> tf_keras.Model:
+def with_seed(config: ModelSettings, seed: int) -> ModelSettings:
+  return dataclasses.replace(config, training=dataclasses.replace(config.training, seed=seed))
+
+
+def build_classifier(config: ModelSettings, num_classes: int) -> tf_keras.Model:
   return classifier.build_classifier(config, num_classes, 'image')
 
 
-def pool_views(config: Dict[str, Any], seed_recipe: bool) -> Dict[str, int]:
+def pool_views(config: ModelSettings, seed_recipe: bool) -> Dict[str, int]:
   """How many views of each kind the pool's cache holds: clean, mirrored and
   (for the seed recipe on the cache, or training.cached_views) augmented."""
   return {'clean': 1, 'mirror': 1,
-          'weak': max(config['training']['cached_views'],
+          'weak': max(config.training.cached_views,
                       SEED_RECIPE['cached_views'] if seed_recipe else 0)}
 
 
-def features(dataset: datasets.ImageDataset, config: Dict[str, Any], cache_dir: str,
+def features(dataset: datasets.ImageDataset, config: ModelSettings, cache_dir: str,
              seed_recipe: bool) -> Dict[str, np.ndarray]:
   """Pool views [clean + mirror + weak, N, D] and clean test features [N, D],
   from the cache folder when the same images and settings were embedded before."""
   counts = pool_views(config, seed_recipe)
   key = hashlib.sha256(json.dumps(
       [dataset.name, dataset.pool_labels.tolist(), dataset.test_labels.tolist(),
-       config['image_size'], config['model'], config['augmentation'], counts,
-       config['training']['seed']]).encode()).hexdigest()[:12]
+       config.image_size, dataclasses.asdict(config.model), dataclasses.asdict(config.augmentation),
+       counts, config.training.seed]).encode()).hexdigest()[:12]
   path = os.path.join(cache_dir, f'{dataset.name}-{key}.npz')
   if os.path.exists(path):
     with np.load(path) as cached:
@@ -190,11 +195,11 @@ def combined(caches: List[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
           'seconds_per_view': np.array(sum(float(c['seconds_per_view']) for c in caches))}
 
 
-def seed_recipe_model(config: Dict[str, Any], num_classes: int, seed: int,
+def seed_recipe_model(config: ModelSettings, num_classes: int, seed: int,
                       cached: bool) -> Tuple[tf_keras.Model, tf_keras.Model]:
   """(a): Dense 256 head; on images through the frozen backbone, or on
   features. Returns (model to train, its head on pooled features)."""
-  spec = get_backbone(config['model']['backbone'])
+  spec = get_backbone(config.model.backbone)
   tf_keras.utils.set_random_seed(seed)
   head = tf_keras.Sequential([
       tf_keras.layers.Dense(SEED_RECIPE['hidden_units'], activation='relu'),
@@ -202,11 +207,11 @@ def seed_recipe_model(config: Dict[str, Any], num_classes: int, seed: int,
   if cached:
     model = head
   else:
-    size = config['image_size']
-    backbone = spec.build(size, config['model']['weights'])
+    size = config.image_size
+    backbone = spec.build(size, config.model.weights)
     backbone.trainable = False
     inputs = tf_keras.Input([size, size, 3])
-    x = classifier.augmentation_layers(config['augmentation'], seed)(inputs)
+    x = classifier.augmentation_layers(config.augmentation, seed)(inputs)
     x = tf_keras.layers.GlobalAveragePooling2D()(backbone(x, training=False))
     model = tf_keras.Model(inputs, head(x))
   model.compile(tf_keras.optimizers.Adam(SEED_RECIPE['learning_rate']),
@@ -288,8 +293,8 @@ def run_linear_probe_plus(dataset, cache, labeled, evaluation, seed) -> Dict[str
 def run_pipeline(dataset, cache, config, labeled, evaluation, unlabeled,
                  seed) -> Dict[str, Any]:
   """(c) / (d): the Trainer's head fitting on the cache, default config."""
-  config = {**config, 'training': {**config['training'], 'seed': seed}}
-  views = 2 if config['augmentation']['horizontal_flip'] else 1
+  config = with_seed(config, seed)
+  views = 2 if config.augmentation.horizontal_flip else 1
   head = classifier.standalone_head(cache['pool'].shape[-1], len(dataset.class_names))
   start = time.perf_counter()
   history, _ = head_lib.fit_head(
@@ -308,13 +313,12 @@ def run_pipeline(dataset, cache, config, labeled, evaluation, unlabeled,
 def run_pipeline_eval_selected(dataset, cache, config, labeled, evaluation,
                                seed) -> Dict[str, Any]:
   """(c'): the head at each C of the grid, keeping the best on the eval split."""
-  views = 2 if config['augmentation']['horizontal_flip'] else 1
+  views = 2 if config.augmentation.horizontal_flip else 1
   head = classifier.standalone_head(cache['pool'].shape[-1], len(dataset.class_names))
   head.get_layer(classifier.NORMALIZATION_LAYER).adapt(cache['pool'][0, labeled])
   training_set = head_lib.TrainingSet(
       head_lib.normalized(head, cache['pool'][:views, labeled]), dataset.pool_labels[labeled],
-      None, len(dataset.class_names), {**config, 'training': {**config['training'],
-                                                              'seed': seed}})
+      None, len(dataset.class_names), with_seed(config, seed))
   start = time.perf_counter()
   eval_features = head_lib.normalized(head, cache['pool'][0, evaluation])
   fits = [training_set.fit(np.arange(len(labeled)), c, False)[0]
@@ -402,7 +406,7 @@ def main(argv=None) -> None:
                    **result}
             logging.info('%s', json.dumps(row))
             rows.append(row)
-  default_backbone = pipeline_config((), args.overrides)['model']['backbone']
+  default_backbone = pipeline_config((), args.overrides).model.backbone
   report = {'rows': rows, 'seconds': time.perf_counter() - started,
             'args': vars(args), 'seed_recipe': SEED_RECIPE,
             'default_key': {'pipeline': method_key('pipeline', default_backbone, primary),

@@ -27,7 +27,7 @@ import time
 import tensorflow as tf
 
 from components import contracts
-from components.backbones import get_backbone
+from models.backbones import get_backbone
 from pipeline import config as config_lib
 from pipeline import dag, run_summary, runner
 

@@ -299,8 +299,8 @@ def storage_reference(source: str, image_size: int, backbone: str) -> Dict[str, 
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  from components import image_codec  # pylint: disable=g-import-not-at-top
-  from components.backbones import get_backbone  # pylint: disable=g-import-not-at-top
+  from models import image_codec  # pylint: disable=g-import-not-at-top
+  from models.backbones import get_backbone  # pylint: disable=g-import-not-at-top
   normalize = get_backbone(backbone).normalize
 
   def example(feature: tf.train.Feature) -> bytes:

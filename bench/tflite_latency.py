@@ -29,8 +29,8 @@ import tensorflow as tf
 
 from bench.measure import write_results
 from components import contracts
-from components import image_codec
 from components.registry_pusher import edge_exports, registry, tflite
+from models import image_codec
 from pipeline import config as config_lib
 
 THREADS = (1, 2)

@@ -31,6 +31,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
 import argparse  # pylint: disable=g-import-not-at-top,wrong-import-position
+import dataclasses
 import json
 import logging
 import time
@@ -46,11 +47,11 @@ from sklearn import metrics
 from bench import datasets
 from bench import label_efficiency
 from bench import measure
-from components.trainer import calibration
-from components.trainer import feature_cache
-from components.trainer import head as head_lib
-from components.trainer import model as classifier
-from components.trainer import ood
+from models import classifier
+from models import ood
+from models.trainer import calibration
+from models.trainer import feature_cache
+from models.trainer import head as head_lib
 
 RESULTS_JSON = os.path.join(REPO_ROOT, 'bench', 'results', 'trust.json')
 TABLE_MD = os.path.join(REPO_ROOT, 'docs', 'trust_results.md')
@@ -102,7 +103,7 @@ def run_condition(pool, labels, test, test_labels, foreign, config, k, seed):
   probabilities = head_model(tf.constant(test)).numpy()
   before = calibration.rescale(probabilities, 1.0 / fitted['temperature'])
   normalize = lambda x: head_lib.normalized(head_model, x)   # pylint: disable=unnecessary-lambda-assignment
-  detector, facts = ood.fit(normalize(pool[0, labeled]), labels[labeled], config['ood'],
+  detector, facts = ood.fit(normalize(pool[0, labeled]), labels[labeled], config.ood,
                             seed)
   score = lambda x: ood.scores(normalize(x), detector.reference, detector.neighbours)  # pylint: disable=unnecessary-lambda-assignment
   kernel, bias = head_model.get_layer(classifier.PROBABILITIES_LAYER).get_weights()
@@ -151,7 +152,7 @@ def main(argv=None) -> None:
   # The frozen backbone's features do not depend on the data set: one embedder.
   embedder = feature_cache.Embedder(classifier.feature_extractor(
       label_efficiency.build_classifier(config, 2)))
-  views = [None, feature_cache.mirror] if config['augmentation']['horizontal_flip'] else [None]
+  views = [None, feature_cache.mirror] if config.augmentation.horizontal_flip else [None]
 
   def embed(images, image_views, what):
     return embedder.compute_views(label_efficiency.model_inputs(images, config),
@@ -175,7 +176,7 @@ def main(argv=None) -> None:
         logging.info('%s', json.dumps(row))
         rows.append(row)
   report = {'rows': rows, 'seconds': time.perf_counter() - started, 'args': vars(args),
-            'ood': config['ood']}
+            'ood': dataclasses.asdict(config.ood)}
   print(markdown(report))
   if not args.no_write:
     measure.publish(report, RESULTS_JSON, TABLE_MD, markdown(report))

@@ -1,9 +1,7 @@
-"""The pipeline's steps, one package or module per component.
+"""The pipeline's custom TFX components (one package each: component.py +
+executor.py) and what the steps share: contracts.py (names), example_splits.py
+(reading example splits), artifact_readers.py (reading one step's files),
+evaluator/ (the stock Evaluator's configuration and its results)."""
 
-TFT 1.16 and TFMA 0.47 need Keras 2 (tf_keras); the switch must be set before
-TensorFlow is first imported anywhere in the process.
-"""
-
-import os
-
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+# Imported first for its side effect: it selects Keras 2 before TensorFlow loads.
+import models  # pylint: disable=unused-import

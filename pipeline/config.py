@@ -79,7 +79,7 @@ class AugmentationConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
-  """How the head is fitted (components/trainer/head.py) and, optionally, the
+  """How the head is fitted (models/trainer/head.py) and, optionally, the
   backbone's top fine-tuned. Nothing here reads the eval split."""
   # Images per batch through the backbone (feature cache, fine-tuning).
   batch_size: int = 32
@@ -107,7 +107,7 @@ class TrainingConfig:
 class SemiSupervisedConfig:
   """Self-training on the unlabeled split (`data.unlabeled_path`), used only
   when cross-validation on the labeled train split says it helps; see
-  components/trainer/head.py and docs/label_efficiency.md."""
+  models/trainer/head.py and docs/label_efficiency.md."""
   # Used only when the run has unlabeled images.
   enabled: bool = True
   # Rounds of pseudo-labelling; each refits the head with more pseudo-labels.
@@ -123,13 +123,13 @@ class SemiSupervisedConfig:
 class DataQualityConfig:
   """The Trainer's audit of the labeled images on the backbone's cached
   features: suspect labels, near-duplicates and outliers
-  (components/trainer/data_quality.py, docs/data_quality.md)."""
+  (models/trainer/data_quality.py, docs/data_quality.md)."""
   # Off: no audit, and the Trainer does not read the eval split at all.
   enabled: bool = True
   # Two images are near-duplicates from this cosine similarity of their
   # normalised features up, or, when each is the other's nearest neighbour
   # (similarity 0.8 or more), from this margin over each one's next-nearest
-  # (components/trainer/data_quality.py; measured in docs/data_quality.md).
+  # (models/trainer/data_quality.py; measured in docs/data_quality.md).
   near_duplicate_similarity: float = 0.95
   near_duplicate_margin: float = 0.08
   # Near-duplicates under two labels: 'warn' lists them in the report,
@@ -142,7 +142,7 @@ class DataQualityConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OodConfig:
-  """"unknown" for images of no known class (components/trainer/ood.py,
+  """"unknown" for images of no known class (models/ood.py,
   docs/trust.md): exported in every serving signature and the TFLite model."""
   enabled: bool = True
   # Share of images like the train images the threshold calls unknown.

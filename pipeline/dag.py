@@ -17,7 +17,6 @@ it after `train`, the Evaluator never sees it, and
 the LabelQueue ranks it: which images to label next.
 """
 
-import dataclasses
 import os
 from typing import Any, Dict, Optional
 
@@ -26,47 +25,48 @@ import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 from tfx.v1.extensions import google_cloud_ai_platform as vertex
 
-from components.backbones import get_backbone
+from components.contracts import TRAIN_SPLIT, UNLABELED_SPLIT, is_remote
 from components.data_gate.component import DataGate
 from components.evaluator.eval_config import make_eval_config
-from components.image_example_gen.component import (
-    UNLABELED_SPLIT, ImageExampleGen, has_fixed_split)
+from components.image_example_gen.component import ImageExampleGen, has_fixed_split
 from components.label_queue.component import LabelQueue
 from components.registry_pusher.component import RegistryPusher
-from components.trainer import signatures
-from components.transform import preprocessing
+from models import preprocessing
+from models import signatures
+from models.backbones import get_backbone
+from models.settings import ModelSettings
 
 from pipeline import schema
 from pipeline.beam_args import beam_pipeline_args
 from pipeline.config import REPO_ROOT, Config
 
-TRANSFORM_MODULE = os.path.join('components', 'transform', 'preprocessing.py')
-TRAINER_MODULE = os.path.join('components', 'trainer', 'task.py')
+TRANSFORM_MODULE = os.path.join('models', 'preprocessing.py')
+TRAINER_MODULE = os.path.join('models', 'trainer', 'task.py')
 
 
 def image_size(config: Config) -> int:
   return config.model.image_size or get_backbone(config.model.backbone).default_image_size
 
 
+def model_settings(config: Config) -> ModelSettings:
+  """What Transform's and the Trainer's module files are told (models/settings.py)."""
+  return ModelSettings(
+      class_names=tuple(schema.class_names(config.data.schema_file)),
+      image_size=image_size(config), max_image_pixels=config.data.max_image_pixels,
+      model=config.model, augmentation=config.augmentation, training=config.training,
+      semi_supervised=config.semi_supervised, data_quality=config.data_quality,
+      ood=config.ood)
+
+
 def components_config(config: Config) -> Dict[str, Any]:
-  """The values Transform and the Trainer receive through `custom_config`."""
-  return {
-      'class_names': schema.class_names(config.data.schema_file),
-      'image_size': image_size(config),
-      'model': dataclasses.asdict(config.model),
-      'augmentation': dataclasses.asdict(config.augmentation),
-      'training': dataclasses.asdict(config.training),
-      'semi_supervised': dataclasses.asdict(config.semi_supervised),
-      'data_quality': dataclasses.asdict(config.data_quality),
-      'ood': dataclasses.asdict(config.ood),
-      'max_image_pixels': config.data.max_image_pixels,
-  }
+  """The `custom_config` Transform and the Trainer receive."""
+  return model_settings(config).to_custom_config()
 
 
 def path_in_repo(path: str) -> Optional[str]:
   """`path` relative to the repository root, or None when it lies outside it
   (a remote URI, or a local path elsewhere); only such paths move with the code."""
-  if '://' in path:
+  if is_remote(path):
     return None
   relative = os.path.relpath(os.path.abspath(path), REPO_ROOT)
   return None if relative.startswith(os.pardir) else relative
@@ -196,7 +196,7 @@ def create_pipeline(
       transform_graph=transform.outputs['transform_graph'],
       schema=schema_gen.outputs['schema'],
       # The Trainer reads train_files[0] as the labeled split, the rest as unlabeled.
-      train_args=(tfx.proto.TrainArgs(splits=['train', UNLABELED_SPLIT])
+      train_args=(tfx.proto.TrainArgs(splits=[TRAIN_SPLIT, UNLABELED_SPLIT])
                   if config.data.unlabeled_path else None))
   if config.gcp.training_machine_type:
     trainer = vertex.Trainer(

@@ -22,16 +22,13 @@ from google.cloud import aiplatform
 from google.cloud.aiplatform.compat.types import schedule as gca_schedule
 from tfx import v1 as tfx
 
+from components.contracts import is_remote
 from pipeline import dag
 from pipeline.config import REPO_ROOT, Config
 
 # TFX packages a module file into a wheel under the pipeline root at compile
 # time; the image already holds the code at deploy.code_root, so it must not.
 _NO_MODULE_WHEELS = 'UNSUPPORTED_DO_NOT_PACKAGE_USER_MODULES'
-
-
-def is_remote(path: str) -> bool:
-  return '://' in path
 
 
 def check_paths(config: Config) -> None:

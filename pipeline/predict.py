@@ -8,7 +8,7 @@ again one image at a time, so one bad file costs only itself.
 
 One row per file, in input order, as JSON lines or CSV with the fields
 path, prediction (the top class, or "unknown" for an image of no known class:
-components/trainer/ood.py), class_name (the top class), class_id,
+models/ood.py), class_name (the top class), class_id,
 probability (of the top class), ood_score, top_k (the K most likely classes
 with their probabilities; in CSV `name:prob;name:prob`) and error. A file
 that cannot be read or decoded gets an `error` instead of a prediction, and
@@ -30,11 +30,11 @@ from typing import Dict, Iterable, Iterator, List, Sequence, TextIO
 import numpy as np
 import tensorflow as tf
 
-from components import image_codec
 from components import safe_text
 from components.registry_pusher import registry
-from components.trainer import explain as explain_lib
-from components.trainer import signatures
+from models import explain as explain_lib
+from models import image_codec
+from models import signatures
 from pipeline.report import plots
 
 FORMATS = ('jsonl', 'csv')

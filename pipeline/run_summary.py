@@ -20,7 +20,7 @@ from components import artifact_readers
 from components import contracts
 from components.evaluator import results
 from components.registry_pusher import registry
-from components.trainer import data_quality
+from models.trainer import data_quality
 from pipeline import lineage
 
 DATA_GATE_NODE = 'DataGate'
@@ -70,7 +70,7 @@ class RunSummary:
   label_queue_uri: Optional[str] = None
   label_queue_size: int = 0
   labels_to_check: int = 0     # of label_queue_size: the audit's suspect labels
-  # The Trainer's data-quality audit (components/trainer/data_quality.py):
+  # The Trainer's data-quality audit (models/trainer/data_quality.py):
   # its folder in the Trainer's model_run, and its data_quality.json.
   data_quality_dir: Optional[str] = None
   data_quality: Dict[str, Any] = dataclasses.field(default_factory=dict)

@@ -42,6 +42,7 @@ def write_examples_split(examples_uri: str, split: str, records) -> None:
   (image bytes, label, source path) records."""
   import hashlib  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from components import example_splits  # pylint: disable=g-import-not-at-top
 
   def feature(value):
     if isinstance(value, int):
@@ -49,7 +50,7 @@ def write_examples_split(examples_uri: str, split: str, records) -> None:
     return tf.train.Feature(bytes_list=tf.train.BytesList(
         value=[value if isinstance(value, bytes) else value.encode()]))
 
-  folder = os.path.join(examples_uri, f'Split-{split}')
+  folder = example_splits.split_dir(examples_uri, split)
   os.makedirs(folder)
   with tf.io.TFRecordWriter(os.path.join(folder, 'data.gz'), 'GZIP') as writer:
     for image, label, source_path in records:
@@ -106,15 +107,16 @@ def run_e2e_pipeline(workspace, *extra, orchestrator='local'):
       config_lib.load_config(None, [*workspace['overrides'], *extra]), orchestrator)
 
 
-def components_config(*overrides, class_names=None):
-  """The `custom_config` Transform and the Trainer receive, built by the
-  pipeline's own dag.components_config from the default configuration with
+def model_settings(*overrides, class_names=None):
+  """The ModelSettings Transform and the Trainer receive, built by the
+  pipeline's own dag.model_settings from the default configuration with
   `section.key=value` overrides (and, if given, these class names)."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
   from pipeline import config as config_lib, dag  # pylint: disable=g-import-not-at-top
-  config = dag.components_config(config_lib.load_config(None, list(overrides)))
+  settings = dag.model_settings(config_lib.load_config(None, list(overrides)))
   if class_names is not None:
-    config['class_names'] = list(class_names)
-  return config
+    settings = dataclasses.replace(settings, class_names=tuple(class_names))
+  return settings
 
 
 def analyze_and_transform(rows, image_size, class_names, with_names=False):
@@ -128,7 +130,7 @@ def analyze_and_transform(rows, image_size, class_names, with_names=False):
   import tensorflow_transform.beam as tft_beam  # pylint: disable=g-import-not-at-top
   import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
   from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils  # pylint: disable=g-import-not-at-top
-  from components.transform import preprocessing  # pylint: disable=g-import-not-at-top
+  from models import preprocessing  # pylint: disable=g-import-not-at-top
 
   feature_spec = {
       preprocessing.IMAGE_KEY: tf.io.FixedLenFeature([1], tf.string),
@@ -140,8 +142,8 @@ def analyze_and_transform(rows, image_size, class_names, with_names=False):
       schema_utils.schema_from_feature_spec(feature_spec))
   instances = [{preprocessing.IMAGE_KEY: [image], preprocessing.LABEL_KEY: [label],
                 **{name: [b'-'] for name in names}} for image, label in rows]
-  fn = functools.partial(preprocessing.preprocessing_fn, custom_config=components_config(
-      f'model.image_size={image_size}', class_names=class_names))
+  fn = functools.partial(preprocessing.preprocessing_fn, custom_config=model_settings(
+      f'model.image_size={image_size}', class_names=class_names).to_custom_config())
   output_dir = tempfile.mkdtemp()
   with tft_beam.Context(temp_dir=tempfile.mkdtemp()):
     (data, _), transform_fn = (

@@ -13,10 +13,10 @@ import skimage.data
 import tensorflow as tf
 import tf_keras
 
-from components.backbones import efficientnet_lite
-from components.backbones import get_backbone
-from components.backbones import keras_applications
-from components.backbones import state_dict as state_dict_lib
+from models.backbones import efficientnet_lite
+from models.backbones import get_backbone
+from models.backbones import keras_applications
+from models.backbones import state_dict as state_dict_lib
 import torch_pickles
 
 IMAGENET_CATS = {281: 'tabby', 282: 'tiger cat', 283: 'Persian cat',

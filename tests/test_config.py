@@ -130,3 +130,19 @@ def test_cli_reports_bad_input_in_one_line(argv, message):
   error_lines = [l for l in result.stderr.splitlines() if l.startswith('error: ')]
   assert len(error_lines) == 1 and message in result.stderr, result.stderr[-1000:]
   assert 'Traceback' not in result.stderr
+
+
+def test_module_files_read_back_every_setting_the_dag_sends():
+  """custom_config goes through JSON to the module files; what they parse is
+  what the DAG built, field for field, extra TFX keys ignored."""
+  import json  # pylint: disable=g-import-not-at-top
+  from models.settings import ModelSettings  # pylint: disable=g-import-not-at-top
+  from pipeline import dag  # pylint: disable=g-import-not-at-top
+  config = config_lib.load_config(None, ['training.seed=7', 'ood.neighbours=9',
+                                         'augmentation.zoom=0.3', 'model.image_size=96'])
+  sent = json.loads(json.dumps({**dag.components_config(config),
+                                'ai_platform_enable_vertex': True}))
+  settings = ModelSettings.from_custom_config(sent)
+  assert settings == dag.model_settings(config)
+  assert (settings.training.seed, settings.ood.neighbours, settings.augmentation.zoom,
+          settings.image_size) == (7, 9, 0.3, 96)

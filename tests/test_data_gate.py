@@ -24,9 +24,9 @@ from tfx.orchestration.pipeline import RunOptions
 from components import artifact_readers
 from components import contracts
 from components.data_gate import executor as gate
+from pipeline import __main__ as cli
 from pipeline import config as config_lib
 from pipeline import dag, report, run_summary, runner, schema
-from pipeline import __main__ as cli
 
 from helpers import copy_sample
 

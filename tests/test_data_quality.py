@@ -1,8 +1,9 @@
-"""The data-quality audit (components/trainer/data_quality.py) on features
+"""The data-quality audit (models/trainer/data_quality.py) on features
 whose truth is known: flipped labels, planted copies and a far-away image;
 and on a real run, through the label queue, the summary and the report."""
 
 import csv
+import dataclasses
 import json
 import os
 
@@ -13,16 +14,16 @@ from PIL import Image
 from components import artifact_readers
 from components import contracts
 from components.label_queue import executor as label_queue
-from components.trainer import data_quality
-from components.trainer import neighbours
+from models import neighbours
+from models.trainer import data_quality
 from pipeline import run_summary
+from pipeline.config import DataQualityConfig
 
 from helpers import make_e2e_workspace, run_e2e_pipeline, sample_bytes
 
 CLASSES = ['a', 'b', 'c']
-SETTINGS = {'near_duplicate_similarity': 0.95, 'near_duplicate_margin': 0.08,
-            'cross_class_duplicates': 'warn',
-            'outlier_mads': 4.0}
+SETTINGS = DataQualityConfig(near_duplicate_similarity=0.95, near_duplicate_margin=0.08,
+                             cross_class_duplicates='warn', outlier_mads=4.0)
 
 
 def _images(seed=0, per_class=40, flipped=(3, 50, 97)):
@@ -96,7 +97,7 @@ def test_stop_on_cross_class_duplicates_fails_after_writing_the_lists(tmp_path):
   labels[45] = 2
   with pytest.raises(data_quality.DataQualityError, match='b/44.png as b and c/45.png as c'):
     data_quality.audit(_labeled(features, labels, probabilities, splits), CLASSES,
-                       {**SETTINGS, 'cross_class_duplicates': 'stop'}, str(tmp_path))
+                       dataclasses.replace(SETTINGS, cross_class_duplicates='stop'), str(tmp_path))
   assert len(_rows(tmp_path, contracts.NEAR_DUPLICATES_CSV)) == 1
 
 

@@ -6,7 +6,7 @@ import os
 import re
 import shlex
 
-from components.backbones import efficientnet_lite
+from models.backbones import efficientnet_lite
 from pipeline import config as config_lib
 from pipeline import dag
 

@@ -1,4 +1,4 @@
-"""Grad-CAM: the `explain_pixels` signature (components/trainer/explain.py) and
+"""Grad-CAM: the `explain_pixels` signature (models/explain.py) and
 `predict --explain`.
 
 The signature and the command run on the end-to-end run's published version
@@ -17,16 +17,16 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
-from components import image_codec
-from components.backbones import get_backbone
-from components.trainer import explain
-from components.trainer import model as classifier
-from components.trainer import signatures
-from components.transform import preprocessing
+from models import classifier
+from models import explain
+from models import image_codec
+from models import preprocessing
+from models import signatures
+from models.backbones import get_backbone
 from pipeline import __main__ as cli
 from pipeline import predict
 
-from helpers import E2E_CLASSES, SAMPLE_DIR, components_config
+from helpers import E2E_CLASSES, SAMPLE_DIR, model_settings
 
 IMAGES_PER_CLASS = 10
 NORMALIZE = get_backbone('efficientnet_lite0').normalize
@@ -91,7 +91,7 @@ def test_heatmap_is_the_relative_grad_cam_of_the_top_class_log_probability():
   gradient, the pooling being a mean), through a NumPy copy of the head."""
   # ImageNet weights: a random backbone's features are ~1e-12, where the head's
   # square root is too steep for a numerical gradient.
-  config = components_config('model.image_size=64', 'model.weights=imagenet',
+  config = model_settings('model.image_size=64', 'model.weights=imagenet',
                              'training.seed=3', class_names=E2E_CLASSES)
   model = classifier.build_classifier(config, len(E2E_CLASSES),
                                       preprocessing.TRANSFORMED_IMAGE_KEY)

@@ -6,18 +6,18 @@ import logging
 import numpy as np
 import pytest
 
-from components.trainer import feature_cache
-from components.trainer import head as head_lib
-from components.trainer import learning_curve
-from components.trainer import model as classifier
+from models import classifier
+from models.trainer import feature_cache
+from models.trainer import head as head_lib
+from models.trainer import learning_curve
 
-from helpers import components_config
+from helpers import model_settings
 
 NUM_CLASSES = 3
 
 
 def _config(*overrides):
-  return components_config('model.weights=none', 'model.image_size=32', *overrides,
+  return model_settings('model.weights=none', 'model.image_size=32', *overrides,
                            class_names=['a', 'b', 'c'])
 
 

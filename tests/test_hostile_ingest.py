@@ -1,6 +1,6 @@
 """Bad input at ingest: the real ImageExampleGen on a corpus of hostile and odd
 files (tests/hostile_corpus.py), the decompression-bomb guard and the EXIF
-orientation of the shared decoder (components/image_codec.py)."""
+orientation of the shared decoder (models/image_codec.py)."""
 
 import glob
 import io
@@ -22,9 +22,10 @@ import ml_metadata as mlmd
 
 import hostile_corpus as corpus
 from components import contracts
-from components import image_codec
+from components import example_splits
 from components.image_example_gen import executor
 from components.image_example_gen.component import ImageExampleGen
+from models import image_codec
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_PIXELS = 30_000_000     # below the default: proves the limit reaches the executor
@@ -38,7 +39,7 @@ EXTERNAL = {'cat/link_to_outside.jpg', 'cat/link_to_huge.jpg', 'dog/null_device.
 def _read_examples(uri):
   records = {}
   for split in ('train', 'eval'):
-    files = glob.glob(os.path.join(uri, f'Split-{split}', '*'))
+    files = glob.glob(os.path.join(example_splits.split_dir(uri, split), '*'))
     for record in tf.data.TFRecordDataset(files, compression_type='GZIP'):
       features = tf.train.Example.FromString(record.numpy()).features.feature
       row = {name: (features[name].int64_list.value[0]
@@ -245,7 +246,7 @@ _BOMB_PROBE = textwrap.dedent('''
     import tensorflow as tf
     sys.path[:0] = [sys.argv[1], sys.argv[2]]
     import hostile_corpus as corpus
-    from components import image_codec
+    from models import image_codec
     from PIL import Image
 
     peak_mb, reset_peak = corpus.peak_rss_mb, corpus.reset_peak_rss

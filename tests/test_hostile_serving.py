@@ -31,8 +31,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from components import image_codec
-from components.trainer import signatures
+from models import image_codec
+from models import signatures
 from pipeline import __main__ as cli
 
 from helpers import E2E_CLASSES, REPO_ROOT, sample_bytes
@@ -226,7 +226,7 @@ _SERVER = textwrap.dedent('''
     import numpy as np
     import tensorflow as tf
     import test_hostile_serving as hostile
-    from components.trainer import signatures
+    from models import signatures
     signature = tf.saved_model.load(sys.argv[1]).signatures[signatures.SERVING_SIGNATURE]
     def serve(images):
       outputs = signature(**{signatures.SERVING_INPUT: tf.constant(images, tf.string)})
@@ -276,7 +276,7 @@ _GIF_PROBE = textwrap.dedent('''
     import json, sys
     import tensorflow as tf
     import test_hostile_serving as hostile
-    from components import image_codec
+    from models import image_codec
     decode = tf.saved_model.load(sys.argv[1])
     cases = {'GIF88a': hostile.gif_other_version(b'8a'),
              'GIF8\\\\0\\\\0': hostile.gif_other_version(b'\\0\\0'),

@@ -16,9 +16,10 @@ from tfx.components.example_gen import utils as example_gen_utils
 import ml_metadata as mlmd
 
 from components import contracts
+from components import example_splits
+from components.contracts import UNLABELED_LABEL, UNLABELED_SPLIT
 from components.image_example_gen import component, executor
-from components.image_example_gen.component import (
-    UNLABELED_LABEL, UNLABELED_SPLIT, ImageExampleGen, has_fixed_split)
+from components.image_example_gen.component import ImageExampleGen, has_fixed_split
 
 from helpers import copy_sample
 
@@ -97,7 +98,7 @@ def _run_example_gen(data_dir, work_dir, eval_fraction=0.25, unlabeled_dir='',
 
 
 def _read_split(uri, split):
-  files = glob.glob(os.path.join(uri, f'Split-{split}', '*'))
+  files = glob.glob(os.path.join(example_splits.split_dir(uri, split), '*'))
   records = []
   for record in tf.data.TFRecordDataset(files, compression_type='GZIP'):
     example = tf.train.Example.FromString(record.numpy())

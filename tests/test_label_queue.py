@@ -19,13 +19,13 @@ from PIL import Image
 from tfx.types import standard_artifacts
 
 from components import contracts
-from components.data_gate.labels import split_records
 from components.contracts import UNLABELED_LABEL, UNLABELED_SPLIT
+from components.data_gate.labels import split_records
 from components.label_queue import executor
 from components.label_queue import ranking
-from components.trainer import data_quality
-from components.trainer import signatures
-from components.trainer.model import POOLED_FEATURES_LAYER
+from models import signatures
+from models.classifier import POOLED_FEATURES_LAYER
+from models.trainer import data_quality
 
 from helpers import (REPO_ROOT, analyze_and_transform, artifact, sample_bytes,
                      write_examples_split)

@@ -4,11 +4,11 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from components.trainer import model as classifier
+from models import classifier
 
-from helpers import components_config
+from helpers import model_settings
 
-CONFIG = components_config('model.image_size=32', 'model.weights=none',
+CONFIG = model_settings('model.image_size=32', 'model.weights=none',
                            'augmentation.rotation=0.1', 'augmentation.contrast=0.2',
                            'training.seed=3')
 
@@ -39,7 +39,7 @@ def test_fine_tuning_unfreezes_top_layers_but_never_batch_norm():
 
 
 def test_augmentation_varies_training_batches_only():
-  layers = classifier.augmentation_layers(CONFIG['augmentation'], seed=5)
+  layers = classifier.augmentation_layers(CONFIG.augmentation, seed=5)
   images = tf.random.stateless_uniform([4, 32, 32, 3], seed=[1, 2], minval=-1, maxval=1)
   np.testing.assert_array_equal(layers(images, training=False), images)
   augmented = layers(images, training=True)

@@ -22,6 +22,8 @@ from tfx import v1 as tfx
 from tfx.orchestration.pipeline import RunOptions
 from ml_metadata import metadata_store
 
+from components import contracts
+from components import example_splits
 from components.evaluator.results import read_evaluation
 from pipeline import config as config_lib
 from pipeline import dag, schema
@@ -114,7 +116,7 @@ def test_beam_components_ran_in_two_worker_processes(runs):
 
 
 def _records(uri, split):
-  files = sorted(glob.glob(os.path.join(uri, f'Split-{split}', '*')))
+  files = sorted(glob.glob(os.path.join(example_splits.split_dir(uri, split), '*')))
   assert files, f'no records under {uri} for {split}'
   # Canonical bytes: the order of a tf.Example's feature map entries is not
   # part of its meaning and differs between processes.
@@ -146,7 +148,7 @@ def test_transform_writes_the_same_vocabulary(runs):
 
 
 def _feature_stats(uri, split):
-  stats = tfdv.load_stats_binary(os.path.join(uri, f'Split-{split}', 'FeatureStats.pb'))
+  stats = tfdv.load_stats_binary(os.path.join(example_splits.split_dir(uri, split), contracts.STATISTICS_FILE))
   (dataset,) = stats.datasets
   features = {}
   for feature in dataset.features:

@@ -1,4 +1,4 @@
-"""Trust in a prediction: the unknown-image detector (components/trainer/ood.py)
+"""Trust in a prediction: the unknown-image detector (models/ood.py)
 and calibrated confidence (calibration.py), fitted on held-out data (the
 exported outputs: tests/test_signatures.py, and a real run below)."""
 
@@ -13,13 +13,14 @@ from scipy import special
 from skimage import data as skimage_data
 
 from components import contracts
-from components.trainer import calibration
-from components.trainer import ood
-from components.trainer import signatures
+from models import ood
+from models import signatures
+from models.trainer import calibration
+from pipeline.config import OodConfig
 
 from helpers import E2E_CLASSES, sample_bytes
 
-SETTINGS = {'false_rejection_rate': 0.1, 'neighbours': 3, 'max_reference_images': 1000}
+SETTINGS = OodConfig(false_rejection_rate=0.1, neighbours=3, max_reference_images=1000)
 
 
 def _clusters(rng, per_cluster, centres):

@@ -16,8 +16,8 @@ import sys
 import numpy as np
 import pytest
 
-from components.backbones import efficientnet_lite
 from components.registry_pusher import registry
+from models.backbones import efficientnet_lite
 from pipeline import runner
 import torch_pickles
 

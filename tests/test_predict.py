@@ -17,10 +17,10 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
-from components import image_codec
 from components.registry_pusher import registry
-from components.trainer import ood
-from components.trainer import signatures
+from models import image_codec
+from models import ood
+from models import signatures
 from pipeline import __main__ as cli
 
 from helpers import SAMPLE_DIR

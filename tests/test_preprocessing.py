@@ -9,7 +9,7 @@ import tensorflow_transform as tft
 from PIL import Image
 
 from components import artifact_readers
-from components.transform import preprocessing
+from models import preprocessing
 
 from helpers import analyze_and_transform
 

@@ -381,7 +381,7 @@ def test_concurrent_promoters_lose_no_history_and_readers_see_valid_json(registr
 
 def test_resolve_gives_a_loadable_saved_model_and_its_labels(registry_dir, e2e_workspace):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from components.trainer import signatures  # pylint: disable=g-import-not-at-top
+  from models import signatures  # pylint: disable=g-import-not-at-top
   registry = Registry(registry_dir, MODEL)
   registry.promote('production', 2, 'serve 2')
   model = registry.resolve('production')

@@ -20,13 +20,13 @@ import tensorflow as tf
 from PIL import Image
 
 from components import contracts
+from components.registry_pusher import registry
+from models import preprocessing
+from models.trainer import calibration
 from pipeline import config as config_lib, report, run_summary, runner
 from pipeline.report import facts as facts_lib, plots, render, scoring, sections
 from pipeline.report.document import (Banner, Bullets, Code, Figure, Paragraph,
                                       Section, Table)
-from components.registry_pusher import registry
-from components.trainer import calibration
-from components.transform import preprocessing
 
 from helpers import sample_bytes
 

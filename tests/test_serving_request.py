@@ -27,7 +27,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from components.trainer import signatures
+from models import signatures
 
 import docs_blocks
 from helpers import E2E_CLASSES, SAMPLE_DIR

@@ -7,12 +7,12 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from components.trainer import model as classifier
-from components.trainer import ood
-from components.trainer import signatures
-from components.transform import preprocessing
+from models import classifier
+from models import ood
+from models import preprocessing
+from models import signatures
 
-from helpers import analyze_and_transform, components_config, sample_bytes
+from helpers import analyze_and_transform, model_settings, sample_bytes
 
 IMAGE_SIZE = 32
 CLASSES = ['bag', 'trouser']
@@ -26,7 +26,7 @@ def exported(tmp_path_factory):
   ImageNet weights: a randomly initialised backbone's features are ~1e-13."""
   rows = [(sample_bytes(label, i), label) for label in CLASSES for i in range(3)]
   _, transform_dir = analyze_and_transform(rows, IMAGE_SIZE, CLASSES)
-  config = components_config(f'model.image_size={IMAGE_SIZE}', 'training.seed=1',
+  config = model_settings(f'model.image_size={IMAGE_SIZE}', 'training.seed=1',
                              class_names=CLASSES)
   model = classifier.build_classifier(config, len(CLASSES),
                                       preprocessing.TRANSFORMED_IMAGE_KEY)

@@ -18,10 +18,12 @@ import pytest
 import tensorflow as tf
 from tfx.types import standard_artifacts
 
-from components import image_codec
+from components import contracts
+from components import example_splits
 from components.registry_pusher import edge_exports, executor, registry, tflite
-from components.trainer import signatures
-from components.transform import preprocessing
+from models import image_codec
+from models import preprocessing
+from models import signatures
 from pipeline import run_summary
 
 import docs_blocks
@@ -144,7 +146,7 @@ def exports(published):
 def _eval_split(examples_uri, image_size):
   """(float pixels, class names) of every eval example, decoded here."""
   images, names = [], []
-  files = glob.glob(os.path.join(examples_uri, 'Split-eval', '*'))
+  files = glob.glob(os.path.join(example_splits.split_dir(examples_uri, contracts.EVAL_SPLIT), '*'))
   for record in tf.data.TFRecordDataset(files, compression_type='GZIP'):
     example = tf.train.Example.FromString(record.numpy())
     images.append(example.features.feature[preprocessing.IMAGE_KEY].bytes_list.value[0])

@@ -13,11 +13,11 @@ from tfx.types import standard_artifacts
 from tfx.utils import json_utils
 
 from components import contracts
-from components.trainer import data_quality
-from components.trainer import signatures
+from models import signatures
+from models.trainer import data_quality
 from pipeline import dag
 
-from helpers import (REPO_ROOT, analyze_and_transform, artifact, components_config,
+from helpers import (REPO_ROOT, analyze_and_transform, artifact, model_settings,
                      sample_bytes, write_examples_split)
 
 CLASSES = ['bag', 'trouser']
@@ -34,7 +34,7 @@ def test_fine_tuning_runs_its_epochs_the_model_exports_and_leakage_is_found(tmp_
         (image, label, f'{split}/{label}/{i}.png') for i, (image, label) in enumerate(rows)])
   model = artifact(standard_artifacts.Model, str(tmp_path / 'model'))
   model_run = artifact(standard_artifacts.ModelRun, str(tmp_path / 'model_run'))
-  config = components_config(
+  config = model_settings(
       f'model.image_size={IMAGE_SIZE}', 'model.weights=none', 'training.batch_size=4',
       'training.fine_tune_epochs=2', 'training.max_steps_per_epoch=2',
       class_names=CLASSES)
@@ -44,7 +44,7 @@ def test_fine_tuning_runs_its_epochs_the_model_exports_and_leakage_is_found(tmp_
        'transform_graph': [artifact(standard_artifacts.TransformGraph, transform_dir)]},
       {'model': [model], 'model_run': [model_run]},
       {'module_file': os.path.join(REPO_ROOT, dag.TRAINER_MODULE),
-       'custom_config': json_utils.dumps(config),
+       'custom_config': json_utils.dumps(config.to_custom_config()),
        'train_args': '{"splits": ["train"]}', 'eval_args': '{"splits": ["eval"]}'})
 
   serving_dir = os.path.join(model.uri, 'Format-Serving')

@@ -1,5 +1,5 @@
 """PyTorch state-dict files written without torch, for tests of the weights
-loader (components/backbones/state_dict.py) and of runs on chosen weights."""
+loader (models/backbones/state_dict.py) and of runs on chosen weights."""
 
 import collections
 import pickle

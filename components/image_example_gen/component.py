@@ -18,9 +18,9 @@ from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2
 
-from components import image_codec
 from components.contracts import EVAL_SPLIT, TRAIN_SPLIT, UNLABELED_SPLIT
 from components.image_example_gen import executor
+from models import image_codec
 
 # The files under each class folder, relative to a split root. Only the part
 # before the first '*' counts (executor.split_root): the driver and the

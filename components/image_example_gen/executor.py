@@ -48,10 +48,10 @@ from tfx.types import standard_component_specs
 from tfx.utils import proto_utils
 
 from components import contracts
-from components import image_codec
 from components.contracts import (IMAGE_FEATURE, IMAGE_ID_FEATURE, LABEL_CONFLICTS_FILE,
                                   LABEL_FEATURE, QUARANTINE_FILE, UNLABELED_LABEL,
                                   UNLABELED_SPLIT)
+from models import image_codec
 
 # `data.max_file_bytes`: larger files are quarantined without being read.
 DEFAULT_MAX_FILE_BYTES = 64 * 2**20

@@ -45,7 +45,7 @@ from components.contracts import (CHECK_LABELS_PROPERTY, CONTACT_SHEET, IMAGE_FE
                                   IMAGE_ID_FEATURE, QUEUE_CSV, QUEUED_PROPERTY,
                                   SUSPECT_LABELS_CSV, UNLABELED_SPLIT)
 from components.label_queue import ranking
-from components.trainer import signatures
+from models import signatures
 
 SUMMARY_JSON = 'label_queue.json'
 CSV_COLUMNS = ['rank', 'path', 'source_path', 'image_id', 'predicted', 'probability',

@@ -20,10 +20,10 @@ import numpy as np
 import tensorflow as tf
 
 from components import example_splits
-from components import image_codec
 from components.contracts import EVAL_SPLIT, IMAGE_FEATURE, LABEL_FEATURE, TRAIN_SPLIT
 from components.registry_pusher import tflite
-from components.trainer import signatures
+from models import image_codec
+from models import signatures
 
 # Eval images decoded and scored at once by every model.
 _BATCH_SIZE = 32

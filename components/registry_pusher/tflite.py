@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from components.trainer import signatures
+from models import signatures
 
 TFLITE_FILE = 'model.tflite'
 FLOAT, DYNAMIC_RANGE, INT8 = 'float', 'dynamic_range', 'int8'

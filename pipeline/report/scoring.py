@@ -18,10 +18,10 @@ from typing import List, Optional
 import numpy as np
 import tensorflow as tf
 
-from components import image_codec
-from components.trainer import explain as explain_lib
-from components.trainer import signatures
-from components.transform import preprocessing
+from models import explain as explain_lib
+from models import image_codec
+from models import preprocessing
+from models import signatures
 
 # Scoring stops after this many examples (the gallery then says so).
 MAX_EXAMPLES = 10_000

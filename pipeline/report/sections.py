@@ -7,10 +7,10 @@ tables that explain it; rendering to HTML or Markdown is `render`'s job.
 import json
 from typing import Dict, List, Optional, Tuple
 
-from components import image_codec
-from components.trainer import calibration
-from components.trainer import data_quality
-from components.trainer import learning_curve as learning_curve_lib
+from models import image_codec
+from models.trainer import calibration
+from models.trainer import data_quality
+from models.trainer import learning_curve as learning_curve_lib
 from pipeline.report import facts as facts_lib
 from pipeline.report import model_card, plots, scoring
 from pipeline.report.document import (Banner, Bullets, Code, Figure, Paragraph,
@@ -303,7 +303,7 @@ def confusion_section(facts: facts_lib.Facts) -> Section:
 
 
 def trust_section(facts: facts_lib.Facts) -> Optional[Section]:
-  """Calibrated confidence and "unknown" (components/trainer/calibration.py,
+  """Calibrated confidence and "unknown" (models/trainer/calibration.py,
   ood.py), measured on the eval split, which neither was fitted on."""
   head = (facts.history or {}).get('head') or {}
   fitted, detector = head.get('calibration'), (facts.history or {}).get('ood')

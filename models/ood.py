@@ -25,7 +25,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from components.trainer import neighbours
+from models import neighbours
+from pipeline.config import OodConfig
 
 UNKNOWN = 'unknown'
 
@@ -59,20 +60,20 @@ def reference_sample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
   return np.sort(order[:size])
 
 
-def fit(features: np.ndarray, labels: np.ndarray, settings: Dict[str, Any],
+def fit(features: np.ndarray, labels: np.ndarray, settings: OodConfig,
         seed: int) -> Tuple[Optional[Detector], Dict[str, Any]]:
   """The detector of `features` [N, D] (the head's normalised features of the
   labeled train images), with what it is for the training history; None
   when there are too few images to hold any out."""
-  chosen = reference_sample(labels, settings['max_reference_images'], seed)
-  k = min(settings['neighbours'], len(chosen) - 1)
+  chosen = reference_sample(labels, settings.max_reference_images, seed)
+  k = min(settings.neighbours, len(chosen) - 1)
   if k < 1:
     return None, {'enabled': False, 'reason': 'fewer than 2 labeled train images'}
   reference = neighbours.unit_rows(features[chosen])
   own = np.full(len(features), -1)
   own[chosen] = np.arange(len(chosen))
   held_out = scores(features, reference, k, own)
-  threshold = float(np.quantile(held_out, 1.0 - settings['false_rejection_rate']))
+  threshold = float(np.quantile(held_out, 1.0 - settings.false_rejection_rate))
   facts = {
       'enabled': True,
       'method': f'mean cosine distance to the {k} nearest of {len(chosen)} '
@@ -80,7 +81,7 @@ def fit(features: np.ndarray, labels: np.ndarray, settings: Dict[str, Any],
       'neighbours': k,
       'reference_images': int(len(chosen)),
       'threshold': threshold,
-      'false_rejection_rate': settings['false_rejection_rate'],
+      'false_rejection_rate': settings.false_rejection_rate,
       'held_out_rejected': float(np.mean(held_out > threshold)),
   }
   logging.info('Unknown-image detector: %s; threshold %.4f.', facts['method'], threshold)

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from components.backbones import state_dict as state_dict_lib
+from models.backbones import state_dict as state_dict_lib
 
 NUM_CLASSES = 1000
 _BN_EPSILON = 1e-3

@@ -1,13 +1,13 @@
 """The classifier: augmentation, a frozen pretrained backbone, a linear head
 on normalised features."""
 
-from typing import Any, Dict
-
 import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from components.backbones import get_backbone
+from models.backbones import get_backbone
+from models.settings import ModelSettings
+from pipeline.config import AugmentationConfig
 
 BACKBONE_LAYER = 'backbone'
 AUGMENTATION_LAYER = 'augmentation'
@@ -74,37 +74,36 @@ class FeatureNormalization(tf_keras.layers.Layer):
     return tf.math.l2_normalize(self._power(features) - self.center, axis=-1)
 
 
-def augmentation_layers(config: Dict[str, Any], seed: int) -> tf_keras.Sequential:
+def augmentation_layers(config: AugmentationConfig, seed: int) -> tf_keras.Sequential:
   """Keras preprocessing layers that vary training images; identity otherwise."""
   layers = []
-  if config['horizontal_flip']:
+  if config.horizontal_flip:
     layers.append(tf_keras.layers.RandomFlip('horizontal', seed=seed))
-  if config['rotation']:
-    layers.append(tf_keras.layers.RandomRotation(config['rotation'], seed=seed))
-  if config['zoom']:
-    layers.append(tf_keras.layers.RandomZoom(config['zoom'], seed=seed))
-  if config['translation']:
-    translation = config['translation']
+  if config.rotation:
+    layers.append(tf_keras.layers.RandomRotation(config.rotation, seed=seed))
+  if config.zoom:
+    layers.append(tf_keras.layers.RandomZoom(config.zoom, seed=seed))
+  if config.translation:
+    translation = config.translation
     layers.append(tf_keras.layers.RandomTranslation(translation, translation, seed=seed))
-  if config['contrast']:
-    layers.append(RandomContrastUnclipped(config['contrast'], seed=seed))
+  if config.contrast:
+    layers.append(RandomContrastUnclipped(config.contrast, seed=seed))
   return tf_keras.Sequential(layers, name=AUGMENTATION_LAYER)
 
 
-def build_classifier(config: Dict[str, Any], num_classes: int,
+def build_classifier(settings: ModelSettings, num_classes: int,
                      input_name: str) -> tf_keras.Model:
   """Augmentation -> frozen backbone (inference-mode BatchNorm) -> pooling ->
   feature normalisation -> softmax."""
-  model_config = config['model']
-  spec = get_backbone(model_config['backbone'])
-  image_size = config['image_size']
-  weights = None if model_config['weights'] == 'none' else model_config['weights']
+  spec = get_backbone(settings.model.backbone)
+  image_size = settings.image_size
+  weights = None if settings.model.weights == 'none' else settings.model.weights
   features = spec.build(image_size, weights)
   backbone = tf_keras.Model(features.inputs, features.outputs, name=BACKBONE_LAYER)
   backbone.trainable = False
 
   inputs = tf_keras.Input([image_size, image_size, 3], name=input_name)
-  x = augmentation_layers(config['augmentation'], config['training']['seed'])(inputs)
+  x = augmentation_layers(settings.augmentation, settings.training.seed)(inputs)
   # training=False keeps BatchNorm statistics frozen even when the top of the
   # backbone is unfrozen for fine-tuning.
   x = backbone(x, training=False)

@@ -10,9 +10,10 @@ from typing import Any, Dict
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from components import image_codec
-from components.backbones import get_backbone
 from components.contracts import IMAGE_FEATURE, LABEL_FEATURE, LABEL_VOCABULARY
+from models import image_codec
+from models.backbones import get_backbone
+from models.settings import ModelSettings
 
 # The raw features Transform reads (ImageExampleGen's) and what it writes.
 IMAGE_KEY = IMAGE_FEATURE
@@ -33,17 +34,17 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor],
   get an id after them. At serving time there is no label: the TFT layer
   prunes what needs it.
   """
+  settings = ModelSettings.from_custom_config(custom_config)
   encoded = tf.reshape(inputs[IMAGE_KEY], [-1])
-  images = image_codec.decode_and_resize(
-      encoded, custom_config['image_size'],
-      custom_config.get('max_image_pixels', image_codec.DEFAULT_MAX_PIXELS))
-  normalize = get_backbone(custom_config['model']['backbone']).normalize
+  images = image_codec.decode_and_resize(encoded, settings.image_size,
+                                         settings.max_image_pixels)
+  normalize = get_backbone(settings.model.backbone).normalize
   labels = tf.reshape(inputs[LABEL_KEY], [-1])
   return {
       TRANSFORMED_IMAGE_KEY: normalize(images),
       TRANSFORMED_LABEL_KEY: tft.compute_and_apply_vocabulary(
           labels, vocab_filename=LABEL_VOCABULARY,
-          reserved_tokens=list(custom_config['class_names'])),
+          reserved_tokens=list(settings.class_names)),
   }
 
 

@@ -33,7 +33,8 @@ import tensorflow as tf
 
 from components.contracts import (DATA_QUALITY_SUMMARY_FILE, NEAR_DUPLICATES_CSV,
                                   OUTLIERS_CSV, SUSPECT_LABELS_CSV)
-from components.trainer import neighbours
+from models import neighbours
+from pipeline.config import DataQualityConfig
 
 SUSPECT_COLUMNS = ['rank', 'source_path', 'split', 'image_id', 'given', 'suggested',
                    'score', 'suggested_probability']
@@ -136,11 +137,11 @@ def robust_threshold(scores: np.ndarray, mads: float) -> float:
   return median + mads * _MAD_TO_SIGMA * float(np.median(np.abs(scores - median)))
 
 
-def audit(images: LabeledImages, class_names: Sequence[str], settings: Dict[str, Any],
+def audit(images: LabeledImages, class_names: Sequence[str], settings: DataQualityConfig,
           output_dir: str) -> Dict[str, Any]:
   """Writes the three lists and data_quality.json into `output_dir`; returns
   the summary. Raises DataQualityError for near-duplicates under two labels
-  when settings['cross_class_duplicates'] is 'stop'."""
+  when settings.cross_class_duplicates is 'stop'."""
   start = time.perf_counter()
   labels, probabilities = images.labels, images.probabilities
   names = np.asarray(class_names, dtype=object)
@@ -148,10 +149,10 @@ def audit(images: LabeledImages, class_names: Sequence[str], settings: Dict[str,
   suggested = probabilities.argmax(axis=1)
   similarities, neighbour_ids = nearest_neighbours(images.features)
   pairs = near_duplicate_pairs(similarities, neighbour_ids,
-                               settings['near_duplicate_similarity'],
-                               settings['near_duplicate_margin'])
+                               settings.near_duplicate_similarity,
+                               settings.near_duplicate_margin)
   scores = outlier_scores(similarities)
-  threshold = robust_threshold(scores, settings['outlier_mads'])
+  threshold = robust_threshold(scores, settings.outlier_mads)
   outliers = [int(i) for i in np.argsort(-scores, kind='stable') if scores[i] > threshold]
 
   def where(i: int) -> List[str]:
@@ -179,16 +180,16 @@ def audit(images: LabeledImages, class_names: Sequence[str], settings: Dict[str,
       'suspect_labels_by_split': {split: sum(images.splits[i] == split for i in suspects)
                                   for split in sorted(set(images.splits))},
       'near_duplicates': {kind: kinds.count(kind) for kind in (CONFLICT, LEAKAGE, DUPLICATE)},
-      'near_duplicate_similarity': settings['near_duplicate_similarity'],
-      'near_duplicate_margin': settings['near_duplicate_margin'],
+      'near_duplicate_similarity': settings.near_duplicate_similarity,
+      'near_duplicate_margin': settings.near_duplicate_margin,
       'outliers': len(outlier_rows),
       'outlier_threshold': threshold,
-      'cross_class_duplicates': settings['cross_class_duplicates'],
+      'cross_class_duplicates': settings.cross_class_duplicates,
       'seconds': time.perf_counter() - start,
   }
   write_summary(output_dir, summary)
   conflicts = [row for row in duplicate_rows if row[0] == CONFLICT]
-  if conflicts and settings['cross_class_duplicates'] == 'stop':
+  if conflicts and settings.cross_class_duplicates == 'stop':
     raise DataQualityError(
         f'{len(conflicts)} near-duplicate pair(s) under two labels (e.g. '
         f'{conflicts[0][2]} as {conflicts[0][4]} and {conflicts[0][5]} as '

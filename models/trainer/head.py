@@ -43,9 +43,10 @@ from sklearn import exceptions as sklearn_exceptions
 from sklearn import linear_model
 from sklearn import model_selection
 
-from components.trainer import calibration
-from components.trainer import learning_curve
-from components.trainer import model as classifier
+from models import classifier
+from models.settings import ModelSettings
+from models.trainer import calibration
+from models.trainer import learning_curve
 
 # Candidate inverse regularisation strengths: on unit-length features the
 # useful range lies well above scikit-learn's default of 1.
@@ -120,13 +121,13 @@ class TrainingSet:
 
   def __init__(self, views: np.ndarray, labels: np.ndarray,
                unlabeled: Optional[np.ndarray], num_classes: int,
-               config: Dict[str, Any]):
+               settings: ModelSettings):
     self.views, self.labels, self.unlabeled = views, labels, unlabeled
     self.num_classes = num_classes
-    self.seed = config['training']['seed']
-    self.semi = config['semi_supervised']
+    self.seed = settings.training.seed
+    self.semi = settings.semi_supervised
     self.image_weights = (class_weights(labels, num_classes)[labels]
-                          if config['training']['class_weights']
+                          if settings.training.class_weights
                           else np.ones(len(labels), np.float32))
 
   def rows(self, images: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -145,11 +146,11 @@ class TrainingSet:
                         self.seed)
     if not self_training:
       return head, 0
-    rounds = self.semi['rounds']
+    rounds = self.semi.rounds
     for round_ in range(1, rounds + 1):
       probabilities = head.probabilities(self.unlabeled)
       guesses, confidence = probabilities.argmax(-1), probabilities.max(-1)
-      per_class = math.ceil(round_ / rounds * self.semi['pseudo_label_fraction'] *
+      per_class = math.ceil(round_ / rounds * self.semi.pseudo_label_fraction *
                             len(self.unlabeled) / self.num_classes)
       chosen = np.concatenate([
           members[np.argsort(-confidence[members], kind='stable')[:per_class]]
@@ -157,7 +158,7 @@ class TrainingSet:
       head = fit_logistic(
           np.concatenate([features, self.unlabeled[chosen]]),
           np.concatenate([labels, guesses[chosen]]),
-          np.concatenate([weights, np.full(len(chosen), self.semi['pseudo_label_weight'],
+          np.concatenate([weights, np.full(len(chosen), self.semi.pseudo_label_weight,
                                            np.float32)]),
           regularization, self.num_classes, self.seed)
     return head, len(chosen)
@@ -171,11 +172,11 @@ class TrainingSet:
   def repeats(self) -> int:
     return CV_REPEATS if len(self.labels) <= REPEATED_CV_MAX_IMAGES else 1
 
-  def folds(self, config: Dict[str, Any]) -> List[Tuple[np.ndarray, np.ndarray]]:
+  def folds(self, settings: ModelSettings) -> List[Tuple[np.ndarray, np.ndarray]]:
     """Stratified folds over images, `repeats` shuffles of them; none when a
     class has a single image."""
     counts = np.bincount(self.labels)
-    splits = min(config['training']['cv_folds'], int(counts[counts > 0].min()))
+    splits = min(settings.training.cv_folds, int(counts[counts > 0].min()))
     if splits < 2:
       return []
     return list(model_selection.RepeatedStratifiedKFold(
@@ -204,7 +205,7 @@ def normalized(head_model: tf_keras.Model, features: np.ndarray) -> np.ndarray:
   return layer(tf.constant(flat)).numpy().reshape(features.shape)
 
 
-def fit_head(head_model: tf_keras.Model, labeled: LabeledViews, config: Dict[str, Any],
+def fit_head(head_model: tf_keras.Model, labeled: LabeledViews, settings: ModelSettings,
              unlabeled: Optional[np.ndarray] = None,
              summary_dir: Optional[str] = None) -> Tuple[Dict[str, Any], Optional[np.ndarray]]:
   """Fits `head_model` (features -> probabilities, model.head) in place.
@@ -224,8 +225,8 @@ def fit_head(head_model: tf_keras.Model, labeled: LabeledViews, config: Dict[str
   head_model.get_layer(classifier.NORMALIZATION_LAYER).adapt(np.concatenate(clean))
   training_set = TrainingSet(
       normalized(head_model, labeled.features), labeled.labels,
-      None if unlabeled is None else normalized(head_model, unlabeled), num_classes, config)
-  folds = training_set.folds(config)
+      None if unlabeled is None else normalized(head_model, unlabeled), num_classes, settings)
+  folds = training_set.folds(settings)
   writer = tf.summary.create_file_writer(summary_dir) if summary_dir else None
   if folds:
     cv_accuracy, out_of_fold = zip(*(training_set.cross_validate(folds, c, False)

@@ -28,10 +28,10 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
 
-from components.trainer import explain
-from components.trainer import ood
-from components.trainer.model import NORMALIZATION_LAYER, POOLED_FEATURES_LAYER
-from components.transform import preprocessing
+from models import explain
+from models import ood
+from models import preprocessing
+from models.classifier import NORMALIZATION_LAYER, POOLED_FEATURES_LAYER
 
 SERVING_SIGNATURE = 'serving_default'
 EXAMPLES_SIGNATURE = 'from_examples'

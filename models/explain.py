@@ -31,7 +31,7 @@ from typing import Callable, Dict
 import tensorflow as tf
 import tf_keras
 
-from components.trainer import model as classifier
+from models import classifier
 
 HEATMAP = 'heatmap'
 

@@ -32,20 +32,20 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from components import artifact_readers
-from components.backbones import get_backbone
-from components.contracts import (DATA_QUALITY_DIR, SAVED_MODEL_EXTRAS_DIR,
+from components.contracts import (DATA_QUALITY_DIR, IMAGE_ID_FEATURE, SAVED_MODEL_EXTRAS_DIR,
                                   TRAINING_HISTORY_FILE)
-from components.trainer import data_quality
-from components.trainer import feature_cache
-from components.trainer import head as head_lib
-from components.trainer import model as classifier
-from components.trainer import ood
-from components.trainer import signatures
-from components.transform import preprocessing
+from models import classifier
+from models import ood
+from models import preprocessing
+from models import signatures
+from models.backbones import get_backbone
+from models.settings import ModelSettings
+from models.trainer import data_quality
+from models.trainer import feature_cache
+from models.trainer import head as head_lib
 
-# Written into the model directory next to the SavedModel: what the run learned.
 # ImageExampleGen's features that name each image in the audit's lists.
-_NAME_KEYS = ('source_path', 'image_id')
+_NAME_KEYS = ('source_path', IMAGE_ID_FEATURE)
 
 
 def _dataset(fn_args: tfx.components.FnArgs, files: List[str],
@@ -120,28 +120,28 @@ class _PhaseOne:
   ood: Dict[str, Any]
 
 
-def _fit_detector(head_model, clean_features, labels, config):
+def _fit_detector(head_model, clean_features, labels, settings: ModelSettings):
   """ood.fit on the head's normalised features of the labeled train images."""
-  if not config['ood']['enabled']:
+  if not settings.ood.enabled:
     return None, {'enabled': False, 'reason': 'ood.enabled is off'}
-  return ood.fit(head_lib.normalized(head_model, clean_features), labels, config['ood'],
-                 config['training']['seed'])
+  return ood.fit(head_lib.normalized(head_model, clean_features), labels, settings.ood,
+                 settings.training.seed)
 
 
-def _fit_head_on_cache(model, embedder, config, train, unlabeled, evaluation,
+def _fit_head_on_cache(model, embedder, settings: ModelSettings, train, unlabeled, evaluation,
                        class_names, model_run_dir, totals) -> _PhaseOne:
   """Phase 1 on the feature cache: the head, the data-quality audit and the
   unknown-image detector on the same features. `evaluation` (the eval split
   with names, or None) is read by the audit only; `totals` holds each
   split's number of images, for the progress lines."""
   augmentation = model.get_layer(classifier.AUGMENTATION_LAYER)
-  mirror = [feature_cache.mirror] if config['augmentation']['horizontal_flip'] else []
+  mirror = [feature_cache.mirror] if settings.augmentation.horizontal_flip else []
   train_columns: List[List[np.ndarray]] = [[], [], []]
   start = time.perf_counter()
   labeled = head_lib.LabeledViews(
       embedder.compute_views(
           _images(train, train_columns),
-          [None, *mirror, *[augmentation] * config['training']['cached_views']],
+          [None, *mirror, *[augmentation] * settings.training.cached_views],
           'labeled images', totals['train']),
       np.concatenate(train_columns[0]))
   unlabeled_features = None
@@ -161,7 +161,7 @@ def _fit_head_on_cache(model, embedder, config, train, unlabeled, evaluation,
            'seconds': time.perf_counter() - start}
   logging.info('Feature cache built in %.1f s.', cache['seconds'])
   head_model = classifier.head(model)
-  history, out_of_fold = head_lib.fit_head(head_model, labeled, config,
+  history, out_of_fold = head_lib.fit_head(head_model, labeled, settings,
                                            unlabeled_features, model_run_dir)
   audit = None
   audit_dir = os.path.join(model_run_dir, DATA_QUALITY_DIR)
@@ -181,10 +181,10 @@ def _fit_head_on_cache(model, embedder, config, train, unlabeled, evaluation,
           splits=['train'] * len(labeled.labels) + ['eval'] * len(eval_labels),
           source_paths=_names(train_columns[1]) + _names(eval_columns[1]),
           image_ids=_names(train_columns[2]) + _names(eval_columns[2]))
-      audit = data_quality.audit(images, class_names, config['data_quality'], audit_dir)
+      audit = data_quality.audit(images, class_names, settings.data_quality, audit_dir)
     logging.info('Data-quality audit: %s', json.dumps(audit))
   detector, ood_facts = _fit_detector(head_model, labeled.features[0], labeled.labels,
-                                      config)
+                                      settings)
   return _PhaseOne(history, cache, audit, labeled.labels, detector, ood_facts)
 
 
@@ -200,9 +200,9 @@ class _EpochTimer(tf_keras.callbacks.Callback):
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
   """TFX Trainer entry point."""
-  config: Dict[str, Any] = fn_args.custom_config
-  training = config['training']
-  tf_keras.utils.set_random_seed(training['seed'])
+  settings = ModelSettings.from_custom_config(fn_args.custom_config)
+  training = settings.training
+  tf_keras.utils.set_random_seed(training.seed)
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
   class_names = artifact_readers.class_names(fn_args.transform_output)
   num_classes = len(class_names)
@@ -214,25 +214,25 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
   # do not depend on it, and a shuffle buffer would hold up to 10,000 encoded
   # images (~0.8 GB of photos). Fine-tuning shuffles.
   labeled = _dataset(fn_args, labeled_files, tf_transform_output, transform,
-                     training['batch_size'], shuffle=False, seed=0, with_names=True)
+                     training.batch_size, shuffle=False, seed=0, with_names=True)
   unlabeled = None
-  if unlabeled_files and config['semi_supervised']['enabled']:
+  if unlabeled_files and settings.semi_supervised.enabled:
     unlabeled = _dataset(fn_args, unlabeled_files, tf_transform_output, transform,
-                         training['batch_size'], shuffle=False, seed=0)
+                         training.batch_size, shuffle=False, seed=0)
   elif unlabeled_files:
     logging.info('semi_supervised.enabled is off: the unlabeled split is not used.')
   evaluation = None
-  if config['data_quality']['enabled']:
+  if settings.data_quality.enabled:
     evaluation = _dataset(fn_args, fn_args.eval_files, tf_transform_output, transform,
-                          training['batch_size'], shuffle=False, seed=0, with_names=True)
+                          training.batch_size, shuffle=False, seed=0, with_names=True)
 
   start = time.perf_counter()
-  model = classifier.build_classifier(config, num_classes,
+  model = classifier.build_classifier(settings, num_classes,
                                       preprocessing.TRANSFORMED_IMAGE_KEY)
   logging.info('Classifier built in %.1f s.', time.perf_counter() - start)
   embedder = feature_cache.Embedder(classifier.feature_extractor(model))
   phase_one = _fit_head_on_cache(
-      model, embedder, config, labeled, unlabeled, evaluation, class_names,
+      model, embedder, settings, labeled, unlabeled, evaluation, class_names,
       fn_args.model_run_dir, {
           'train': _count(labeled_files),
           'unlabeled': 0 if unlabeled is None else _count(unlabeled_files),
@@ -246,18 +246,18 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
   logging.info('Train images per class: %s', dict(zip(class_names, train_counts.tolist())))
   history['train_images'] = int(train_counts.sum())
 
-  if training['fine_tune_epochs']:
-    unfrozen = classifier.unfreeze_top(model, training['fine_tune_layers'])
+  if training.fine_tune_epochs:
+    unfrozen = classifier.unfreeze_top(model, training.fine_tune_layers)
     logging.info('Fine-tuning %d backbone layers at learning rate %g for %d epochs.',
-                 unfrozen, training['fine_tune_learning_rate'], training['fine_tune_epochs'])
-    classifier.compile_classifier(model, training['fine_tune_learning_rate'])
-    steps = training['max_steps_per_epoch']
+                 unfrozen, training.fine_tune_learning_rate, training.fine_tune_epochs)
+    classifier.compile_classifier(model, training.fine_tune_learning_rate)
+    steps = training.max_steps_per_epoch
     class_weight = (dict(enumerate(head_lib.class_weights(train_labels, num_classes).tolist()))
-                    if training['class_weights'] else None)
+                    if training.class_weights else None)
     train = _dataset(fn_args, labeled_files, tf_transform_output, transform,
-                     training['batch_size'], shuffle=True, seed=training['seed'])
+                     training.batch_size, shuffle=True, seed=training.seed)
     history['fine_tune'] = model.fit(
-        train.repeat() if steps else train, epochs=training['fine_tune_epochs'],
+        train.repeat() if steps else train, epochs=training.fine_tune_epochs,
         steps_per_epoch=steps or None, class_weight=class_weight,
         callbacks=[_EpochTimer(),
                    tf_keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)],
@@ -268,15 +268,15 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
       # The backbone moved: the reference features are taken anew.
       clean = embedder.compute_views(
           _images(_dataset(fn_args, labeled_files, tf_transform_output, transform,
-                           training['batch_size'], shuffle=False, seed=0), [[]]),
+                           training.batch_size, shuffle=False, seed=0), [[]]),
           [None], 'labeled images (unknown-image reference)',
           phase_one.cache['labeled_images'])[0]
       detector, history['ood'] = _fit_detector(classifier.head(model), clean,
-                                               train_labels, config)
+                                               train_labels, settings)
 
   start = time.perf_counter()
   model.tft_layer = transform
-  normalize = get_backbone(config['model']['backbone']).normalize
+  normalize = get_backbone(settings.model.backbone).normalize
   signatures.export(model, fn_args.serving_model_dir, tf_transform_output,
                     class_names, normalize,
                     ood.UnknownScore(detector) if detector is not None else None)

@@ -11,8 +11,8 @@ from typing import Callable, Optional
 import tensorflow as tf
 import tf_keras
 
-from components.backbones import efficientnet_lite
-from components.backbones import keras_applications
+from models.backbones import efficientnet_lite
+from models.backbones import keras_applications
 
 DEFAULT_BACKBONE = 'efficientnet_lite0'
 

@@ -1,1 +1,0 @@
-"""Trainer module file (run_fn, referenced by path) and the model it builds."""

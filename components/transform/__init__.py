@@ -1,1 +1,0 @@
-"""Transform module file (preprocessing_fn), referenced by path."""
