@@ -26,7 +26,7 @@ import time
 
 import tensorflow as tf
 
-from components import contracts
+from components import artifact_readers
 from models.backbones import get_backbone
 from pipeline import config as config_lib
 from pipeline import dag, run_summary, runner
@@ -64,8 +64,7 @@ def main() -> None:
       os.path.join(root, 'Format-Serving') for root, dirs, _ in os.walk(
           os.path.join(config.pipeline.pipeline_root, 'Trainer', 'model'))
       if 'Format-Serving' in dirs)
-  with open(os.path.join(model_uri, contracts.SAVED_MODEL_EXTRAS_DIR, contracts.TRAINING_HISTORY_FILE)) as f:
-    history = json.load(f)
+  history = artifact_readers.training_history(model_uri)
   cache = history['feature_cache']
   cached_images = cache['labeled_images'] * cache['views'] + cache['unlabeled_images']
   trainer_ips = cached_images / cache['seconds']

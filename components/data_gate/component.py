@@ -1,12 +1,8 @@
 """DataGate: dataset-level checks between ExampleGen and Transform.
 
 ExampleValidator reports anomalies against the schema but never stops a run;
-the gate does, with one error that lists every problem at once: fewer than two
-classes, a class below `data.min_images_per_class`, a class missing from a
-split, labels outside the schema's domain, and the same image under two labels;
-and, when there is an `unlabeled` split, that it is not empty and matches the
-schema in its UNLABELED environment (ExampleValidator skips that split).
-Its inputs are the examples (their `label_conflicts.jsonl`), the statistics
+the gate does, with one error that lists every problem at once (the rules:
+README.md, "Your own images"; why a component: docs/design.md). Its inputs are the examples (their `label_conflicts.jsonl`), the statistics
 (images per class and split), the schema (the class list) and the validator's
 anomalies (so the validator's findings are recorded before the gate decides).
 The DAG makes Transform wait for it (`add_upstream_node`), so nothing is

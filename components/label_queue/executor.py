@@ -12,14 +12,10 @@ With the Trainer's `model_run` and `check_labels` > 0, the queue starts with
 the audit's most likely wrong labels (data_quality/suspect_labels.csv):
 "check this label", ahead of "label this new image".
 
-Outputs, in the artifact's folder:
-- `label_queue.csv`: rank, path (the file in the unlabeled folder, ready to
-  move; for a label to check, the labeled file), source_path, image_id,
-  predicted class and probability, runner-up and probability (for a label to
-  check: the label it is filed under), margin, entropy, why it was picked, and
-  an empty `label` column for the user to fill (docs/labeling.md);
-- `contact_sheet.png`: the queued images in rank order, captioned;
-- `label_queue.json`: what was counted and the knobs.
+Outputs, in the artifact's folder: `label_queue.csv` (its columns, and how
+the labels come back: docs/labeling.md), `contact_sheet.png` (the queued
+images in rank order, captioned) and `label_queue.json` (what was counted and
+the knobs).
 """
 
 import collections
