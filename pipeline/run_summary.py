@@ -19,6 +19,7 @@ from tfx.components.example_gen import utils as example_gen_utils
 from components import artifact_readers
 from components import contracts
 from components.evaluator import results
+from components.label_queue import spec as label_queue_spec
 from components.registry_pusher import registry
 from models.trainer import data_quality
 from pipeline import lineage
@@ -171,7 +172,7 @@ def summarize(metadata_path: str) -> RunSummary:
         summary.pushed_version = int(props['pushed_version'].string_value)
         with contextlib.suppress(FileNotFoundError):   # a version deleted since
           summary.edge_exports = registry.read_record(summary.pushed_to).get('exports')
-      elif kind == 'InferenceResult' and key == 'queue':   # the LabelQueue's
+      elif kind == 'InferenceResult' and key == label_queue_spec.QUEUE_KEY:
         summary.label_queue_uri = artifact.uri
         summary.label_queue_size = props[contracts.QUEUED_PROPERTY].int_value
         summary.labels_to_check = props[contracts.CHECK_LABELS_PROPERTY].int_value

@@ -20,38 +20,22 @@ from tfx import types
 from tfx.dsl.components.base import base_component
 from tfx.dsl.components.base import executor_spec
 from tfx.types import standard_artifacts
-from tfx.types.component_spec import ChannelParameter
-from tfx.types.component_spec import ExecutionParameter
 
 from components.data_gate import executor
-
-
-class DataGateSpec(types.ComponentSpec):
-  PARAMETERS = {
-      'min_images_per_class': ExecutionParameter(type=int),
-  }
-  INPUTS = {
-      'examples': ChannelParameter(type=standard_artifacts.Examples),
-      'statistics': ChannelParameter(type=standard_artifacts.ExampleStatistics),
-      'schema': ChannelParameter(type=standard_artifacts.Schema),
-      'anomalies': ChannelParameter(type=standard_artifacts.ExampleAnomalies,
-                                    optional=True),
-  }
-  OUTPUTS = {
-      'result': ChannelParameter(type=standard_artifacts.ExampleAnomalies),
-  }
+from components.data_gate import spec
 
 
 class DataGate(base_component.BaseComponent):
   """Fails the run, listing every problem, when the data cannot train a classifier."""
 
-  SPEC_CLASS = DataGateSpec
+  SPEC_CLASS = spec.DataGateSpec
   EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
   def __init__(self, examples: types.BaseChannel, statistics: types.BaseChannel,
                schema: types.BaseChannel, min_images_per_class: int,
                anomalies: types.BaseChannel = None):
-    super().__init__(spec=DataGateSpec(
-        examples=examples, statistics=statistics, schema=schema,
-        anomalies=anomalies, min_images_per_class=min_images_per_class,
-        result=types.Channel(type=standard_artifacts.ExampleAnomalies)))
+    super().__init__(spec=spec.DataGateSpec(**{
+        spec.EXAMPLES_KEY: examples, spec.STATISTICS_KEY: statistics,
+        spec.SCHEMA_KEY: schema, spec.ANOMALIES_KEY: anomalies,
+        spec.MIN_IMAGES_PER_CLASS_KEY: min_images_per_class,
+        spec.RESULT_KEY: types.Channel(type=standard_artifacts.ExampleAnomalies)}))

@@ -32,6 +32,7 @@ from components import label_schema
 from components.contracts import (ANOMALIES_FILE, DATA_GATE_REPORT_FILE, EVAL_SPLIT,
                                   LABEL_CONFLICTS_FILE, QUARANTINE_FILE, TRAIN_SPLIT,
                                   UNLABELED_ENVIRONMENT, UNLABELED_LABEL, UNLABELED_SPLIT)
+from components.data_gate import spec
 
 # Lines per rule in the error message; data_gate.json keeps them all.
 MAX_LINES_PER_RULE = 20
@@ -197,11 +198,11 @@ class Executor(base_executor.BaseExecutor):
          output_dict: Dict[str, List[types.Artifact]],
          exec_properties: Dict[str, Any]) -> None:
     self._log_startup(input_dict, output_dict, exec_properties)
-    examples = artifact_utils.get_single_instance(input_dict['examples'])
-    statistics = artifact_utils.get_single_instance(input_dict['statistics'])
-    schema_uri = artifact_utils.get_single_uri(input_dict['schema'])
-    result = artifact_utils.get_single_instance(output_dict['result'])
-    min_images = int(exec_properties['min_images_per_class'])
+    examples = artifact_utils.get_single_instance(input_dict[spec.EXAMPLES_KEY])
+    statistics = artifact_utils.get_single_instance(input_dict[spec.STATISTICS_KEY])
+    schema_uri = artifact_utils.get_single_uri(input_dict[spec.SCHEMA_KEY])
+    result = artifact_utils.get_single_instance(output_dict[spec.RESULT_KEY])
+    min_images = int(exec_properties[spec.MIN_IMAGES_PER_CLASS_KEY])
 
     schema = io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(schema_uri))
     classes = label_schema.domain(schema)

@@ -20,6 +20,7 @@ from tfx.proto import example_gen_pb2
 
 from components.contracts import EVAL_SPLIT, TRAIN_SPLIT, UNLABELED_SPLIT
 from components.image_example_gen import executor
+from components.image_example_gen import spec
 from models import image_codec
 
 # The files under each class folder, relative to a split root. Only the part
@@ -122,13 +123,13 @@ def ImageExampleGen(data_dir: str, eval_fraction: float,  # pylint: disable=inva
     ]))
   packed = any_pb2.Any()
   values = {
-      'max_image_pixels': struct_pb2.Value(number_value=max_image_pixels),
-      'max_file_bytes': struct_pb2.Value(number_value=max_file_bytes),
-      'follow_external_symlinks': struct_pb2.Value(
+      spec.MAX_IMAGE_PIXELS_KEY: struct_pb2.Value(number_value=max_image_pixels),
+      spec.MAX_FILE_BYTES_KEY: struct_pb2.Value(number_value=max_file_bytes),
+      spec.FOLLOW_EXTERNAL_SYMLINKS_KEY: struct_pb2.Value(
           bool_value=follow_external_symlinks),
   }
   if unlabeled_dir:     # only then, so runs without one keep their cache
-    values['unlabeled_dir'] = struct_pb2.Value(string_value=unlabeled_dir)
+    values[spec.UNLABELED_DIR_KEY] = struct_pb2.Value(string_value=unlabeled_dir)
   packed.Pack(struct_pb2.Struct(fields=values))
   return _ImageFileBasedExampleGen(
       input_base=data_dir,

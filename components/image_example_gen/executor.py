@@ -51,6 +51,7 @@ from components import contracts
 from components.contracts import (IMAGE_FEATURE, IMAGE_ID_FEATURE, LABEL_CONFLICTS_FILE,
                                   LABEL_FEATURE, QUARANTINE_FILE, UNLABELED_LABEL,
                                   UNLABELED_SPLIT)
+from components.image_example_gen import spec
 from models import image_codec
 
 # `data.max_file_bytes`: larger files are quarantined without being read.
@@ -173,21 +174,22 @@ def _custom_config(exec_properties: Dict[str, Any], key: str, default: Any) -> A
 
 
 def max_image_pixels(exec_properties: Dict[str, Any]) -> int:
-  return int(_custom_config(exec_properties, 'max_image_pixels',
+  return int(_custom_config(exec_properties, spec.MAX_IMAGE_PIXELS_KEY,
                             image_codec.DEFAULT_MAX_PIXELS))
 
 
 def max_file_bytes(exec_properties: Dict[str, Any]) -> int:
-  return int(_custom_config(exec_properties, 'max_file_bytes', DEFAULT_MAX_FILE_BYTES))
+  return int(_custom_config(exec_properties, spec.MAX_FILE_BYTES_KEY,
+                            DEFAULT_MAX_FILE_BYTES))
 
 
 def follow_external_symlinks(exec_properties: Dict[str, Any]) -> bool:
-  return bool(_custom_config(exec_properties, 'follow_external_symlinks', True))
+  return bool(_custom_config(exec_properties, spec.FOLLOW_EXTERNAL_SYMLINKS_KEY, True))
 
 
 def unlabeled_dir(exec_properties: Dict[str, Any]) -> str:
   """The folder of unlabeled images, '' when there is none."""
-  return _custom_config(exec_properties, 'unlabeled_dir', '')
+  return _custom_config(exec_properties, spec.UNLABELED_DIR_KEY, '')
 
 
 class _ReadImage(beam.DoFn):
@@ -227,12 +229,12 @@ class _ReadImage(beam.DoFn):
     self._declared_size = self._decoded_shape = None
 
   def setup(self):
-    spec = tf.TensorSpec([], tf.string)
+    one_string = tf.TensorSpec([], tf.string)
     self._declared_size = tf.function(image_codec.declared_size,
-                                      input_signature=[spec])
+                                      input_signature=[one_string])
     self._decoded_shape = tf.function(
         lambda encoded: tf.shape(image_codec.decode_rgb(encoded, self._max_pixels)),
-        input_signature=[spec])
+        input_signature=[one_string])
 
   def _reason(self, path: str, parts: List[str]):
     """(reason, None) to quarantine, or (None, record fields) to ingest."""

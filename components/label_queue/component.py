@@ -16,37 +16,15 @@ from tfx import types
 from tfx.dsl.components.base import base_component
 from tfx.dsl.components.base import executor_spec
 from tfx.types import standard_artifacts
-from tfx.types.component_spec import ChannelParameter
-from tfx.types.component_spec import ExecutionParameter
 
 from components.label_queue import executor
-
-
-class LabelQueueSpec(types.ComponentSpec):
-  PARAMETERS = {
-      'queue_size': ExecutionParameter(type=int),
-      'candidate_factor': ExecutionParameter(type=int),
-      'uncertainty': ExecutionParameter(type=str),
-      'unlabeled_dir': ExecutionParameter(type=str),
-      'labeled_dir': ExecutionParameter(type=str),
-      'check_labels': ExecutionParameter(type=int),
-  }
-  INPUTS = {
-      'model': ChannelParameter(type=standard_artifacts.Model),
-      'examples': ChannelParameter(type=standard_artifacts.Examples),
-      'transform_graph': ChannelParameter(type=standard_artifacts.TransformGraph),
-      # The Trainer's logs, with data_quality/suspect_labels.csv.
-      'model_run': ChannelParameter(type=standard_artifacts.ModelRun, optional=True),
-  }
-  OUTPUTS = {
-      'queue': ChannelParameter(type=standard_artifacts.InferenceResult),
-  }
+from components.label_queue import spec
 
 
 class LabelQueue(base_component.BaseComponent):
   """Writes label_queue.csv and contact_sheet.png for the unlabeled split."""
 
-  SPEC_CLASS = LabelQueueSpec
+  SPEC_CLASS = spec.LabelQueueSpec
   EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
   def __init__(self, model: types.BaseChannel, examples: types.BaseChannel,
@@ -54,9 +32,10 @@ class LabelQueue(base_component.BaseComponent):
                queue_size: int, candidate_factor: int, uncertainty: str,
                model_run: types.BaseChannel = None, labeled_dir: str = '',
                check_labels: int = 0):
-    super().__init__(spec=LabelQueueSpec(
-        model=model, examples=examples, transform_graph=transform_graph,
-        model_run=model_run, unlabeled_dir=unlabeled_dir, labeled_dir=labeled_dir,
-        check_labels=check_labels, queue_size=queue_size,
-        candidate_factor=candidate_factor, uncertainty=uncertainty,
-        queue=types.Channel(type=standard_artifacts.InferenceResult)))
+    super().__init__(spec=spec.LabelQueueSpec(**{
+        spec.MODEL_KEY: model, spec.EXAMPLES_KEY: examples,
+        spec.TRANSFORM_GRAPH_KEY: transform_graph, spec.MODEL_RUN_KEY: model_run,
+        spec.UNLABELED_DIR_KEY: unlabeled_dir, spec.LABELED_DIR_KEY: labeled_dir,
+        spec.CHECK_LABELS_KEY: check_labels, spec.QUEUE_SIZE_KEY: queue_size,
+        spec.CANDIDATE_FACTOR_KEY: candidate_factor, spec.UNCERTAINTY_KEY: uncertainty,
+        spec.QUEUE_KEY: types.Channel(type=standard_artifacts.InferenceResult)}))

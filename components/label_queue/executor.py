@@ -41,6 +41,7 @@ from components.contracts import (CHECK_LABELS_PROPERTY, CONTACT_SHEET, IMAGE_FE
                                   IMAGE_ID_FEATURE, QUEUE_CSV, QUEUED_PROPERTY,
                                   SUSPECT_LABELS_CSV, UNLABELED_SPLIT)
 from components.label_queue import ranking
+from components.label_queue import spec
 from models import signatures
 
 SUMMARY_JSON = 'label_queue.json'
@@ -164,7 +165,7 @@ class Executor(base_executor.BaseExecutor):
          output_dict: Dict[str, List[types.Artifact]],
          exec_properties: Dict[str, Any]) -> None:
     self._log_startup(input_dict, output_dict, exec_properties)
-    examples = artifact_utils.get_single_instance(input_dict['examples'])
+    examples = artifact_utils.get_single_instance(input_dict[spec.EXAMPLES_KEY])
     splits = artifact_utils.decode_split_names(examples.split_names)
     if UNLABELED_SPLIT not in splits:
       raise ValueError(
@@ -172,18 +173,18 @@ class Executor(base_executor.BaseExecutor):
           f'examples have none (splits: {", ".join(splits)}); run the pipeline with '
           'a folder of unlabeled images (--unlabeled DIR, data.unlabeled_path).')
     model_dir = path_utils.serving_model_path(
-        artifact_utils.get_single_uri(input_dict['model']))
+        artifact_utils.get_single_uri(input_dict[spec.MODEL_KEY]))
     class_names = artifact_readers.class_names(
-        artifact_utils.get_single_uri(input_dict['transform_graph']))
-    queue_size = int(exec_properties['queue_size'])
-    candidate_factor = int(exec_properties['candidate_factor'])
-    method = exec_properties['uncertainty']
-    unlabeled_dir = exec_properties['unlabeled_dir']
+        artifact_utils.get_single_uri(input_dict[spec.TRANSFORM_GRAPH_KEY]))
+    queue_size = int(exec_properties[spec.QUEUE_SIZE_KEY])
+    candidate_factor = int(exec_properties[spec.CANDIDATE_FACTOR_KEY])
+    method = exec_properties[spec.UNCERTAINTY_KEY]
+    unlabeled_dir = exec_properties[spec.UNLABELED_DIR_KEY]
     checks = []
-    if input_dict.get('model_run') and exec_properties.get('check_labels'):
-      checks = check_label_rows(artifact_utils.get_single_uri(input_dict['model_run']),
-                                int(exec_properties['check_labels']),
-                                exec_properties.get('labeled_dir') or '')
+    if input_dict.get(spec.MODEL_RUN_KEY) and exec_properties.get(spec.CHECK_LABELS_KEY):
+      checks = check_label_rows(artifact_utils.get_single_uri(input_dict[spec.MODEL_RUN_KEY]),
+                                int(exec_properties[spec.CHECK_LABELS_KEY]),
+                                exec_properties.get(spec.LABELED_DIR_KEY) or '')
 
     labeled, check_images = example_splits.ids_and_images(
         examples.uri, [split for split in splits if split != UNLABELED_SPLIT],
@@ -198,7 +199,7 @@ class Executor(base_executor.BaseExecutor):
     for rank, row in enumerate(rows, start=1):
       row['rank'] = rank
 
-    output = artifact_utils.get_single_instance(output_dict['queue'])
+    output = artifact_utils.get_single_instance(output_dict[spec.QUEUE_KEY])
     with tf.io.gfile.GFile(os.path.join(output.uri, QUEUE_CSV), 'w') as f:
       writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
       writer.writeheader()

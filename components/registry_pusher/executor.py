@@ -15,6 +15,7 @@ from components import artifact_readers
 from components.evaluator import results
 from components.registry_pusher import edge_exports
 from components.registry_pusher import registry
+from components.registry_pusher import spec
 
 
 class Executor(tfx_pusher_executor.Executor):
@@ -24,15 +25,15 @@ class Executor(tfx_pusher_executor.Executor):
          output_dict: Dict[str, List[types.Artifact]],
          exec_properties: Dict[str, Any]) -> None:
     self._log_startup(input_dict, output_dict, exec_properties)
-    pushed_model = artifact_utils.get_single_instance(output_dict['pushed_model'])
+    pushed_model = artifact_utils.get_single_instance(output_dict[spec.PUSHED_MODEL_KEY])
     if not self.CheckBlessing(input_dict):
       logging.info('Model not blessed: nothing is published.')
       self._MarkNotPushed(pushed_model)
       return
 
-    registry_dir = exec_properties['registry_dir']
-    model_name = exec_properties['model_name']
-    model = artifact_utils.get_single_instance(input_dict['model'])
+    registry_dir = exec_properties[spec.REGISTRY_DIR_KEY]
+    model_name = exec_properties[spec.MODEL_NAME_KEY]
+    model = artifact_utils.get_single_instance(input_dict[spec.MODEL_KEY])
     published = registry.find_version(registry_dir, model_name, model.uri)
     if published is not None:
       logging.info('Model %s is already version %d: not publishing it again.',
@@ -41,10 +42,10 @@ class Executor(tfx_pusher_executor.Executor):
           registry_dir, model_name, published), str(published))
       return
 
-    transform_graph = artifact_utils.get_single_instance(input_dict['transform_graph'])
+    transform_graph = artifact_utils.get_single_instance(input_dict[spec.TRANSFORM_GRAPH_KEY])
     class_names = artifact_readers.class_names(transform_graph.uri)
-    examples = artifact_utils.get_single_instance(input_dict['examples'])
-    evaluation = artifact_utils.get_single_instance(input_dict['evaluation'])
+    examples = artifact_utils.get_single_instance(input_dict[spec.EXAMPLES_KEY])
+    evaluation = artifact_utils.get_single_instance(input_dict[spec.EVALUATION_KEY])
     record = {
         'pushed_at': datetime.datetime.now(datetime.timezone.utc).isoformat(),
         'pipeline_run_id': self._context.pipeline_run_id if self._context else None,
@@ -61,8 +62,8 @@ class Executor(tfx_pusher_executor.Executor):
     with tempfile.TemporaryDirectory() as scratch:
       tflite_paths, record['exports'] = edge_exports.export(
           model_path, examples.uri, class_names, scratch,
-          max_drop=exec_properties['max_quantized_drop'],
-          representative_images=exec_properties['representative_images'])
+          max_drop=exec_properties[spec.MAX_QUANTIZED_DROP_KEY],
+          representative_images=exec_properties[spec.REPRESENTATIVE_IMAGES_KEY])
       version = registry.publish(model_path, registry_dir, model_name, class_names,
                                  record, extra_files=tflite_paths)
     destination = registry.version_dir(registry_dir, model_name, version)
