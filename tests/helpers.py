@@ -37,6 +37,14 @@ def artifact(artifact_class, uri: str, splits=None):
   return made
 
 
+def input_channels(spec_class):
+  """A channel of the declared type for every input of a ComponentSpec class,
+  by key: what a component is built from in its wiring test."""
+  from tfx import types  # pylint: disable=g-import-not-at-top
+  return {key: types.Channel(type=parameter.type)
+          for key, parameter in spec_class.INPUTS.items()}
+
+
 def write_examples_split(examples_uri: str, split: str, records) -> None:
   """A GZIP TFRecord of tf.Examples with ImageExampleGen's features, from
   (image bytes, label, source path) records."""
