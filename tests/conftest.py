@@ -8,7 +8,8 @@ os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 
 import pytest  # pylint: disable=g-import-not-at-top
 
-from helpers import REPO_ROOT, make_e2e_workspace, run_e2e_pipeline  # pylint: disable=g-import-not-at-top
+from helpers import (REPO_ROOT, make_e2e_workspace, run_e2e_pipeline,  # pylint: disable=g-import-not-at-top
+                     train_tiny_model)
 
 if REPO_ROOT not in sys.path:
   sys.path.insert(0, REPO_ROOT)
@@ -25,11 +26,22 @@ def e2e_first_run(e2e_workspace):
   return run_e2e_pipeline(e2e_workspace, orchestrator='beam')
 
 
+@pytest.fixture(scope='session')
+def trained(tmp_path_factory):
+  """(model URI, transform graph folder) of helpers.train_tiny_model: what the
+  LabelQueue and the RegistryPusher read, without a Trainer run."""
+  model_uri = str(tmp_path_factory.mktemp('model'))
+  return model_uri, train_tiny_model(model_uri)
+
+
 # Modules whose own fixtures run several real components through a TFX runner
 # (minutes each, like the first run).
 PIPELINE_MODULES = ('test_data_gate.py', 'test_multiprocessing.py')
 # The xdist group of every test that uses the first run.
 FIRST_RUN_GROUP = 'e2e'
+# The xdist group of every other test that uses the tiny trained model, so it
+# is built once per run (tens of seconds on a loaded machine).
+TRAINED_GROUP = 'trained'
 
 
 # tryfirst: before pytest-xdist's own hook, which reads the groups.
@@ -40,7 +52,8 @@ def pytest_collection_modifyitems(items):
 
   For the two workers of `make test` (pytest-xdist, --dist loadgroup), tests
   that share a costly set-up share a group, which one worker runs: every user
-  of the first run (a session fixture) in one group, each fault test alone
+  of the first run (a session fixture) in one group, every other user of the
+  tiny trained model (another) in one, each fault test alone
   (each runs pipelines of its own), else a module's tests in one (its module
   fixtures). Groups that run pipelines start first (`_start_order`; the
   Makefile's --no-loadscope-reorder keeps this order), so the short ones fill
@@ -51,6 +64,8 @@ def pytest_collection_modifyitems(items):
       item.add_marker(pytest.mark.pipeline)
     if shares_first_run:
       group = FIRST_RUN_GROUP
+    elif 'trained' in getattr(item, 'fixturenames', ()):
+      group = TRAINED_GROUP
     elif item.get_closest_marker('faults'):
       group = item.name
     else:

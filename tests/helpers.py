@@ -161,3 +161,32 @@ def analyze_and_transform(rows, image_size, class_names, with_names=False):
   metadata_io.write_metadata(
       metadata, os.path.join(output_dir, tft.TFTransformOutput.RAW_METADATA_DIR))
   return data, output_dir
+
+
+# The classes of `train_tiny_model` (tests/conftest.py's `trained`).
+TRAINED_CLASSES = ['bag', 'sneaker', 'trouser']
+
+
+def train_tiny_model(model_uri: str):
+  """A real transform graph of TRAINED_CLASSES and, in `model_uri`, a small
+  real SavedModel with the trainer's signatures but `from_pixels` (the
+  backbone replaced by one untrained convolution, to save time; the pixels
+  signature needs the real classifier's layers); returns the transform
+  graph's folder."""
+  import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
+  import tf_keras  # pylint: disable=g-import-not-at-top
+  from models import signatures  # pylint: disable=g-import-not-at-top
+  from models.classifier import POOLED_FEATURES_LAYER  # pylint: disable=g-import-not-at-top
+  rows = [(sample_bytes(label, i), label) for label in TRAINED_CLASSES for i in range(2)]
+  _, transform_dir = analyze_and_transform(rows, 32, TRAINED_CLASSES)
+  tf_keras.utils.set_random_seed(3)
+  images = tf_keras.Input([32, 32, 3])
+  features = tf_keras.layers.GlobalAveragePooling2D(name=POOLED_FEATURES_LAYER)(
+      tf_keras.layers.Conv2D(16, 3, strides=2, activation='relu')(images))
+  model = tf_keras.Model(images, tf_keras.layers.Dense(len(TRAINED_CLASSES), 'softmax')(
+      features))
+  tf_transform_output = tft.TFTransformOutput(transform_dir)
+  model.tft_layer = tf_transform_output.transform_features_layer()
+  signatures.export(model, os.path.join(model_uri, 'Format-Serving'),
+                    tf_transform_output, TRAINED_CLASSES)
+  return transform_dir

@@ -13,24 +13,22 @@ import subprocess
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_transform as tft
-import tf_keras
 from PIL import Image
 from tfx.types import standard_artifacts
 
 from components import contracts
+from components import example_splits
 from components.contracts import UNLABELED_LABEL, UNLABELED_SPLIT
-from components.data_gate.labels import split_records
+from components.label_queue import component
 from components.label_queue import executor
 from components.label_queue import ranking
+from components.label_queue import spec
 from models import signatures
-from models.classifier import POOLED_FEATURES_LAYER
 from models.trainer import data_quality
 
-from helpers import (REPO_ROOT, analyze_and_transform, artifact, sample_bytes,
-                     write_examples_split)
+from helpers import (REPO_ROOT, TRAINED_CLASSES as CLASSES, artifact, input_channels,
+                     sample_bytes, write_examples_split)
 
-CLASSES = ['bag', 'sneaker', 'trouser']
 LABELING_DOC = os.path.join(REPO_ROOT, 'docs', 'labeling.md')
 
 
@@ -96,36 +94,21 @@ def test_a_shortlist_kept_over_batches_is_the_shortlist_of_the_whole_pool():
   np.testing.assert_array_equal(kept, ranking.most_uncertain(scores, ids, 30))
 
 
-@pytest.fixture(scope='module')
-def trained(tmp_path_factory):
-  """A real transform graph and a small real SavedModel with the trainer's
-  signatures (the backbone replaced by one convolution, to save time)."""
-  rows = [(sample_bytes(label, i), label) for label in CLASSES for i in range(2)]
-  _, transform_dir = analyze_and_transform(rows, 32, CLASSES)
-  tf_keras.utils.set_random_seed(3)
-  images = tf_keras.Input([32, 32, 3])
-  features = tf_keras.layers.GlobalAveragePooling2D(name=POOLED_FEATURES_LAYER)(
-      tf_keras.layers.Conv2D(16, 3, strides=2, activation='relu')(images))
-  model = tf_keras.Model(images, tf_keras.layers.Dense(len(CLASSES), 'softmax')(features))
-  tf_transform_output = tft.TFTransformOutput(transform_dir)
-  model.tft_layer = tf_transform_output.transform_features_layer()
-  model_uri = str(tmp_path_factory.mktemp('model'))
-  signatures.export(model, os.path.join(model_uri, 'Format-Serving'),
-                    tf_transform_output, CLASSES)
-  return model_uri, transform_dir
-
-
-def _run(trained, examples, output_uri, unlabeled_dir, **knobs):
+def _run(trained, examples, output_uri, unlabeled_dir, model_run=None, **knobs):
+  """The executor on these examples; `model_run`: the Trainer's audit folder."""
   model_uri, transform_dir = trained
   os.makedirs(output_uri)
   queue = artifact(standard_artifacts.InferenceResult, output_uri)
+  inputs = {spec.MODEL_KEY: [artifact(standard_artifacts.Model, model_uri)],
+            spec.EXAMPLES_KEY: [examples],
+            spec.TRANSFORM_GRAPH_KEY: [artifact(standard_artifacts.TransformGraph,
+                                                transform_dir)]}
+  if model_run:
+    inputs[spec.MODEL_RUN_KEY] = [artifact(standard_artifacts.ModelRun, model_run)]
   executor.Executor().Do(
-      {'model': [artifact(standard_artifacts.Model, model_uri)],
-       'examples': [examples],
-       'transform_graph': [artifact(standard_artifacts.TransformGraph, transform_dir)]},
-      {'queue': [queue]},
-      {'unlabeled_dir': unlabeled_dir, 'queue_size': 5, 'candidate_factor': 2,
-       'uncertainty': 'margin', **knobs})
+      inputs, {spec.QUEUE_KEY: [queue]},
+      {spec.UNLABELED_DIR_KEY: unlabeled_dir, spec.QUEUE_SIZE_KEY: 5,
+       spec.CANDIDATE_FACTOR_KEY: 2, spec.UNCERTAINTY_KEY: 'margin', **knobs})
   return queue
 
 
@@ -216,16 +199,8 @@ def test_labels_to_check_come_first_with_their_labeled_file(trained, queued, tmp
     writer.writerow([1, 'bag/1.png', 'eval', hashlib.sha256(suspect).hexdigest(), 'bag',
                      'trouser', '0.9100', '0.8800'])
     writer.writerow([2, 'sneaker/0.png', 'train', 'unused', 'sneaker', 'bag', '0.5', '0.5'])
-  model_uri, transform_dir = trained
-  queue = artifact(standard_artifacts.InferenceResult, str(tmp_path / 'out'))
-  os.makedirs(queue.uri)
-  executor.Executor().Do(
-      {'model': [artifact(standard_artifacts.Model, model_uri)], 'examples': [examples],
-       'transform_graph': [artifact(standard_artifacts.TransformGraph, transform_dir)],
-       'model_run': [artifact(standard_artifacts.ModelRun, str(model_run))]},
-      {'queue': [queue]},
-      {'unlabeled_dir': unlabeled_dir, 'labeled_dir': '/data/clothes', 'check_labels': 1,
-       'queue_size': 5, 'candidate_factor': 2, 'uncertainty': 'margin'})
+  queue = _run(trained, examples, str(tmp_path / 'out'), unlabeled_dir, str(model_run),
+               **{spec.LABELED_DIR_KEY: '/data/clothes', spec.CHECK_LABELS_KEY: 1})
   with open(os.path.join(queue.uri, contracts.QUEUE_CSV), newline='') as f:
     rows = list(csv.DictReader(f))
   check = rows[0]
@@ -312,6 +287,18 @@ def test_the_documented_move_puts_labeled_rows_into_class_folders(queued, tmp_pa
   assert os.path.exists(os.path.join(pool, rows[2]['source_path']))
 
 
+def test_component_wires_the_spec_and_the_executor():
+  queue = component.LabelQueue(**input_channels(spec.LabelQueueSpec), unlabeled_dir='/u',
+                               queue_size=20, candidate_factor=5, uncertainty='margin')
+  assert set(queue.inputs) == {spec.MODEL_KEY, spec.EXAMPLES_KEY, spec.TRANSFORM_GRAPH_KEY,
+                               spec.MODEL_RUN_KEY}
+  assert queue.outputs[spec.QUEUE_KEY].type is standard_artifacts.InferenceResult
+  assert queue.exec_properties == {
+      spec.UNLABELED_DIR_KEY: '/u', spec.LABELED_DIR_KEY: '', spec.CHECK_LABELS_KEY: 0,
+      spec.QUEUE_SIZE_KEY: 20, spec.CANDIDATE_FACTOR_KEY: 5, spec.UNCERTAINTY_KEY: 'margin'}
+  assert queue.executor_spec.executor_class is executor.Executor
+
+
 def test_e2e_run_writes_a_ranked_queue_of_unlabeled_files(e2e_first_run, e2e_workspace):
   assert e2e_first_run.label_queue_uri
   folder = e2e_first_run.label_queue_uri
@@ -340,7 +327,7 @@ def test_e2e_run_writes_a_ranked_queue_of_unlabeled_files(e2e_first_run, e2e_wor
                         -(-summary['queued'] // executor.COLUMNS)
                         * (executor.THUMBNAIL_SIZE + executor.CAPTION_HEIGHT))
   # ranking.py's order, on the pool scored afresh by the model the queue used.
-  serialized = list(split_records(e2e_first_run.examples_uri, UNLABELED_SPLIT)
+  serialized = list(example_splits.split_records(e2e_first_run.examples_uri, UNLABELED_SPLIT)
                     .as_numpy_iterator())
   ids = [tf.train.Example.FromString(record).features.feature['image_id']
          .bytes_list.value[0].decode() for record in serialized]
