@@ -34,6 +34,7 @@ COPY schema/ schema/
 COPY components/ components/
 COPY models/ models/
 COPY pipeline/ pipeline/
+COPY registry/ registry/
 # The bundled sample, so a remote run works before real data is wired in.
 COPY data/ data/
 

@@ -29,9 +29,10 @@ import tensorflow as tf
 
 from bench.measure import write_results
 from components import contracts
-from components.registry_pusher import edge_exports, registry, tflite
+from components.registry_pusher import edge_exports, tflite
 from models import image_codec
 from pipeline import config as config_lib
+from registry import layout
 
 THREADS = (1, 2)
 
@@ -53,13 +54,13 @@ def latencies_ms(classifiers: Dict[str, tflite.Classifier], pixels: np.ndarray,
 
 
 def measure(version_dir: str, images: int, repeats: int):
-  record = registry.read_record(version_dir)
+  record = layout.read_record(version_dir)
   examples_uri = record['data']['examples_uri']
   representative = (record.get('exports') or {}).get(
       'representative_images', config_lib.ExportConfig.representative_images)
   models, _, image_size = edge_exports.convert_all(version_dir, examples_uri, representative)
   eval_images, reference, accuracies = edge_exports.eval_accuracies(
-      version_dir, models, examples_uri, registry.read_labels(version_dir), image_size)
+      version_dir, models, examples_uri, layout.read_labels(version_dir), image_size)
   encoded = [image for batch, _ in edge_exports.split_batches(
       examples_uri, contracts.EVAL_SPLIT) for image in batch][:images]
   pixels = image_codec.decode_and_resize(tf.constant(encoded), image_size).numpy()
@@ -111,8 +112,8 @@ def main() -> None:
   parser.add_argument('--report', default=os.path.join('bench', 'results', 'tflite_latency.json'))
   args = parser.parse_args()
   config = config_lib.load_config(None, [f'pipeline.output_dir={os.path.abspath(args.output)}'])
-  version_dir = registry.version_dir(config.pipeline.registry, config.pipeline.model_name,
-                                     args.version)
+  version_dir = layout.version_dir(config.pipeline.registry, config.pipeline.model_name,
+                                   args.version)
   report = measure(version_dir, args.images, args.repeats)
   table = markdown(report)
   write_results(args.report, report, table)

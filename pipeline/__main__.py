@@ -75,7 +75,7 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_registry_parser(commands) -> None:
-  """`registry ...`: versions, lineage and aliases (pipeline/registry.py)."""
+  """`registry ...`: versions, lineage and aliases (registry/cli.py)."""
   registry = commands.add_parser(
       'registry', help='list, inspect and alias published model versions')
   actions = registry.add_subparsers(dest='registry_command', required=True)
@@ -138,8 +138,8 @@ def _run_command(args) -> int:
   if args.command in ('compile', 'schedule'):
     return _kubeflow_command(args)
   if args.command == 'registry':
-    from pipeline import registry  # pylint: disable=g-import-not-at-top
-    return registry.run_command(args)
+    from registry import cli as registry_cli  # pylint: disable=g-import-not-at-top
+    return registry_cli.run_command(args)
 
   overrides = list(args.overrides)
   if args.data:

@@ -167,11 +167,11 @@ def model_lineage(metadata_path: str, record: Dict[str, Any]) -> Dict[str, Any]:
   pipeline run that produced it, and its properties. Entries the store does
   not hold are None.
   """
-  from components.registry_pusher import registry as published  # pylint: disable=g-import-not-at-top
-  model_uri = record.get(published.MODEL_URI_KEY)
+  from registry import layout  # pylint: disable=g-import-not-at-top
+  model_uri = record.get(layout.MODEL_URI_KEY)
   if not model_uri:
     raise ValueError(f'The record of version {record.get("version")} names no '
-                     f'{published.MODEL_URI_KEY}')
+                     f'{layout.MODEL_URI_KEY}')
   graph = _Graph(open_store(metadata_path))
   model = _find_model(graph, model_uri)
   if model is None:
@@ -222,11 +222,11 @@ def baseline_model_uris(metadata_path: str,
   """For each version record, by model URI: the URI of the blessed baseline the
   publishing run's Evaluator compared the model to (absent: no baseline, as on
   a first run, or a model this store does not know)."""
-  from components.registry_pusher import registry as published  # pylint: disable=g-import-not-at-top
+  from registry import layout  # pylint: disable=g-import-not-at-top
   graph = _Graph(open_store(metadata_path))
   found = {}
   for record in records:
-    uri = record.get(published.MODEL_URI_KEY)
+    uri = record.get(layout.MODEL_URI_KEY)
     model = _find_model(graph, uri) if uri else None
     evaluator = _evaluator(graph, model.id, record.get('pipeline_run_id')) if model else None
     baseline = graph.artifacts(evaluator.id, _INPUT_TYPES).get(

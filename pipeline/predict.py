@@ -31,11 +31,11 @@ import numpy as np
 import tensorflow as tf
 
 from components import safe_text
-from components.registry_pusher import registry
 from models import explain as explain_lib
 from models import image_codec
 from models import signatures
 from pipeline.report import plots
+from registry import layout
 
 FORMATS = ('jsonl', 'csv')
 FIELDS = ('path', 'prediction', 'class_name', 'class_id', 'probability', 'ood_score',
@@ -49,8 +49,8 @@ def resolve_model_dir(path: str) -> str:
   """A SavedModel folder, or a registry model folder (its newest version)."""
   if os.path.exists(os.path.join(path, 'saved_model.pb')):
     return path
-  return registry.version_dir(os.path.dirname(os.path.abspath(path)),
-                              os.path.basename(os.path.abspath(path)))
+  return layout.version_dir(os.path.dirname(os.path.abspath(path)),
+                            os.path.basename(os.path.abspath(path)))
 
 
 def image_files(paths: Iterable[str]) -> Iterator[str]:
@@ -133,7 +133,7 @@ class Predictor:
     loaded = tf.saved_model.load(model_dir)
     self._serve = loaded.signatures[signatures.SERVING_SIGNATURE]
     self._explainer = Explainer(loaded, model_dir, explain_dir) if explain_dir else None
-    self._labels = registry.read_labels(model_dir)
+    self._labels = layout.read_labels(model_dir)
     self._top_k = top_k
 
   def _score(self, batch: List[bytes]) -> Dict[str, np.ndarray]:

@@ -20,9 +20,9 @@ from components import artifact_readers
 from components import contracts
 from components.evaluator import results
 from components.label_queue import spec as label_queue_spec
-from components.registry_pusher import registry
 from models.trainer import data_quality
 from pipeline import lineage
+from registry import layout
 
 DATA_GATE_NODE = 'DataGate'
 _STATE_NAMES = {
@@ -171,7 +171,7 @@ def summarize(metadata_path: str) -> RunSummary:
         summary.pushed_to = props['pushed_destination'].string_value
         summary.pushed_version = int(props['pushed_version'].string_value)
         with contextlib.suppress(FileNotFoundError):   # a version deleted since
-          summary.edge_exports = registry.read_record(summary.pushed_to).get('exports')
+          summary.edge_exports = layout.read_record(summary.pushed_to).get('exports')
       elif kind == 'InferenceResult' and key == label_queue_spec.QUEUE_KEY:
         summary.label_queue_uri = artifact.uri
         summary.label_queue_size = props[contracts.QUEUED_PROPERTY].int_value

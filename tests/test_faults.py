@@ -206,8 +206,8 @@ def _dir_bytes(path):
 def _check_recovered(workspace, rerun_log, reused, rerun):
   """The rerun's summary, after checking that it blessed and pushed version 1
   and that the store is intact; `reused` nodes must be CACHED, `rerun` COMPLETE."""
-  from components.registry_pusher import registry  # pylint: disable=g-import-not-at-top
   from pipeline import run_summary  # pylint: disable=g-import-not-at-top
+  from registry import layout  # pylint: disable=g-import-not-at-top
   assert 'another run' not in rerun_log        # the killed run's lock is gone
   assert 'Model BLESSED and pushed as version 1' in rerun_log, rerun_log[-3000:]
   assert _integrity(workspace['metadata']) == 'ok'
@@ -218,7 +218,7 @@ def _check_recovered(workspace, rerun_log, reused, rerun):
   for node in rerun:
     assert states[node] == 'COMPLETE', states
   assert summary.blessed is True and summary.pushed_version == 1
-  assert registry.versions(workspace['registry'], MODEL_NAME) == [1]
+  assert layout.versions(workspace['registry'], MODEL_NAME) == [1]
   assert os.path.exists(os.path.join(summary.pushed_to, 'saved_model.pb'))
   return summary, states
 
@@ -326,7 +326,7 @@ def test_two_runs_at_once_one_runs_the_other_stops_clearly(tmp_path, figures):
 # slowed down (in that process only), printing each copy before it starts.
 _SLOW_PUBLISHER = textwrap.dedent('''
     import json, shutil, sys, time
-    from components.registry_pusher import registry
+    from registry import publishing
     source, registry_dir, delay = sys.argv[1], sys.argv[2], float(sys.argv[3])
     copy = shutil.copyfile
     def slow_copy(src, dst, *args, **kwargs):
@@ -335,7 +335,7 @@ _SLOW_PUBLISHER = textwrap.dedent('''
       return copy(src, dst, *args, **kwargs)
     shutil.copyfile = slow_copy
     print('START', flush=True)
-    version = registry.publish(source, registry_dir, %r, ['a', 'b'], {'run': 'slow'})
+    version = publishing.publish(source, registry_dir, %r, ['a', 'b'], {'run': 'slow'})
     print('PUBLISHED', version, flush=True)
 ''' % MODEL_NAME)
 
@@ -361,13 +361,14 @@ def _complete(version_dir, files):
 
 @pytest.mark.faults
 def test_publish_killed_half_way_never_exposes_a_partial_version(tmp_path, figures):
-  from components.registry_pusher import registry  # pylint: disable=g-import-not-at-top
-  from pipeline.registry import Registry  # pylint: disable=g-import-not-at-top
+  from registry import Registry  # pylint: disable=g-import-not-at-top
+  from registry import layout  # pylint: disable=g-import-not-at-top
+  from registry import publishing  # pylint: disable=g-import-not-at-top
   source = str(tmp_path / 'model')
   files = _fake_saved_model(source)
   registry_dir = str(tmp_path / 'registry')
   model_dir = os.path.join(registry_dir, MODEL_NAME)
-  assert registry.publish(source, registry_dir, MODEL_NAME, ['a', 'b'], {}) == 1
+  assert publishing.publish(source, registry_dir, MODEL_NAME, ['a', 'b'], {}) == 1
 
   # A reader polling `latest` through every kill and the final publish.
   seen, bad, stop = [], [], threading.Event()
@@ -408,7 +409,7 @@ def test_publish_killed_half_way_never_exposes_a_partial_version(tmp_path, figur
       newest = os.path.join(model_dir, (set(staging) - staging_before).pop())
       assert os.path.exists(os.path.join(newest, 'variables', 'variables.index'))
       assert not os.path.exists(os.path.join(newest, 'saved_model.pb'))
-    assert registry.versions(registry_dir, MODEL_NAME) == [1]
+    assert layout.versions(registry_dir, MODEL_NAME) == [1]
     assert Registry(registry_dir, MODEL_NAME).latest().version == 1
 
   # What the CLI lists: only version 1, though half-written staging folders lie beside it.
@@ -443,7 +444,7 @@ def test_publish_killed_half_way_never_exposes_a_partial_version(tmp_path, figur
     time.sleep(0.05)
   stop.set()
   reader_thread.join(timeout=30)
-  assert registry.versions(registry_dir, MODEL_NAME) == [1, 2]
+  assert layout.versions(registry_dir, MODEL_NAME) == [1, 2]
   assert _complete(os.path.join(model_dir, '2'), files)
   assert not bad, bad[:5]
   assert set(seen) == {1, 2}

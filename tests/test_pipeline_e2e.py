@@ -16,9 +16,9 @@ import sys
 import numpy as np
 import pytest
 
-from components.registry_pusher import registry
 from models.backbones import efficientnet_lite
 from pipeline import runner
+from registry import layout
 import torch_pickles
 
 from helpers import E2E_CLASSES as CLASSES
@@ -49,11 +49,11 @@ def test_first_run_executes_every_component_blesses_and_pushes(e2e_first_run, e2
   assert e2e_first_run.pushed_version == 1
   assert runner.exit_code(e2e_first_run) == runner.EXIT_PUSHED
   registry_dir = os.path.join(e2e_workspace['root'], 'outputs', 'registry')
-  assert registry.versions(registry_dir, 'image_classifier') == [1]
-  record = registry.read_record(e2e_first_run.pushed_to)
+  assert layout.versions(registry_dir, 'image_classifier') == [1]
+  record = layout.read_record(e2e_first_run.pushed_to)
   assert record['data']['input_fingerprint']
   assert record['evaluation']['accuracy'] == e2e_first_run.evaluation['accuracy']
-  assert registry.read_labels(e2e_first_run.pushed_to) == CLASSES
+  assert layout.read_labels(e2e_first_run.pushed_to) == CLASSES
 
 
 def test_pushed_model_predicts_in_a_fresh_process(e2e_first_run, e2e_workspace, tmp_path):
@@ -83,7 +83,7 @@ def test_rerun_reuses_the_cache_and_publishes_nothing_new(e2e_first_run, e2e_wor
   for node in ('ImageExampleGen', 'StatisticsGen', 'Transform', 'Trainer'):
     assert states[node] == 'CACHED', states
   registry_dir = os.path.join(e2e_workspace['root'], 'outputs', 'registry')
-  assert registry.versions(registry_dir, 'image_classifier') == [1]
+  assert layout.versions(registry_dir, 'image_classifier') == [1]
   assert summary.pushed_version == 1
   assert runner.exit_code(summary) == runner.EXIT_PUSHED     # already published
 
@@ -113,4 +113,4 @@ def test_worse_model_is_refused_by_the_no_regression_rule_alone(
   assert summary.pushed_version is None
   assert runner.exit_code(summary) == runner.EXIT_NOT_BLESSED
   registry_dir = os.path.join(e2e_workspace['root'], 'outputs', 'registry')
-  assert registry.versions(registry_dir, 'image_classifier') == [1]
+  assert layout.versions(registry_dir, 'image_classifier') == [1]

@@ -17,11 +17,11 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
-from components.registry_pusher import registry
 from models import image_codec
 from models import ood
 from models import signatures
 from pipeline import __main__ as cli
+from registry import layout
 
 from helpers import SAMPLE_DIR
 
@@ -63,7 +63,7 @@ def _save_model(path, labels=LABELS, with_detector=True):
   module = _StandIn(labels)
   tf.saved_model.save(module, str(path), signatures={signatures.SERVING_SIGNATURE: (
       module.serve if with_detector else module.serve_without_detector)})
-  (path / registry.LABELS_FILE).write_text(''.join(f'{name}\n' for name in labels))
+  (path / layout.LABELS_FILE).write_text(''.join(f'{name}\n' for name in labels))
   return str(path)
 
 

@@ -18,7 +18,7 @@ import random
 import shutil
 
 from pipeline import runner
-from pipeline.registry import Registry
+from registry import Registry
 
 from helpers import E2E_CLASSES, run_e2e_pipeline
 

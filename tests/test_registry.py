@@ -12,8 +12,9 @@ import uuid
 import pytest
 import tensorflow as tf
 
-from components.registry_pusher import registry
-from pipeline.registry import Registry
+from registry import Registry
+from registry import layout
+from registry import publishing
 
 
 @pytest.fixture(scope='module')
@@ -32,15 +33,15 @@ def saved_model(tmp_path_factory):
 
 def test_versions_grow_and_carry_labels_and_record(saved_model, tmp_path):
   registry_dir = str(tmp_path)
-  assert registry.versions(registry_dir, 'm') == []
+  assert layout.versions(registry_dir, 'm') == []
   for expected in (1, 2, 3):
-    assert registry.publish(saved_model, registry_dir, 'm', ['a', 'b'],
+    assert publishing.publish(saved_model, registry_dir, 'm', ['a', 'b'],
                             {'accuracy': 0.9}) == expected
-  assert registry.versions(registry_dir, 'm') == [1, 2, 3]
-  newest = registry.version_dir(registry_dir, 'm')
+  assert layout.versions(registry_dir, 'm') == [1, 2, 3]
+  newest = layout.version_dir(registry_dir, 'm')
   assert newest.endswith(os.path.join('m', '3'))
-  assert registry.read_labels(newest) == ['a', 'b']
-  assert registry.read_record(newest) == {'accuracy': 0.9, 'version': 3}
+  assert layout.read_labels(newest) == ['a', 'b']
+  assert layout.read_record(newest) == {'accuracy': 0.9, 'version': 3}
   loaded = tf.saved_model.load(newest)
   assert float(loaded(tf.constant([3.0]))[0]) == 6.0
   assert sorted(os.listdir(os.path.join(registry_dir, 'm'))) == ['1', '2', '3']
@@ -54,12 +55,12 @@ def test_reader_never_sees_a_partial_version(saved_model, tmp_path):
   def watch():
     try:
       while not done.is_set():
-        if any(name.startswith('.staging-') for name in registry.listdir(model_dir)):
-          in_progress.append(registry.versions(registry_dir, 'm'))
-        for version in registry.versions(registry_dir, 'm'):
-          path = registry.version_dir(registry_dir, 'm', version)
-          needed = ['saved_model.pb', registry.LABELS_FILE, registry.RECORD_FILE,
-                    registry.PUBLISHED_FILE, os.path.join('assets', 'padding.bin')]
+        if any(name.startswith('.staging-') for name in layout.listdir(model_dir)):
+          in_progress.append(layout.versions(registry_dir, 'm'))
+        for version in layout.versions(registry_dir, 'm'):
+          path = layout.version_dir(registry_dir, 'm', version)
+          needed = ['saved_model.pb', layout.LABELS_FILE, layout.RECORD_FILE,
+                    layout.PUBLISHED_FILE, os.path.join('assets', 'padding.bin')]
           if not all(os.path.exists(os.path.join(path, n)) for n in needed) or (
               os.path.getsize(os.path.join(path, 'assets', 'padding.bin')) != 8 << 20):
             incomplete.append(version)
@@ -70,62 +71,62 @@ def test_reader_never_sees_a_partial_version(saved_model, tmp_path):
   watcher.start()
   try:
     for _ in range(5):
-      registry.publish(saved_model, registry_dir, 'm', ['a'], {})
+      publishing.publish(saved_model, registry_dir, 'm', ['a'], {})
   finally:
     done.set()
     watcher.join()
   assert errors == []
   assert in_progress, 'the watcher never polled while a publish was in progress'
   assert incomplete == []
-  assert registry.versions(registry_dir, 'm') == [1, 2, 3, 4, 5]
+  assert layout.versions(registry_dir, 'm') == [1, 2, 3, 4, 5]
 
 
 def test_failed_publish_leaves_nothing_behind(saved_model, tmp_path):
   registry_dir = str(tmp_path / 'registry')
   with pytest.raises(FileNotFoundError, match='No SavedModel'):
-    registry.publish(str(tmp_path / 'missing'), registry_dir, 'm', ['a'], {})
-  assert registry.versions(registry_dir, 'm') == []
+    publishing.publish(str(tmp_path / 'missing'), registry_dir, 'm', ['a'], {})
+  assert layout.versions(registry_dir, 'm') == []
   # A copy that fails halfway (an unreadable file) leaves no staging folder.
   broken = tmp_path / 'broken'
   shutil.copytree(saved_model, broken)
   os.symlink(tmp_path / 'nowhere', broken / 'variables' / 'zz-dangling')
   with pytest.raises(FileNotFoundError):
-    registry.publish(str(broken), registry_dir, 'm', ['a'], {})
+    publishing.publish(str(broken), registry_dir, 'm', ['a'], {})
   assert os.listdir(os.path.join(registry_dir, 'm')) == []
 
 
 def test_concurrent_publishers_get_distinct_versions(saved_model, tmp_path):
   args = (saved_model, str(tmp_path), 'm', ['a'], {})
   with multiprocessing.get_context('spawn').Pool(4) as pool:
-    published = pool.starmap(registry.publish, [args] * 4)
+    published = pool.starmap(publishing.publish, [args] * 4)
   assert sorted(published) == [1, 2, 3, 4]
   for version in published:
-    record = registry.read_record(registry.version_dir(str(tmp_path), 'm', version))
+    record = layout.read_record(layout.version_dir(str(tmp_path), 'm', version))
     assert record['version'] == version
 
 
 def test_a_local_publish_does_not_import_tensorflow(saved_model, tmp_path):
   """Local publishing uses plain file calls, so a publisher starts in a
   fraction of a second instead of loading TensorFlow."""
-  code = ('import sys; from components.registry_pusher import registry; '
-          'print(registry.publish(sys.argv[1], sys.argv[2], "m", ["a"], {})); '
+  code = ('import sys; from registry import publishing; '
+          'print(publishing.publish(sys.argv[1], sys.argv[2], "m", ["a"], {})); '
           'print("tensorflow" in sys.modules)')
   done = subprocess.run([sys.executable, '-c', code, saved_model, str(tmp_path)],
                         capture_output=True, text=True, check=True)
   assert done.stdout.split() == ['1', 'False']
-  assert registry.read_labels(registry.version_dir(str(tmp_path), 'm')) == ['a']
+  assert layout.read_labels(layout.version_dir(str(tmp_path), 'm')) == ['a']
 
 
 def test_object_store_registry_through_gfile(saved_model):
   """TF's in-memory filesystem stands in for gs:// (same tf.io.gfile calls,
   no folder rename)."""
   registry_dir = 'ram://registry'
-  assert registry.publish(saved_model, registry_dir, 'm', ['a', 'b'], {'k': 1}) == 1
-  assert registry.publish(saved_model, registry_dir, 'm', ['a', 'b'], {'k': 2}) == 2
-  assert registry.versions(registry_dir, 'm') == [1, 2]
-  newest = registry.version_dir(registry_dir, 'm')
-  assert registry.read_record(newest) == {'k': 2, 'version': 2}
-  assert registry.read_labels(newest) == ['a', 'b']
+  assert publishing.publish(saved_model, registry_dir, 'm', ['a', 'b'], {'k': 1}) == 1
+  assert publishing.publish(saved_model, registry_dir, 'm', ['a', 'b'], {'k': 2}) == 2
+  assert layout.versions(registry_dir, 'm') == [1, 2]
+  newest = layout.version_dir(registry_dir, 'm')
+  assert layout.read_record(newest) == {'k': 2, 'version': 2}
+  assert layout.read_labels(newest) == ['a', 'b']
   assert tf.io.gfile.exists(os.path.join(newest, 'saved_model.pb'))
   assert tf.io.gfile.exists(os.path.join(newest, 'assets', 'padding.bin'))
 
@@ -146,25 +147,25 @@ def test_versions_are_ascii_digit_folders(tmp_path):
   model_dir = tmp_path / 'm'
   for name in ('1', '²', '٣', '02x', '.staging-1', 'aliases'):
     (model_dir / name).mkdir(parents=True)
-  assert registry.versions(str(tmp_path), 'm') == [1]
-  assert registry.version_dir(str(tmp_path), 'm') == str(model_dir / '1')
+  assert layout.versions(str(tmp_path), 'm') == [1]
+  assert layout.version_dir(str(tmp_path), 'm') == str(model_dir / '1')
   with pytest.raises(FileNotFoundError, match='No version 2 of'):
-    registry.version_dir(str(tmp_path), 'm', 2)
+    layout.version_dir(str(tmp_path), 'm', 2)
 
 
 @pytest.mark.parametrize('name', ['..', '.', '../other', 'a/b', '', '.hidden', 'm\n'])
 def test_model_names_stay_inside_the_registry(tmp_path, name):
   source = _fake_saved_model(tmp_path / 'model')
   with pytest.raises(ValueError, match='Invalid model name'):
-    registry.publish(source, str(tmp_path / 'registry'), name, ['a'], {})
+    publishing.publish(source, str(tmp_path / 'registry'), name, ['a'], {})
   with pytest.raises(ValueError, match='Invalid model name'):
-    registry.versions(str(tmp_path / 'registry'), name)
+    layout.versions(str(tmp_path / 'registry'), name)
   with pytest.raises(ValueError, match='Invalid model name'):
     Registry(str(tmp_path / 'registry'), name)
   assert not (tmp_path / 'other').exists()
 
 
-class _FakeClaims(registry.Claims):
+class _FakeClaims(publishing.Claims):
   """Create-if-absent under a lock, as Cloud Storage's if_generation_match=0."""
 
   def __init__(self):
@@ -190,7 +191,7 @@ def object_store(monkeypatch):
     raise AssertionError(f'object stores have no rename: {args} {kwargs}')
   monkeypatch.setattr(tf.io.gfile, 'rename', no_rename)
   claims = _FakeClaims()
-  monkeypatch.setattr(registry, 'claims_for', lambda registry_dir: claims)
+  monkeypatch.setattr(publishing, 'claims_for', lambda registry_dir: claims)
   return f'ram://registry-{uuid.uuid4().hex}', claims
 
 
@@ -215,8 +216,8 @@ def test_gcs_claims_are_uploads_with_a_generation_match_precondition(monkeypatch
     def bucket(self, name):
       return type('FakeBucket', (), {'blob': lambda _, blob: FakeBlob(name, blob)})()
   monkeypatch.setattr(storage, 'Client', FakeClient)
-  claims = registry.claims_for('gs://bucket/registry')
-  assert isinstance(claims, registry.GcsClaims)
+  claims = publishing.claims_for('gs://bucket/registry')
+  assert isinstance(claims, publishing.GcsClaims)
   assert claims.claim('gs://bucket/registry/m/1/CLAIM') is True
   assert claims.claim('gs://bucket/registry/m/1/CLAIM') is False
   assert claims.claim('gs://bucket/registry/m/2/CLAIM') is True
@@ -243,7 +244,7 @@ def test_object_store_publishers_racing_for_a_number_get_distinct_versions(
 
   def publish(run):
     try:
-      results.append(registry.publish(source, registry_dir, 'm', ['a'], {'run': run}))
+      results.append(publishing.publish(source, registry_dir, 'm', ['a'], {'run': run}))
     except Exception as error:  # pylint: disable=broad-except
       errors.append(error)
   publishers = [threading.Thread(target=publish, args=(run,)) for run in ('x', 'y')]
@@ -253,9 +254,9 @@ def test_object_store_publishers_racing_for_a_number_get_distinct_versions(
     thread.join()
   assert errors == []
   assert sorted(results) == [1, 2]
-  assert claims.refused == [os.path.join(model_dir, '1', registry.CLAIM_FILE)]
-  assert registry.versions(registry_dir, 'm') == [1, 2]
-  runs = {registry.read_record(registry.version_dir(registry_dir, 'm', v))['run']
+  assert claims.refused == [os.path.join(model_dir, '1', layout.CLAIM_FILE)]
+  assert layout.versions(registry_dir, 'm') == [1, 2]
+  runs = {layout.read_record(layout.version_dir(registry_dir, 'm', v))['run']
           for v in (1, 2)}
   assert runs == {'x', 'y'}
 
@@ -264,35 +265,35 @@ def test_object_store_publish_killed_after_its_record_is_never_read(
     tmp_path, object_store, monkeypatch):
   registry_dir, _ = object_store
   source = _fake_saved_model(tmp_path / 'model')
-  assert registry.publish(source, registry_dir, 'm', ['a'], {'model_artifact_uri': 'u1'}) == 1
-  write_record = registry._write_record  # pylint: disable=protected-access
+  assert publishing.publish(source, registry_dir, 'm', ['a'], {'model_artifact_uri': 'u1'}) == 1
+  write_record = publishing._write_record  # pylint: disable=protected-access
 
   def write_then_die(*args):
     write_record(*args)
     raise KeyboardInterrupt('killed after model_record.json')
-  monkeypatch.setattr(registry, '_write_record', write_then_die)
+  monkeypatch.setattr(publishing, '_write_record', write_then_die)
   with pytest.raises(KeyboardInterrupt):
-    registry.publish(source, registry_dir, 'm', ['a'], {'model_artifact_uri': 'u2'})
-  monkeypatch.setattr(registry, '_write_record', write_record)
+    publishing.publish(source, registry_dir, 'm', ['a'], {'model_artifact_uri': 'u2'})
+  monkeypatch.setattr(publishing, '_write_record', write_record)
   unfinished = os.path.join(registry_dir, 'm', '2')
-  assert tf.io.gfile.exists(os.path.join(unfinished, registry.RECORD_FILE))
+  assert tf.io.gfile.exists(os.path.join(unfinished, layout.RECORD_FILE))
   # Every reader skips it: versions, latest, find_version, the Registry API.
-  assert registry.versions(registry_dir, 'm') == [1]
-  assert registry.version_dir(registry_dir, 'm').endswith('/m/1')
-  assert registry.find_version(registry_dir, 'm', 'u2') is None
+  assert layout.versions(registry_dir, 'm') == [1]
+  assert layout.version_dir(registry_dir, 'm').endswith('/m/1')
+  assert layout.find_version(registry_dir, 'm', 'u2') is None
   api = Registry(registry_dir, 'm')
   assert api.latest().version == 1
   assert [record['version'] for record in api.versions()] == [1]
   with pytest.raises(FileNotFoundError, match='No version 2 of'):
     api.resolve('2')
   # The rerun publishes a complete version under the next number.
-  assert registry.publish(source, registry_dir, 'm', ['a'], {'model_artifact_uri': 'u2'}) == 3
-  assert registry.find_version(registry_dir, 'm', 'u2') == 3
+  assert publishing.publish(source, registry_dir, 'm', ['a'], {'model_artifact_uri': 'u2'}) == 3
+  assert layout.find_version(registry_dir, 'm', 'u2') == 3
   assert api.latest().version == 3
-  assert registry.versions(registry_dir, 'm') == [1, 3]
-  newest = registry.version_dir(registry_dir, 'm')
-  for relative in ('saved_model.pb', 'variables/variables.index', registry.LABELS_FILE,
-                   registry.PUBLISHED_FILE):
+  assert layout.versions(registry_dir, 'm') == [1, 3]
+  newest = layout.version_dir(registry_dir, 'm')
+  for relative in ('saved_model.pb', 'variables/variables.index', layout.LABELS_FILE,
+                   layout.PUBLISHED_FILE):
     assert tf.io.gfile.exists(os.path.join(newest, relative)), relative
 
 
@@ -307,7 +308,7 @@ def test_local_publish_fsyncs_every_file_and_folder(tmp_path, monkeypatch):
     synced.append((path, os.path.isdir(os.path.join(model_dir, '1'))))
     fsync(fd)
   monkeypatch.setattr(os, 'fsync', recording_fsync)
-  assert registry.publish(source, registry_dir, 'm', ['a'], {}) == 1
+  assert publishing.publish(source, registry_dir, 'm', ['a'], {}) == 1
   published = os.path.join(model_dir, '1')
   files = sorted(os.path.relpath(os.path.join(d, n), published)
                  for d, _, names in os.walk(published) for n in names)
@@ -321,8 +322,8 @@ def test_local_publish_fsyncs_every_file_and_folder(tmp_path, monkeypatch):
   assert set(folders) <= set(staged), (folders, sorted(staged))
   # The marker is synced after everything else, the model folder after the rename.
   before_marker = [p for p, _ in synced][:[p for p, _ in synced].index(
-      staged[registry.PUBLISHED_FILE])]
-  assert {staged[f] for f in files if f != registry.PUBLISHED_FILE} <= set(before_marker)
+      staged[layout.PUBLISHED_FILE])]
+  assert {staged[f] for f in files if f != layout.PUBLISHED_FILE} <= set(before_marker)
   assert synced[-1] == (model_dir, True)
   assert not any(after for _, after in synced[:-1])
 
@@ -332,18 +333,18 @@ def test_cleanup_between_lock_creation_and_lock_does_not_fail_the_publish(
   source = _fake_saved_model(tmp_path / 'model')
   registry_dir = str(tmp_path / 'registry')
   model_dir = os.path.join(registry_dir, 'm')
-  flock, interleaved = registry.fcntl.flock, []
+  flock, interleaved = publishing.fcntl.flock, []
 
   def cleanup_then_flock(fd, operation):
     # The publisher's blocking lock: a concurrent publish's cleanup runs first.
-    if operation == registry.fcntl.LOCK_EX and not interleaved:
+    if operation == publishing.fcntl.LOCK_EX and not interleaved:
       interleaved.append(sorted(os.listdir(model_dir)))
-      registry._remove_abandoned_staging(model_dir)  # pylint: disable=protected-access
+      publishing._remove_abandoned_staging(model_dir)  # pylint: disable=protected-access
       interleaved.append(sorted(os.listdir(model_dir)))
     return flock(fd, operation)
-  monkeypatch.setattr(registry.fcntl, 'flock', cleanup_then_flock)
-  assert registry.publish(source, registry_dir, 'm', ['a'], {}) == 1
+  monkeypatch.setattr(publishing.fcntl, 'flock', cleanup_then_flock)
+  assert publishing.publish(source, registry_dir, 'm', ['a'], {}) == 1
   assert len(interleaved[0]) == 1 and interleaved[0][0].endswith('.lock')
   assert interleaved[1] == []                   # the cleanup took the lock file
   assert sorted(os.listdir(model_dir)) == ['1']
-  assert registry.versions(registry_dir, 'm') == [1]
+  assert layout.versions(registry_dir, 'm') == [1]

@@ -1,4 +1,4 @@
-"""The registry API and CLI (pipeline/registry.py, pipeline/lineage.py): listing,
+"""The registry API and CLI (registry/, pipeline/lineage.py): listing,
 lineage from ML Metadata, aliases (promote, rollback, history, concurrency),
 resolving a reference to a loadable SavedModel, TF Serving version labels.
 
@@ -23,7 +23,7 @@ import pytest
 
 from components import artifact_readers
 from pipeline import __main__ as cli
-from pipeline.registry import Registry
+from registry import Registry
 
 from helpers import E2E_CLASSES, REPO_ROOT
 
@@ -50,13 +50,14 @@ def run_outputs(e2e_first_run, e2e_workspace):
 @pytest.fixture(scope='module')
 def three_versions(run_outputs, tmp_path_factory):
   """A registry of versions 1 (the real run's) and 2, 3 (its SavedModel again)."""
-  from components.registry_pusher import registry as published  # pylint: disable=g-import-not-at-top
+  from registry import layout  # pylint: disable=g-import-not-at-top
+  from registry import publishing  # pylint: disable=g-import-not-at-top
   root = tmp_path_factory.mktemp('registry_template') / 'registry'
   shutil.copytree(os.path.join(run_outputs, 'registry', MODEL, '1'), root / MODEL / '1')
   first = str(root / MODEL / '1')
-  record = published.read_record(first)
+  record = layout.read_record(first)
   for _ in range(2):
-    published.publish(first, str(root), MODEL, published.read_labels(first),
+    publishing.publish(first, str(root), MODEL, layout.read_labels(first),
                       {**record, 'pushed_at': datetime.datetime.now(
                           datetime.timezone.utc).isoformat()})
   return str(root)
@@ -455,14 +456,14 @@ def test_bad_references_and_alias_names_are_clear_errors(registry_dir, tmp_path,
 @pytest.fixture
 def small_registry(tmp_path):
   """Versions 1 and 2 of a fake SavedModel (the CLI reads files, it loads no model)."""
-  from components.registry_pusher import registry as published  # pylint: disable=g-import-not-at-top
+  from registry import publishing  # pylint: disable=g-import-not-at-top
   source = tmp_path / 'model'
   (source / 'variables').mkdir(parents=True)
   for name in ('saved_model.pb', 'variables/variables.index'):
     (source / name).write_bytes(b'x')
   root = str(tmp_path / 'registry')
   for _ in range(2):
-    published.publish(str(source), root, MODEL, ['a', 'b'], {})
+    publishing.publish(str(source), root, MODEL, ['a', 'b'], {})
   return root
 
 
@@ -510,7 +511,7 @@ def test_non_ascii_digits_are_not_versions(small_registry, tmp_path, capsys):
 def test_fingerprint_counts_the_files_of_every_split():
   # ImageExampleGen's fingerprint: one line per labeled split, one for the
   # unlabeled folder; `registry list` shows their total.
-  from pipeline import registry as registry_lib  # pylint: disable=g-import-not-at-top
+  from registry import cli as registry_lib  # pylint: disable=g-import-not-at-top
   fingerprint = ('split:all,num_files:400,total_bytes:9,sha256:ab\n'
                  'split:unlabeled,num_files:200,total_bytes:3,sha256:cd')
   assert registry_lib.fingerprint_short(fingerprint).startswith('600 files/')
@@ -536,11 +537,12 @@ sys.exit(status)
 def light_inputs(small_registry, tmp_path):
   """The small registry with a version whose lineage is in a TFX-shaped
   store, a `production` alias, and an image folder for `schema`."""
-  from components.registry_pusher import registry as published  # pylint: disable=g-import-not-at-top
+  from registry import layout  # pylint: disable=g-import-not-at-top
+  from registry import publishing  # pylint: disable=g-import-not-at-top
   metadata = str(tmp_path / 'metadata.sqlite')
   _fake_tfx_store(metadata)
-  published.publish(str(tmp_path / 'model'), small_registry, MODEL, ['a', 'b'],
-                    {published.MODEL_URI_KEY: '/model', 'pipeline_run_id': 'run1'})
+  publishing.publish(str(tmp_path / 'model'), small_registry, MODEL, ['a', 'b'],
+                     {layout.MODEL_URI_KEY: '/model', 'pipeline_run_id': 'run1'})
   Registry(small_registry, MODEL).promote('production', '3', 'test', 'me')
   for name in ('cat', 'dog'):
     (tmp_path / 'images' / name).mkdir(parents=True)

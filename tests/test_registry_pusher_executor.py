@@ -18,8 +18,8 @@ from components.evaluator import eval_config
 
 from components.registry_pusher import component
 from components.registry_pusher import executor
-from components.registry_pusher import registry
 from components.registry_pusher import spec
+from registry import layout
 
 from helpers import TRAINED_CLASSES, artifact, input_channels, sample_bytes, write_examples_split
 
@@ -80,7 +80,7 @@ def test_a_model_not_blessed_is_marked_not_pushed_and_nothing_is_published(tmp_p
   pushed = _push(_inputs(unread, tmp_path, blessed=False), tmp_path,
                  str(tmp_path / 'registry'))
   assert pushed.get_int_custom_property('pushed') == 0
-  assert registry.versions(str(tmp_path / 'registry'), MODEL_NAME) == []
+  assert layout.versions(str(tmp_path / 'registry'), MODEL_NAME) == []
 
 
 @pytest.fixture(scope='module')
@@ -96,13 +96,13 @@ def published(trained, tmp_path_factory):
 
 def test_a_blessed_model_is_published_as_a_version_with_its_record(trained, published):
   registry_dir, first, _ = published
-  version_dir = registry.version_dir(registry_dir, MODEL_NAME, 1)
+  version_dir = layout.version_dir(registry_dir, MODEL_NAME, 1)
   assert first.get_int_custom_property('pushed') == 1
   assert first.get_string_custom_property('pushed_version') == '1'
   assert first.get_string_custom_property('pushed_destination') == version_dir
-  assert registry.read_labels(version_dir) == TRAINED_CLASSES
-  record = registry.read_record(version_dir)
-  assert record[registry.MODEL_URI_KEY] == trained[0]
+  assert layout.read_labels(version_dir) == TRAINED_CLASSES
+  record = layout.read_record(version_dir)
+  assert record[layout.MODEL_URI_KEY] == trained[0]
   assert record['data']['examples_uri'].endswith('examples')
   assert record['evaluation']['accuracy'] == ACCURACY
   assert record['evaluation']['blessed'] is True
@@ -115,7 +115,7 @@ def test_a_blessed_model_is_published_as_a_version_with_its_record(trained, publ
 
 def test_the_same_model_pushed_again_reuses_its_version(published):
   registry_dir, first, again = published
-  assert registry.versions(registry_dir, MODEL_NAME) == [1]
+  assert layout.versions(registry_dir, MODEL_NAME) == [1]
   assert again.get_int_custom_property('pushed') == 1
   assert again.get_string_custom_property('pushed_version') == '1'
   assert (again.get_string_custom_property('pushed_destination') ==

@@ -20,13 +20,13 @@ import tensorflow as tf
 from PIL import Image
 
 from components import contracts
-from components.registry_pusher import registry
 from models import preprocessing
 from models.trainer import calibration
 from pipeline import config as config_lib, report, run_summary, runner
 from pipeline.report import facts as facts_lib, plots, render, scoring, sections
 from pipeline.report.document import (Banner, Bullets, Code, Figure, Paragraph,
                                       Section, Table)
+from registry import layout
 
 from helpers import sample_bytes
 
@@ -216,7 +216,7 @@ def test_per_class_table_counts_sum_to_the_example_count(written, e2e_first_run)
 
 def test_edge_exports_table_shows_the_pushed_versions_tflite_models(written, e2e_first_run):
   _, page = written
-  models = registry.read_record(e2e_first_run.pushed_to)['exports']['models']
+  models = layout.read_record(e2e_first_run.pushed_to)['exports']['models']
   rows = _parse(page).rows_by_section['edge-exports']
   assert [row[:2] for row in rows] == [[name, model['kind']] for name, model in models.items()]
   assert [row[3] for row in rows] == [f'{model["accuracy"]:.1%}' for model in models.values()]

@@ -20,11 +20,12 @@ from tfx.types import standard_artifacts
 
 from components import contracts
 from components import example_splits
-from components.registry_pusher import edge_exports, executor, registry, tflite
+from components.registry_pusher import edge_exports, executor, tflite
 from models import image_codec
 from models import preprocessing
 from models import signatures
 from pipeline import run_summary
+from registry import layout
 
 import docs_blocks
 from helpers import E2E_CLASSES, SAMPLE_DIR, artifact
@@ -74,7 +75,7 @@ def test_version_has_a_tflite_model_with_the_documented_interface(published):
   assert outputs['ood_score']['dtype'] == np.float32 and outputs['unknown']['dtype'] == np.bool_
   assert pixels['shape_signature'].tolist() == [-1, 64, 64, 3]  # the e2e model's size
   assert probabilities['shape_signature'].tolist() == [
-      -1, len(registry.read_labels(published['dir']))]
+      -1, len(layout.read_labels(published['dir']))]
 
 
 def test_tflite_agrees_with_serving_default_on_sample_images(published):
@@ -109,7 +110,7 @@ def _documented_client_agreement(function_name, published):
   SavedModel's."""
   results = docs_blocks.python_function(function_name)(published['paths'],
                                                         published['dir'])
-  labels = registry.read_labels(published['dir'])
+  labels = layout.read_labels(published['dir'])
   expected = [labels[i] for i in published['reference'].argmax(axis=1)]
   return results, np.mean([name == want for (name, _), want in zip(results, expected)])
 
@@ -140,7 +141,7 @@ QUANTIZED = [tflite.FILES[tflite.DYNAMIC_RANGE], tflite.FILES[tflite.INT8]]
 
 @pytest.fixture(scope='module')
 def exports(published):
-  return registry.read_record(published['dir'])['exports']
+  return layout.read_record(published['dir'])['exports']
 
 
 def _eval_split(examples_uri, image_size):
@@ -173,7 +174,7 @@ def test_record_lists_every_tflite_export_with_its_size(published, exports):
 
 def test_quantized_exports_are_published_with_the_documented_interface(published, exports):
   """On the e2e run (3 easy classes) no quantized model lost eval accuracy."""
-  labels = registry.read_labels(published['dir'])
+  labels = layout.read_labels(published['dir'])
   for name, input_dtype in zip(QUANTIZED, [np.float32, np.uint8]):
     assert exports['models'][name]['published'], exports['models'][name]['reason']
     interpreter = tf.lite.Interpreter(model_path=os.path.join(published['dir'], name))
@@ -223,7 +224,7 @@ def test_int8_model_computes_in_int8(published):
 
 def test_recorded_accuracies_match_a_recomputation(published, exports, e2e_first_run):
   pixels, names = _eval_split(e2e_first_run.examples_uri, exports['image_size'])
-  labels = registry.read_labels(published['dir'])
+  labels = layout.read_labels(published['dir'])
   truth = np.array([labels.index(name) for name in names])
   assert exports['eval_images'] == len(truth)
   saved = published['loaded'].signatures[signatures.PIXELS_SIGNATURE](
@@ -278,10 +279,10 @@ def test_pusher_leaves_out_quantized_exports_beyond_the_limit(e2e_first_run, tmp
   }, {'pushed_model': [pushed]}, {
       'registry_dir': str(tmp_path / 'registry'), 'model_name': 'm',
       'max_quantized_drop': -1.0, 'representative_images': 10})
-  version_dir = registry.version_dir(str(tmp_path / 'registry'), 'm', 1)
+  version_dir = layout.version_dir(str(tmp_path / 'registry'), 'm', 1)
   assert sorted(glob.glob(os.path.join(version_dir, '*.tflite'))) == [
       os.path.join(version_dir, tflite.TFLITE_FILE)]
-  models = registry.read_record(version_dir)['exports']['models']
+  models = layout.read_record(version_dir)['exports']['models']
   assert models[tflite.TFLITE_FILE]['published']
   for name in QUANTIZED:
     assert not models[name]['published']

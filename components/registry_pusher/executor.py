@@ -14,8 +14,9 @@ from tfx.types import artifact_utils
 from components import artifact_readers
 from components.evaluator import results
 from components.registry_pusher import edge_exports
-from components.registry_pusher import registry
 from components.registry_pusher import spec
+from registry import layout
+from registry import publishing
 
 
 class Executor(tfx_pusher_executor.Executor):
@@ -34,11 +35,11 @@ class Executor(tfx_pusher_executor.Executor):
     registry_dir = exec_properties[spec.REGISTRY_DIR_KEY]
     model_name = exec_properties[spec.MODEL_NAME_KEY]
     model = artifact_utils.get_single_instance(input_dict[spec.MODEL_KEY])
-    published = registry.find_version(registry_dir, model_name, model.uri)
+    published = layout.find_version(registry_dir, model_name, model.uri)
     if published is not None:
       logging.info('Model %s is already version %d: not publishing it again.',
                    model.uri, published)
-      self._MarkPushed(pushed_model, registry.version_dir(
+      self._MarkPushed(pushed_model, layout.version_dir(
           registry_dir, model_name, published), str(published))
       return
 
@@ -49,7 +50,7 @@ class Executor(tfx_pusher_executor.Executor):
     record = {
         'pushed_at': datetime.datetime.now(datetime.timezone.utc).isoformat(),
         'pipeline_run_id': self._context.pipeline_run_id if self._context else None,
-        registry.MODEL_URI_KEY: model.uri,
+        layout.MODEL_URI_KEY: model.uri,
         'data': {
             'input_fingerprint': examples.get_string_custom_property(
                 example_gen_utils.FINGERPRINT_PROPERTY_NAME),
@@ -64,9 +65,9 @@ class Executor(tfx_pusher_executor.Executor):
           model_path, examples.uri, class_names, scratch,
           max_drop=exec_properties[spec.MAX_QUANTIZED_DROP_KEY],
           representative_images=exec_properties[spec.REPRESENTATIVE_IMAGES_KEY])
-      version = registry.publish(model_path, registry_dir, model_name, class_names,
-                                 record, extra_files=tflite_paths)
-    destination = registry.version_dir(registry_dir, model_name, version)
+      version = publishing.publish(model_path, registry_dir, model_name, class_names,
+                                   record, extra_files=tflite_paths)
+    destination = layout.version_dir(registry_dir, model_name, version)
     logging.info('Published %s version %d at %s', model_name, version, destination)
     self._MarkPushed(pushed_model, pushed_destination=destination,
                      pushed_version=str(version))

@@ -26,11 +26,11 @@ from components import example_splits
 from components.contracts import (EVAL_SPLIT, NEAR_DUPLICATES_CSV, OUTLIERS_CSV,
                                   SUSPECT_LABELS_CSV, TRAIN_SPLIT, UNLABELED_SPLIT)
 from components.image_example_gen.component import has_fixed_split
-from components.registry_pusher import registry
 from pipeline import dag, schema
 from pipeline.config import Config, to_dict
 from pipeline.report import scoring
 from pipeline.run_summary import RunSummary
+from registry import layout
 
 # z for a two-sided 95% interval.
 _Z95 = 1.959964
@@ -259,7 +259,7 @@ def gather(config: Config, summary: RunSummary, gallery_size: int = 12) -> Facts
 
   baseline_version = None
   if summary.baseline_model_uri:
-    baseline_version = attempt('baseline registry version', registry.find_version,
+    baseline_version = attempt('baseline registry version', layout.find_version,
                                config.pipeline.registry, config.pipeline.model_name,
                                summary.baseline_model_uri)
 

@@ -23,10 +23,10 @@ import pytest
 
 from tfx.orchestration.launcher import base_component_launcher
 
-from components.registry_pusher import registry
 from pipeline import config as config_lib
 from pipeline import dag as dag_lib
 from pipeline import runner
+from registry import layout
 
 from helpers import E2E_CLASSES, REPO_ROOT
 
@@ -174,7 +174,7 @@ def test_one_dag_run_trains_and_pushes_a_model(airflow_home, upstream, capsys):
   assert (version_dir / 'saved_model.pb').is_file()
   record = json.loads((version_dir / 'model_record.json').read_text())
   assert record['evaluation']['accuracy'] >= 0.6    # evaluation.min_accuracy
-  assert registry.read_labels(str(version_dir)) == E2E_CLASSES
+  assert layout.read_labels(str(version_dir)) == E2E_CLASSES
 
   # The TFX side: the legacy launcher Airflow uses records this run, under
   # its Airflow run id, in the SQLite ML Metadata store.

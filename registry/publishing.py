@@ -1,14 +1,4 @@
-"""The versioned model registry, in the layout TF Serving watches.
-
-    <registry>/<model name>/<version>/saved_model.pb, variables/, assets/ ...
-                                      labels.txt          class names, one per line, in id order
-                                      model_record.json   metrics, data fingerprint, pipeline run
-                                      model.tflite        the model for edge runtimes (pusher)
-                                      PUBLISHED           completion marker, written last
-
-Versions are integers (ASCII digits) that only grow. Every reader here
-(`versions`, `version_dir`, `find_version`, pipeline/registry.py) sees only
-published versions.
+"""Publishing a version: atomic on a local filesystem, claimed in object stores.
 
 On a local or mounted filesystem a version is assembled in a hidden staging
 folder, every file and folder fsynced, and published with one atomic rename
@@ -24,9 +14,9 @@ there is no rename: a publisher claims the next number by creating
 `<version>/CLAIM` only if absent (`Claims`), writes the files in place,
 saved_model.pb last, and the marker after everything. A version without the
 marker is unfinished (being written, or its publisher was killed) and readers
-skip it; its number stays taken. TF Serving polls integer folders and cannot
-see the marker: it may load a version from saved_model.pb on, before the
-marker (docs/registry.md).
+skip it (layout.is_published); its number stays taken. TF Serving polls
+integer folders and cannot see the marker: it may load a version from
+saved_model.pb on, before the marker (docs/registry.md).
 """
 
 import contextlib
@@ -35,154 +25,17 @@ import json
 import logging
 import os
 import posixpath
-import re
 import shutil
 import time
 import uuid
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Sequence
 
-LABELS_FILE = 'labels.txt'
-RECORD_FILE = 'model_record.json'
-PUBLISHED_FILE = 'PUBLISHED'
-CLAIM_FILE = 'CLAIM'
-_VERSION_PATTERN = re.compile(r'[0-9]+')
-_MODEL_NAME_PATTERN = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]{0,127}')
+from components import contracts
+from registry import layout
+
 _STAGING_PREFIX = '.staging-'
 _LOCK_SUFFIX = '.lock'
 _ABANDONED_AFTER_SECONDS = 3600
-# Record key naming the Trainer output a version was copied from.
-MODEL_URI_KEY = 'model_artifact_uri'
-
-
-def gfile():
-  """tf.io.gfile, imported on first use: alias changes on a local registry
-  (pipeline/registry.py) do without TensorFlow and start in a fraction of a second."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  return tf.io.gfile
-
-
-def is_object_store(path: str) -> bool:
-  """gs://, s3://, ...: no rename, no flock; read and written through tf.io.gfile."""
-  return '://' in path
-
-
-class _LocalFiles:
-  """The tf.io.gfile calls publishing makes, on local paths without TensorFlow:
-  a publisher process then starts in a fraction of a second."""
-  exists = staticmethod(os.path.exists)
-  walk = staticmethod(os.walk)
-
-  @staticmethod
-  def makedirs(path: str) -> None:
-    os.makedirs(path, exist_ok=True)
-
-  @staticmethod
-  def copy(source: str, target: str, overwrite: bool = False) -> None:
-    if not overwrite and os.path.exists(target):
-      raise FileExistsError(target)
-    shutil.copyfile(source, target)
-
-  @staticmethod
-  def GFile(path: str, mode: str):  # pylint: disable=invalid-name
-    return open(path, mode, encoding=None if 'b' in mode else 'utf-8')  # pylint: disable=consider-using-with
-
-
-def files_for(*paths: str):
-  """tf.io.gfile when any of `paths` is in an object store, else local calls."""
-  return gfile() if any(map(is_object_store, paths)) else _LocalFiles
-
-
-def validate_model_name(model_name: str) -> str:
-  """Model names are one folder inside the registry: never `..`, `/` or hidden."""
-  if not isinstance(model_name, str) or not _MODEL_NAME_PATTERN.fullmatch(
-      model_name) or model_name in ('.', '..'):
-    raise ValueError(f'Invalid model name {model_name!r}: use a letter or digit '
-                     'followed by up to 127 letters, digits, ., - or _')
-  return model_name
-
-
-def listdir(path: str) -> List[str]:
-  """Names in a folder (none when it is missing), locally or in an object store."""
-  if is_object_store(path):
-    files_io = gfile()
-    if not files_io.isdir(path):
-      return []
-    return [name.rstrip('/') for name in files_io.listdir(path)]
-  return os.listdir(path) if os.path.isdir(path) else []
-
-
-def open_text(path: str, mode: str = 'r'):
-  """A registry text file (record, labels): local files directly, so that the
-  CLI's reads of a local registry never import TensorFlow; object storage
-  through tf.io.gfile."""
-  return files_for(path).GFile(path, mode)
-
-
-def _numbers(model_dir: str) -> List[int]:
-  """Every version number in use, published or not, ascending."""
-  return sorted(int(name) for name in listdir(model_dir) if is_version_number(name))
-
-
-def is_published(registry_dir: str, model_name: str, version: int) -> bool:
-  """Locally every version folder is complete (it appeared by rename); in an
-  object store only one with its completion marker."""
-  path = os.path.join(registry_dir, validate_model_name(model_name), str(version))
-  if is_object_store(path):
-    return gfile().exists(os.path.join(path, PUBLISHED_FILE))
-  return os.path.isdir(path)
-
-
-def versions(registry_dir: str, model_name: str) -> List[int]:
-  """Published versions of a model, oldest first."""
-  model_dir = os.path.join(registry_dir, validate_model_name(model_name))
-  return [version for version in _numbers(model_dir)
-          if is_published(registry_dir, model_name, version)]
-
-
-def is_version_number(text: str) -> bool:
-  """Versions are ASCII digits only (str.isdigit also accepts '²')."""
-  return isinstance(text, str) and bool(_VERSION_PATTERN.fullmatch(text))
-
-
-def latest_version(registry_dir: str, model_name: str) -> int:
-  published = versions(registry_dir, model_name)
-  if not published:
-    raise FileNotFoundError(
-        f'No published version of {model_name!r} under {registry_dir}')
-  return published[-1]
-
-
-def version_dir(registry_dir: str, model_name: str,
-                version: Optional[int] = None) -> str:
-  """Folder of published `version`, or of the newest one when it is None."""
-  if version is None:
-    version = latest_version(registry_dir, model_name)
-  elif not is_published(registry_dir, model_name, version):
-    published = versions(registry_dir, model_name)
-    raise FileNotFoundError(
-        f'No version {version} of {model_name!r} in {registry_dir} '
-        f'(published: {", ".join(map(str, published)) or "none"})')
-  return os.path.join(registry_dir, model_name, str(version))
-
-
-def read_record(model_dir: str) -> Dict[str, Any]:
-  with open_text(os.path.join(model_dir, RECORD_FILE)) as f:
-    return json.load(f)
-
-
-def find_version(registry_dir: str, model_name: str,
-                 model_uri: str) -> Optional[int]:
-  """The newest published version copied from `model_uri`, if any."""
-  for version in reversed(versions(registry_dir, model_name)):
-    path = os.path.join(registry_dir, model_name, str(version))
-    if read_record(path).get(MODEL_URI_KEY) == model_uri:
-      return version
-  return None
-
-
-def read_labels(model_dir: str) -> List[str]:
-  with open_text(os.path.join(model_dir, LABELS_FILE)) as f:
-    return [line.rstrip('\n') for line in f]
 
 
 class Claims:
@@ -192,7 +45,7 @@ class Claims:
 
   def claim(self, path: str) -> bool:
     """Creates `path` unless it exists; True when this call created it."""
-    files_io = gfile()
+    files_io = layout.gfile()
     if files_io.exists(path):
       return False
     with files_io.GFile(path, 'w') as f:
@@ -243,15 +96,15 @@ def publish(saved_model_dir: str, registry_dir: str, model_name: str,
   an existing version folder fails, in object stores the claim does, and the
   loser moves on to the next number.
   """
-  if not files_for(saved_model_dir).exists(
+  if not layout.files_for(saved_model_dir).exists(
       os.path.join(saved_model_dir, 'saved_model.pb')):
     raise FileNotFoundError(f'No SavedModel at {saved_model_dir}')
-  model_dir = os.path.join(registry_dir, validate_model_name(model_name))
-  files_for(model_dir).makedirs(model_dir)
-  version = (_numbers(model_dir) or [0])[-1] + 1
-  if is_object_store(registry_dir):
+  model_dir = os.path.join(registry_dir, layout.validate_model_name(model_name))
+  layout.files_for(model_dir).makedirs(model_dir)
+  version = (layout.numbers_in_use(model_dir) or [0])[-1] + 1
+  if contracts.is_remote(registry_dir):
     claims = claims_for(registry_dir)
-    while not claims.claim(os.path.join(model_dir, str(version), CLAIM_FILE)):
+    while not claims.claim(os.path.join(model_dir, str(version), layout.CLAIM_FILE)):
       version += 1
     _write_version(saved_model_dir, os.path.join(model_dir, str(version)),
                    class_names, record, version, extra_files)
@@ -274,7 +127,7 @@ def publish(saved_model_dir: str, registry_dir: str, model_name: str,
             raise
           version += 1
           _write_record(staging, record, version)
-          _fsync_path(os.path.join(staging, RECORD_FILE))
+          _fsync_path(os.path.join(staging, layout.RECORD_FILE))
     finally:
       if os.path.exists(staging):
         shutil.rmtree(staging)
@@ -339,9 +192,9 @@ def _write_version(saved_model_dir: str, destination: str, class_names: List[str
   """Labels, record and extra files first, the SavedModel's files after,
   saved_model.pb last, then the completion marker; locally each file and
   folder is fsynced before the marker is written."""
-  files_io = files_for(saved_model_dir, destination, *extra_files)
+  files_io = layout.files_for(saved_model_dir, destination, *extra_files)
   files_io.makedirs(destination)
-  with files_io.GFile(os.path.join(destination, LABELS_FILE), 'w') as f:
+  with files_io.GFile(os.path.join(destination, layout.LABELS_FILE), 'w') as f:
     f.write(''.join(f'{name}\n' for name in class_names))
   _write_record(destination, record, version)
   for path in extra_files:
@@ -353,17 +206,17 @@ def _write_version(saved_model_dir: str, destination: str, class_names: List[str
     target = os.path.join(destination, relative)
     files_io.makedirs(posixpath.dirname(target))
     files_io.copy(os.path.join(saved_model_dir, relative), target, overwrite=True)
-  if not is_object_store(destination):
+  if not contracts.is_remote(destination):
     _fsync_tree(destination)
-  with files_io.GFile(os.path.join(destination, PUBLISHED_FILE), 'w') as f:
+  with files_io.GFile(os.path.join(destination, layout.PUBLISHED_FILE), 'w') as f:
     f.write('')
-  if not is_object_store(destination):
-    _fsync_path(os.path.join(destination, PUBLISHED_FILE))
+  if not contracts.is_remote(destination):
+    _fsync_path(os.path.join(destination, layout.PUBLISHED_FILE))
     _fsync_path(destination)
 
 
 def _write_record(destination: str, record: Dict[str, Any], version: int) -> None:
-  with open_text(os.path.join(destination, RECORD_FILE), 'w') as f:
+  with layout.open_text(os.path.join(destination, layout.RECORD_FILE), 'w') as f:
     json.dump({**record, 'version': version}, f, indent=2, sort_keys=True)
 
 
