@@ -25,7 +25,7 @@ import functools
 import json
 import os
 import sys
-from typing import Dict, Iterable, Iterator, List, Sequence, TextIO
+from typing import Dict, Iterable, Iterator, List, Sequence, TextIO, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -35,6 +35,7 @@ from models import explain as explain_lib
 from models import image_codec
 from models import signatures
 from pipeline.report import plots
+from registry import Registry
 from registry import layout
 
 FORMATS = ('jsonl', 'csv')
@@ -45,12 +46,14 @@ OVERLAY_SUFFIX = '.gradcam.png'
 STDIN = '-'
 
 
-def resolve_model_dir(path: str) -> str:
-  """A SavedModel folder, or a registry model folder (its newest version)."""
+def resolve_model(path: str) -> Tuple[str, List[str]]:
+  """(SavedModel folder, class names) of a SavedModel folder with its labels.txt,
+  or of a registry model folder's newest version."""
   if os.path.exists(os.path.join(path, 'saved_model.pb')):
-    return path
-  return layout.version_dir(os.path.dirname(os.path.abspath(path)),
-                            os.path.basename(os.path.abspath(path)))
+    return path, layout.read_labels(path)
+  folder = os.path.abspath(path)
+  model = Registry(os.path.dirname(folder), os.path.basename(folder)).latest()
+  return model.path, model.labels
 
 
 def image_files(paths: Iterable[str]) -> Iterator[str]:
@@ -129,11 +132,12 @@ class Predictor:
   """Holds a loaded SavedModel and scores encoded images in batches; with an
   `explain_dir`, writes each scored image's Grad-CAM overlay there too."""
 
-  def __init__(self, model_dir: str, top_k: int = 3, explain_dir: str | None = None):
+  def __init__(self, model_dir: str, labels: List[str], top_k: int = 3,
+               explain_dir: str | None = None):
     loaded = tf.saved_model.load(model_dir)
     self._serve = loaded.signatures[signatures.SERVING_SIGNATURE]
     self._explainer = Explainer(loaded, model_dir, explain_dir) if explain_dir else None
-    self._labels = layout.read_labels(model_dir)
+    self._labels = labels
     self._top_k = top_k
 
   def _score(self, batch: List[bytes]) -> Dict[str, np.ndarray]:
@@ -227,7 +231,7 @@ def run(model: str, inputs: Sequence[str], batch_size: int = 32,
   paths = list(image_files([*inputs, *listed]))
   if not paths:
     raise ValueError('no image files to score (the arguments, folders and lists are empty)')
-  predictor = Predictor(resolve_model_dir(model), top_k, explain_dir)
+  predictor = Predictor(*resolve_model(model), top_k, explain_dir)
   with (open(output, 'w', encoding='utf-8', newline='') if output
         else contextlib.nullcontext(sys.stdout)) as out:
     fields = (*FIELDS, EXPLANATION_FIELD) if explain_dir else FIELDS

@@ -17,6 +17,7 @@ of a TF Serving model config (serving.py).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any, Dict, List, Optional, Union
 
@@ -31,8 +32,16 @@ class ModelRef:
   version: int
   path: str                      # SavedModel folder (saved_model.pb, variables/, ...)
   labels: List[str]              # class names, index = class id
-  record: Dict[str, Any] = dataclasses.field(repr=False, compare=False,
-                                             default_factory=dict)
+
+  @functools.cached_property
+  def record(self) -> Dict[str, Any]:
+    """model_record.json, read on first use: scoring needs only the path and
+    labels, and a version folder copied by hand may have no record."""
+    return _record(self.path, self.version)
+
+
+def _record(path: str, version: int) -> Dict[str, Any]:
+  return {**layout.read_record(path), 'version': version}
 
 
 class Registry:
@@ -56,7 +65,7 @@ class Registry:
   def record(self, version: int) -> Dict[str, Any]:
     """A version's model_record.json (metrics, data fingerprint, pipeline run)."""
     path = os.path.join(self.model_dir, str(self._check_version(version)))
-    return {**layout.read_record(path), 'version': version}
+    return _record(path, version)
 
   def versions(self) -> List[Dict[str, Any]]:
     """The records of every published version, oldest first."""
@@ -67,9 +76,8 @@ class Registry:
     return self.get(layout.latest_version(self.registry_dir, self.model_name))
 
   def get(self, version: int) -> ModelRef:
-    record = self.record(version)
-    path = os.path.join(self.model_dir, str(version))
-    return ModelRef(version, path, layout.read_labels(path), record)
+    path = os.path.join(self.model_dir, str(self._check_version(version)))
+    return ModelRef(version, path, layout.read_labels(path))
 
   def resolve(self, ref: Union[int, str]) -> ModelRef:
     """A version number, `latest` or an alias -> the version's SavedModel and labels."""

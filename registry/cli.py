@@ -124,15 +124,16 @@ def format_versions(rows: List[Dict[str, Any]]) -> str:
 
 def describe(registry: Registry, model: ModelRef, metadata_path: str) -> Dict[str, Any]:
   """A version's record, path, labels, aliases and lineage (or why there is none)."""
+  record = model.record   # read here: a missing record is an error, not missing lineage
   try:
     from pipeline import lineage  # pylint: disable=g-import-not-at-top
-    found = lineage.model_lineage(metadata_path, model.record)
+    found = lineage.model_lineage(metadata_path, record)
   except (FileNotFoundError, LookupError, ValueError) as error:
     found = {'error': str(error)}   # e.g. a registry copied without its store
   return {'model_name': registry.model_name, 'version': model.version,
           'path': model.path, 'labels': model.labels,
           'aliases': registry.aliases_by_version().get(model.version, []),
-          'record': model.record, 'lineage': found}
+          'record': record, 'lineage': found}
 
 
 def format_details(details: Dict[str, Any]) -> str:
