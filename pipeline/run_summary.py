@@ -10,9 +10,8 @@ record, which TFLite models it holds).
 import contextlib
 import dataclasses
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
-from ml_metadata.proto import metadata_store_pb2
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx.components.example_gen import utils as example_gen_utils
 
@@ -22,13 +21,9 @@ from components.evaluator import results
 from components.label_queue import spec as label_queue_spec
 from components.registry_pusher import registry
 from models.trainer import data_quality
-from pipeline import lineage
+from pipeline import metadata
 
 DATA_GATE_NODE = 'DataGate'
-_STATE_NAMES = {
-    value: name
-    for name, value in metadata_store_pb2.Execution.State.items()
-}
 
 
 @dataclasses.dataclass
@@ -96,50 +91,30 @@ def _anomalies(uri: str) -> List[str]:
 
 def summarize(metadata_path: str) -> RunSummary:
   """Summary of the newest pipeline run recorded in the SQLite store."""
-  store = lineage.open_store(metadata_path)
-  runs = store.get_contexts_by_type('pipeline_run')
-  if not runs:
+  store = metadata.open_store(metadata_path)
+  run = metadata.newest_run(store)
+  if run is None:
     raise RuntimeError(f'No pipeline run recorded in {metadata_path}')
-  run = max(runs, key=lambda context: context.create_time_since_epoch)
   summary = RunSummary(run_id=run.name, components=[],
                        started_at=run.create_time_since_epoch / 1000.0)
 
-  executions = sorted(store.get_executions_by_context(run.id),
-                      key=lambda e: e.create_time_since_epoch)
-  events = store.get_events_by_execution_ids([e.id for e in executions])
-  artifacts = {a.id: a for a in store.get_artifacts_by_id(
-      list({e.artifact_id for e in events}))}
+  executions = metadata.run_executions(store, run)
+  ids = [execution.id for _, execution in executions]
   # Per execution, its artifacts by the component's input or output key
   # ('examples', 'statistics', 'model', 'baseline_model', ...). Inputs tell
   # which model the Evaluator judged, even when the Trainer's came from cache.
-  outputs_by_execution: Dict[int, List[Tuple[str, metadata_store_pb2.Artifact]]] = {}
-  inputs_by_execution: Dict[int, Dict[str, metadata_store_pb2.Artifact]] = {}
-  for event in events:
-    artifact = artifacts.get(event.artifact_id)
-    if artifact is None:
-      continue
-    # One event lists every key an artifact has in the execution, e.g. the
-    # same model as both 'model' and 'baseline_model': [key, index, key, index].
-    for key in [step.key for step in event.path.steps if step.HasField('key')]:
-      if event.type == metadata_store_pb2.Event.OUTPUT:
-        outputs_by_execution.setdefault(event.execution_id, []).append((key, artifact))
-      elif event.type == metadata_store_pb2.Event.INPUT:
-        inputs_by_execution.setdefault(event.execution_id, {})[key] = artifact
-  type_names = {t.id: t.name for t in store.get_artifact_types_by_id(
-      list({a.type_id for a in artifacts.values()}))}
+  outputs_by_execution = metadata.linked_artifacts(store, ids, metadata.OUTPUTS)
+  inputs_by_execution = metadata.linked_artifacts(store, ids, metadata.INPUTS)
 
   class_names: List[str] = []
-  for execution in executions:
-    node = next(c.name.split('.', 1)[-1]
-                for c in store.get_contexts_by_execution(execution.id)
-                if store.get_context_types_by_id([c.type_id])[0].name == 'node')
+  for node, execution in executions:
     summary.components.append(ComponentRun(
         node_id=node,
-        state=_STATE_NAMES.get(execution.last_known_state, 'UNKNOWN'),
+        state=metadata.state_name(execution),
         seconds=(execution.last_update_time_since_epoch -
                  execution.create_time_since_epoch) / 1000.0))
-    for key, artifact in outputs_by_execution.get(execution.id, []):
-      kind = type_names[artifact.type_id]
+    for output in outputs_by_execution.get(execution.id, []):
+      key, artifact, kind = output.key, output.artifact, output.type_name
       props = artifact.custom_properties
       if kind == 'Examples' and node.endswith('ExampleGen'):
         summary.quarantined = props[
@@ -162,7 +137,7 @@ def summarize(metadata_path: str) -> RunSummary:
         summary.blessed = props['blessed'].int_value == 1
       elif kind == 'ModelEvaluation':
         summary.evaluation_uri = artifact.uri
-        inputs = inputs_by_execution.get(execution.id, {})
+        inputs = metadata.by_key(inputs_by_execution.get(execution.id, []))
         if 'model' in inputs:
           summary.model_uri = inputs['model'].uri
         if 'baseline_model' in inputs:
