@@ -10,8 +10,9 @@ record, which TFLite models it holds).
 import contextlib
 import dataclasses
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
+from ml_metadata.proto import metadata_store_pb2
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx.components.example_gen import utils as example_gen_utils
 
@@ -89,6 +90,112 @@ def _anomalies(uri: str) -> List[str]:
   return found
 
 
+class _Output(NamedTuple):
+  """One output artifact of an execution, and the execution's inputs by key
+  (they tell which model the Evaluator judged, even when the Trainer's came
+  from cache)."""
+  node: str
+  key: str                # 'examples', 'statistics', 'model', 'queue', ...
+  artifact: metadata_store_pb2.Artifact
+  inputs: Dict[str, metadata_store_pb2.Artifact]
+
+
+@dataclasses.dataclass
+class _Reading:
+  """What summarize fills: the summary, and the Transform's class names that
+  the evaluation is read with once every output is seen."""
+  summary: RunSummary
+  class_names: List[str] = dataclasses.field(default_factory=list)
+
+
+def _examples(reading: _Reading, out: _Output) -> None:
+  if not out.node.endswith('ExampleGen'):
+    return
+  summary, props = reading.summary, out.artifact.custom_properties
+  summary.quarantined = props[contracts.QUARANTINED_COUNT_PROPERTY].int_value
+  summary.quarantine_report = os.path.join(out.artifact.uri, contracts.QUARANTINE_FILE)
+  summary.examples_uri = out.artifact.uri
+  summary.data_fingerprint = props[
+      example_gen_utils.FINGERPRINT_PROPERTY_NAME].string_value or None
+
+
+def _statistics(reading: _Reading, out: _Output) -> None:
+  if out.key == 'statistics':
+    reading.summary.statistics_uri = out.artifact.uri
+
+
+def _example_anomalies(reading: _Reading, out: _Output) -> None:
+  """The DataGate's verdict, or ExampleValidator's anomalies."""
+  if out.node == DATA_GATE_NODE:
+    reading.summary.data_gate_uri = out.artifact.uri
+    reading.summary.data_gate_notes = artifact_readers.data_gate_report(
+        out.artifact.uri).get('notes', [])
+  else:
+    reading.summary.anomalies = _anomalies(out.artifact.uri)
+
+
+def _model(reading: _Reading, out: _Output) -> None:
+  if out.key == 'model':     # the Trainer's
+    reading.summary.model_uri = out.artifact.uri
+
+
+def _blessing(reading: _Reading, out: _Output) -> None:
+  reading.summary.blessed = out.artifact.custom_properties['blessed'].int_value == 1
+
+
+def _evaluation(reading: _Reading, out: _Output) -> None:
+  summary = reading.summary
+  summary.evaluation_uri = out.artifact.uri
+  if 'model' in out.inputs:
+    summary.model_uri = out.inputs['model'].uri
+  if 'baseline_model' in out.inputs:
+    summary.baseline_model_uri = out.inputs['baseline_model'].uri
+
+
+def _pushed(reading: _Reading, out: _Output) -> None:
+  props, summary = out.artifact.custom_properties, reading.summary
+  if props['pushed'].int_value != 1:
+    return
+  summary.pushed_to = props['pushed_destination'].string_value
+  summary.pushed_version = int(props['pushed_version'].string_value)
+  with contextlib.suppress(FileNotFoundError):   # a version deleted since
+    summary.edge_exports = registry.read_record(summary.pushed_to).get('exports')
+
+
+def _label_queue(reading: _Reading, out: _Output) -> None:
+  if out.key != label_queue_spec.QUEUE_KEY:
+    return
+  props, summary = out.artifact.custom_properties, reading.summary
+  summary.label_queue_uri = out.artifact.uri
+  summary.label_queue_size = props[contracts.QUEUED_PROPERTY].int_value
+  summary.labels_to_check = props[contracts.CHECK_LABELS_PROPERTY].int_value
+
+
+def _model_run(reading: _Reading, out: _Output) -> None:
+  summary = reading.summary
+  summary.data_quality_dir = artifact_readers.data_quality_dir(out.artifact.uri)
+  summary.data_quality = artifact_readers.data_quality_summary(summary.data_quality_dir)
+
+
+def _transform_graph(reading: _Reading, out: _Output) -> None:
+  reading.class_names = artifact_readers.class_names(out.artifact.uri)
+
+
+# By artifact type name, what an output of that type tells the summary.
+_EXTRACTORS: Dict[str, Callable[[_Reading, _Output], None]] = {
+    'Examples': _examples,
+    'ExampleStatistics': _statistics,
+    'ExampleAnomalies': _example_anomalies,
+    'Model': _model,
+    'ModelBlessing': _blessing,
+    'ModelEvaluation': _evaluation,
+    'PushedModel': _pushed,
+    'InferenceResult': _label_queue,
+    'ModelRun': _model_run,
+    'TransformGraph': _transform_graph,
+}
+
+
 def summarize(metadata_path: str) -> RunSummary:
   """Summary of the newest pipeline run recorded in the SQLite store."""
   store = metadata.open_store(metadata_path)
@@ -97,67 +204,23 @@ def summarize(metadata_path: str) -> RunSummary:
     raise RuntimeError(f'No pipeline run recorded in {metadata_path}')
   summary = RunSummary(run_id=run.name, components=[],
                        started_at=run.create_time_since_epoch / 1000.0)
-
+  reading = _Reading(summary)
   executions = metadata.run_executions(store, run)
   ids = [execution.id for _, execution in executions]
-  # Per execution, its artifacts by the component's input or output key
-  # ('examples', 'statistics', 'model', 'baseline_model', ...). Inputs tell
-  # which model the Evaluator judged, even when the Trainer's came from cache.
-  outputs_by_execution = metadata.linked_artifacts(store, ids, metadata.OUTPUTS)
-  inputs_by_execution = metadata.linked_artifacts(store, ids, metadata.INPUTS)
-
-  class_names: List[str] = []
+  outputs = metadata.linked_artifacts(store, ids, metadata.OUTPUTS)
+  inputs = metadata.linked_artifacts(store, ids, metadata.INPUTS)
   for node, execution in executions:
     summary.components.append(ComponentRun(
-        node_id=node,
-        state=metadata.state_name(execution),
+        node_id=node, state=metadata.state_name(execution),
         seconds=(execution.last_update_time_since_epoch -
                  execution.create_time_since_epoch) / 1000.0))
-    for output in outputs_by_execution.get(execution.id, []):
-      key, artifact, kind = output.key, output.artifact, output.type_name
-      props = artifact.custom_properties
-      if kind == 'Examples' and node.endswith('ExampleGen'):
-        summary.quarantined = props[
-            contracts.QUARANTINED_COUNT_PROPERTY].int_value
-        summary.quarantine_report = os.path.join(
-            artifact.uri, contracts.QUARANTINE_FILE)
-        summary.examples_uri = artifact.uri
-        summary.data_fingerprint = props[
-            example_gen_utils.FINGERPRINT_PROPERTY_NAME].string_value or None
-      elif kind == 'ExampleStatistics' and key == 'statistics':
-        summary.statistics_uri = artifact.uri
-      elif kind == 'ExampleAnomalies' and node == DATA_GATE_NODE:
-        summary.data_gate_uri = artifact.uri
-        summary.data_gate_notes = artifact_readers.data_gate_report(artifact.uri).get('notes', [])
-      elif kind == 'ExampleAnomalies':
-        summary.anomalies = _anomalies(artifact.uri)
-      elif kind == 'Model' and key == 'model':     # the Trainer's
-        summary.model_uri = artifact.uri
-      elif kind == 'ModelBlessing':
-        summary.blessed = props['blessed'].int_value == 1
-      elif kind == 'ModelEvaluation':
-        summary.evaluation_uri = artifact.uri
-        inputs = metadata.by_key(inputs_by_execution.get(execution.id, []))
-        if 'model' in inputs:
-          summary.model_uri = inputs['model'].uri
-        if 'baseline_model' in inputs:
-          summary.baseline_model_uri = inputs['baseline_model'].uri
-      elif kind == 'PushedModel' and props['pushed'].int_value == 1:
-        summary.pushed_to = props['pushed_destination'].string_value
-        summary.pushed_version = int(props['pushed_version'].string_value)
-        with contextlib.suppress(FileNotFoundError):   # a version deleted since
-          summary.edge_exports = registry.read_record(summary.pushed_to).get('exports')
-      elif kind == 'InferenceResult' and key == label_queue_spec.QUEUE_KEY:
-        summary.label_queue_uri = artifact.uri
-        summary.label_queue_size = props[contracts.QUEUED_PROPERTY].int_value
-        summary.labels_to_check = props[contracts.CHECK_LABELS_PROPERTY].int_value
-      elif kind == 'ModelRun':
-        summary.data_quality_dir = artifact_readers.data_quality_dir(artifact.uri)
-        summary.data_quality = artifact_readers.data_quality_summary(summary.data_quality_dir)
-      elif kind == 'TransformGraph':
-        class_names = artifact_readers.class_names(artifact.uri)
-  if summary.blessed is not None and class_names and summary.evaluation_uri:
-    summary.evaluation = results.read_evaluation(summary.evaluation_uri, class_names)
+    execution_inputs = metadata.by_key(inputs.get(execution.id, []))
+    for output in outputs.get(execution.id, []):
+      extract = _EXTRACTORS.get(output.type_name)
+      if extract:
+        extract(reading, _Output(node, output.key, output.artifact, execution_inputs))
+  if summary.blessed is not None and reading.class_names and summary.evaluation_uri:
+    summary.evaluation = results.read_evaluation(summary.evaluation_uri, reading.class_names)
   return summary
 
 
