@@ -15,6 +15,9 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional
 from ml_metadata.proto import metadata_store_pb2
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx.components.example_gen import utils as example_gen_utils
+from tfx.proto import example_gen_pb2
+from tfx.types import standard_component_specs
+from tfx.utils import proto_utils
 
 from components import artifact_readers
 from components import contracts
@@ -50,6 +53,9 @@ class RunSummary:
   # The artifacts the facts above come from (None when the run has none).
   examples_uri: Optional[str] = None       # ExampleGen's raw examples
   data_fingerprint: Optional[str] = None   # ExampleGen's input files fingerprint
+  # Whether ExampleGen took the train/ and eval/ folders as its splits, as
+  # the run's input_config says (not today's data folder); None without examples.
+  fixed_split: Optional[bool] = None
   statistics_uri: Optional[str] = None     # StatisticsGen's output
   model_uri: Optional[str] = None          # the candidate the Evaluator judged
   baseline_model_uri: Optional[str] = None  # the blessed model it was compared to
@@ -91,13 +97,14 @@ def _anomalies(uri: str) -> List[str]:
 
 
 class _Output(NamedTuple):
-  """One output artifact of an execution, and the execution's inputs by key
-  (they tell which model the Evaluator judged, even when the Trainer's came
-  from cache)."""
+  """One output artifact of an execution, with the execution: its inputs by
+  key tell which model the Evaluator judged (even when the Trainer's came from
+  cache), its exec properties how ExampleGen split the data."""
   node: str
   key: str                # 'examples', 'statistics', 'model', 'queue', ...
   artifact: metadata_store_pb2.Artifact
   inputs: Dict[str, metadata_store_pb2.Artifact]
+  execution: metadata_store_pb2.Execution
 
 
 @dataclasses.dataclass
@@ -117,6 +124,10 @@ def _examples(reading: _Reading, out: _Output) -> None:
   summary.examples_uri = out.artifact.uri
   summary.data_fingerprint = props[
       example_gen_utils.FINGERPRINT_PROPERTY_NAME].string_value or None
+  input_config = proto_utils.json_to_proto(out.execution.custom_properties[
+      standard_component_specs.INPUT_CONFIG_KEY].string_value, example_gen_pb2.Input())
+  summary.fixed_split = ({split.name for split in input_config.splits} ==
+                         {contracts.TRAIN_SPLIT, contracts.EVAL_SPLIT})
 
 
 def _statistics(reading: _Reading, out: _Output) -> None:
@@ -218,7 +229,8 @@ def summarize(metadata_path: str) -> RunSummary:
     for output in outputs.get(execution.id, []):
       extract = _EXTRACTORS.get(output.type_name)
       if extract:
-        extract(reading, _Output(node, output.key, output.artifact, execution_inputs))
+        extract(reading, _Output(node, output.key, output.artifact, execution_inputs,
+                                 execution))
   if summary.blessed is not None and reading.class_names and summary.evaluation_uri:
     summary.evaluation = results.read_evaluation(summary.evaluation_uri, reading.class_names)
   return summary
