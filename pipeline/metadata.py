@@ -65,6 +65,7 @@ def node_id(contexts: Dict[str, str]) -> Optional[str]:
 
 
 class NodeExecution(NamedTuple):
+  """An execution of a run, with the id of the node that ran it."""
   node: str
   execution: metadata_store_pb2.Execution
 
