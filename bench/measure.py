@@ -206,20 +206,12 @@ def timeline(samples: List[Dict[str, Any]], every: float = 2.0) -> List[List[flo
 
 def component_windows(metadata_path: str, with_state: bool = False) -> Dict[str, List[Any]]:
   """[start, end] in epoch seconds (+ state) of each execution of the newest run."""
-  from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
-  from pipeline import lineage  # pylint: disable=g-import-not-at-top
-  store = lineage.open_store(metadata_path)
-  run = max(store.get_contexts_by_type('pipeline_run'),
-            key=lambda c: c.create_time_since_epoch)
-  node_type = store.get_context_type('node').id
+  from pipeline import metadata  # pylint: disable=g-import-not-at-top
+  store = metadata.open_store(metadata_path)
   windows = {}
-  for execution in store.get_executions_by_context(run.id):
-    node = next(c.name.split('.', 1)[-1]
-                for c in store.get_contexts_by_execution(execution.id)
-                if c.type_id == node_type)
+  for node, execution in metadata.run_executions(store, metadata.newest_run(store)):
     windows[node] = [execution.create_time_since_epoch / 1000.0,
                      execution.last_update_time_since_epoch / 1000.0]
     if with_state:
-      windows[node].append(metadata_store_pb2.Execution.State.Name(
-          execution.last_known_state))
+      windows[node].append(metadata.state_name(execution))
   return windows

@@ -15,35 +15,16 @@ outputs; the producer reported is the execution that really made the artifact.
 """
 
 import datetime
-import logging
-import os
 from typing import Any, Dict, List, Optional
 
-import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
 
-_INPUT_TYPES = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
-_OUTPUT_TYPES = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
+from pipeline import metadata
+
 _COMPLETE = metadata_store_pb2.Execution.COMPLETE
 _CACHED = metadata_store_pb2.Execution.CACHED
 # Bookkeeping properties TFX puts on every artifact; not lineage.
 _HIDDEN_PROPERTIES = {'tfx_version', 'state', 'is_external', 'producer_component'}
-
-
-def open_store(metadata_path: str) -> mlmd.MetadataStore:
-  """The SQLite store, read-only (a running pipeline may be writing to it)."""
-  if not os.path.isfile(metadata_path):
-    raise FileNotFoundError(f'No ML Metadata store at {metadata_path}')
-  connection = metadata_store_pb2.ConnectionConfig()
-  connection.sqlite.filename_uri = metadata_path
-  connection.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-  quiet = logging.getLogger('absl')   # one INFO line per connection otherwise
-  level = quiet.level
-  quiet.setLevel(max(level, logging.WARNING))
-  try:
-    return mlmd.MetadataStore(connection)
-  finally:
-    quiet.setLevel(level)
 
 
 def _time(milliseconds: int) -> str:
@@ -59,58 +40,45 @@ def _value(value: metadata_store_pb2.Value) -> Any:
 class _Graph:
   """Events and contexts of a store, looked up lazily and cached."""
 
-  def __init__(self, store: mlmd.MetadataStore):
-    self.store = store
-    self._artifact_types = {t.id: t.name for t in store.get_artifact_types()}
-    self._context_types = {t.id: t.name for t in store.get_context_types()}
-    self._contexts: Dict[int, List[metadata_store_pb2.Context]] = {}
+  def __init__(self, metadata_path: str):
+    self.store = metadata.open_store(metadata_path)
+    self._artifact_types = {t.id: t.name for t in self.store.get_artifact_types()}
+    self._contexts: Dict[int, Dict[str, str]] = {}
 
-  def contexts(self, execution_id: int) -> List[metadata_store_pb2.Context]:
+  def contexts(self, execution_id: int) -> Dict[str, str]:
     if execution_id not in self._contexts:
-      self._contexts[execution_id] = self.store.get_contexts_by_execution(execution_id)
+      self._contexts[execution_id] = metadata.context_names(self.store, execution_id)
     return self._contexts[execution_id]
 
-  def _context_name(self, execution_id: int, type_name: str) -> Optional[str]:
-    return next((c.name for c in self.contexts(execution_id)
-                 if self._context_types.get(c.type_id) == type_name), None)
-
   def component(self, execution_id: int) -> Optional[str]:
-    """The node id, e.g. 'Trainer' (node contexts are '<pipeline>.<node id>')."""
-    name = self._context_name(execution_id, 'node')
-    return name.split('.', 1)[-1] if name else None
+    """The node id, e.g. 'Trainer'."""
+    return metadata.node_id(self.contexts(execution_id))
 
   def run(self, execution_id: int) -> Optional[str]:
-    return self._context_name(execution_id, 'pipeline_run')
+    return self.contexts(execution_id).get(metadata.RUN_CONTEXT)
 
   def type_name(self, artifact: metadata_store_pb2.Artifact) -> str:
     return self._artifact_types.get(artifact.type_id, '')
 
   def _executions(self, artifact_id: int, event_types, key: Optional[str]):
     events = [e for e in self.store.get_events_by_artifact_ids([artifact_id])
-              if e.type in event_types and (key is None or key in _keys(e))]
+              if e.type in event_types and (key is None or key in metadata.event_keys(e))]
     executions = self.store.get_executions_by_id(list({e.execution_id for e in events}))
     return sorted(executions, key=lambda e: (e.create_time_since_epoch, e.id))
 
   def producer(self, artifact_id: int) -> Optional[metadata_store_pb2.Execution]:
     """The execution that made the artifact, not a cached rerun that reused it."""
-    executions = self._executions(artifact_id, _OUTPUT_TYPES, None)
+    executions = self._executions(artifact_id, metadata.OUTPUTS, None)
     made = [e for e in executions if e.last_known_state != _CACHED]
     return (made or executions or [None])[0]
 
   def consumers(self, artifact_id: int, key: str) -> List[metadata_store_pb2.Execution]:
-    return self._executions(artifact_id, _INPUT_TYPES, key)
+    return self._executions(artifact_id, metadata.INPUTS, key)
 
   def artifacts(self, execution_id: int, event_types) -> Dict[str, metadata_store_pb2.Artifact]:
     """The execution's input or output artifacts by channel key (first of each)."""
-    events = [e for e in self.store.get_events_by_execution_ids([execution_id])
-              if e.type in event_types]
-    by_id = {a.id: a for a in self.store.get_artifacts_by_id(
-        [e.artifact_id for e in events])}
-    found: Dict[str, metadata_store_pb2.Artifact] = {}
-    for event in sorted(events, key=lambda e: e.artifact_id):
-      for key in _keys(event):
-        found.setdefault(key, by_id[event.artifact_id])
-    return found
+    return metadata.by_key(metadata.linked_artifacts(
+        self.store, [execution_id], event_types).get(execution_id, []))
 
   def describe(self, artifact: Optional[metadata_store_pb2.Artifact]) -> Optional[Dict[str, Any]]:
     """uri, artifact id, type and the component and run that produced it."""
@@ -134,13 +102,6 @@ class _Graph:
     }
 
 
-def _keys(event: metadata_store_pb2.Event) -> List[str]:
-  """The channel keys of an event: TFX adds a (key, index) pair of path steps
-  per key when one artifact fills several (an Evaluator whose baseline is the
-  model itself)."""
-  return [step.key for step in event.path.steps if step.HasField('key')]
-
-
 def _find_model(graph: _Graph, model_uri: str) -> Optional[metadata_store_pb2.Artifact]:
   models = [a for a in graph.store.get_artifacts_by_uri(model_uri)
             if graph.type_name(a) == 'Model']
@@ -154,7 +115,7 @@ def _evaluator(graph: _Graph, model_id: int,
   judged = [e for e in graph.consumers(model_id, 'model')
             if e.last_known_state in (_COMPLETE, _CACHED) and
             any(graph.type_name(a) == 'ModelBlessing'
-                for a in graph.artifacts(e.id, _OUTPUT_TYPES).values())]
+                for a in graph.artifacts(e.id, metadata.OUTPUTS).values())]
   in_run = [e for e in judged if run_id and graph.run(e.id) == run_id]
   return (in_run or judged[::-1] or [None])[0]
 
@@ -172,7 +133,7 @@ def model_lineage(metadata_path: str, record: Dict[str, Any]) -> Dict[str, Any]:
   if not model_uri:
     raise ValueError(f'The record of version {record.get("version")} names no '
                      f'{layout.MODEL_URI_KEY}')
-  graph = _Graph(open_store(metadata_path))
+  graph = _Graph(metadata_path)
   model = _find_model(graph, model_uri)
   if model is None:
     raise LookupError(f'No Model artifact with URI {model_uri} in {metadata_path} '
@@ -180,22 +141,22 @@ def model_lineage(metadata_path: str, record: Dict[str, Any]) -> Dict[str, Any]:
   run_id = record.get('pipeline_run_id')
 
   trainer = graph.producer(model.id)
-  trainer_inputs = graph.artifacts(trainer.id, _INPUT_TYPES) if trainer else {}
+  trainer_inputs = graph.artifacts(trainer.id, metadata.INPUTS) if trainer else {}
   transform_graph = trainer_inputs.get('transform_graph')
   transform = graph.producer(transform_graph.id) if transform_graph else None
-  transform_inputs = graph.artifacts(transform.id, _INPUT_TYPES) if transform else {}
+  transform_inputs = graph.artifacts(transform.id, metadata.INPUTS) if transform else {}
   examples = trainer_inputs.get('examples')
   statistics = None   # StatisticsGen's output
   for execution in graph.consumers(examples.id, 'examples') if examples else []:
-    statistics = graph.artifacts(execution.id, _OUTPUT_TYPES).get('statistics', statistics)
+    statistics = graph.artifacts(execution.id, metadata.OUTPUTS).get('statistics', statistics)
 
   evaluator = _evaluator(graph, model.id, run_id)
-  evaluator_outputs = graph.artifacts(evaluator.id, _OUTPUT_TYPES) if evaluator else {}
-  evaluator_inputs = graph.artifacts(evaluator.id, _INPUT_TYPES) if evaluator else {}
+  evaluator_outputs = graph.artifacts(evaluator.id, metadata.OUTPUTS) if evaluator else {}
+  evaluator_inputs = graph.artifacts(evaluator.id, metadata.INPUTS) if evaluator else {}
 
   run = None
   if run_id:
-    context = graph.store.get_context_by_type_and_name('pipeline_run', run_id)
+    context = graph.store.get_context_by_type_and_name(metadata.RUN_CONTEXT, run_id)
     run = {'id': run_id, 'found': context is not None}
     if context is not None:
       pipelines = graph.store.get_parent_contexts_by_context(context.id)
@@ -223,13 +184,13 @@ def baseline_model_uris(metadata_path: str,
   publishing run's Evaluator compared the model to (absent: no baseline, as on
   a first run, or a model this store does not know)."""
   from registry import layout  # pylint: disable=g-import-not-at-top
-  graph = _Graph(open_store(metadata_path))
+  graph = _Graph(metadata_path)
   found = {}
   for record in records:
     uri = record.get(layout.MODEL_URI_KEY)
     model = _find_model(graph, uri) if uri else None
     evaluator = _evaluator(graph, model.id, record.get('pipeline_run_id')) if model else None
-    baseline = graph.artifacts(evaluator.id, _INPUT_TYPES).get(
+    baseline = graph.artifacts(evaluator.id, metadata.INPUTS).get(
         'baseline_model') if evaluator else None
     if baseline is not None:
       found[uri] = baseline.uri

@@ -10,25 +10,24 @@ record, which TFLite models it holds).
 import contextlib
 import dataclasses
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 from ml_metadata.proto import metadata_store_pb2
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx.components.example_gen import utils as example_gen_utils
+from tfx.proto import example_gen_pb2
+from tfx.types import standard_component_specs
+from tfx.utils import proto_utils
 
 from components import artifact_readers
 from components import contracts
 from components.evaluator import results
 from components.label_queue import spec as label_queue_spec
 from models.trainer import data_quality
-from pipeline import lineage
+from pipeline import metadata
 from registry import layout
 
 DATA_GATE_NODE = 'DataGate'
-_STATE_NAMES = {
-    value: name
-    for name, value in metadata_store_pb2.Execution.State.items()
-}
 
 
 @dataclasses.dataclass
@@ -54,6 +53,9 @@ class RunSummary:
   # The artifacts the facts above come from (None when the run has none).
   examples_uri: Optional[str] = None       # ExampleGen's raw examples
   data_fingerprint: Optional[str] = None   # ExampleGen's input files fingerprint
+  # Whether ExampleGen took the train/ and eval/ folders as its splits, as
+  # the run's input_config says (not today's data folder); None without examples.
+  fixed_split: Optional[bool] = None
   statistics_uri: Optional[str] = None     # StatisticsGen's output
   model_uri: Optional[str] = None          # the candidate the Evaluator judged
   baseline_model_uri: Optional[str] = None  # the blessed model it was compared to
@@ -94,95 +96,143 @@ def _anomalies(uri: str) -> List[str]:
   return found
 
 
+class _Output(NamedTuple):
+  """One output artifact of an execution, with the execution: its inputs by
+  key tell which model the Evaluator judged (even when the Trainer's came from
+  cache), its exec properties how ExampleGen split the data."""
+  node: str
+  key: str                # 'examples', 'statistics', 'model', 'queue', ...
+  artifact: metadata_store_pb2.Artifact
+  inputs: Dict[str, metadata_store_pb2.Artifact]
+  execution: metadata_store_pb2.Execution
+
+
+@dataclasses.dataclass
+class _Reading:
+  """What summarize fills: the summary, and the Transform's class names that
+  the evaluation is read with once every output is seen."""
+  summary: RunSummary
+  class_names: List[str] = dataclasses.field(default_factory=list)
+
+
+def _examples(reading: _Reading, out: _Output) -> None:
+  if not out.node.endswith('ExampleGen'):
+    return
+  summary, props = reading.summary, out.artifact.custom_properties
+  summary.quarantined = props[contracts.QUARANTINED_COUNT_PROPERTY].int_value
+  summary.quarantine_report = os.path.join(out.artifact.uri, contracts.QUARANTINE_FILE)
+  summary.examples_uri = out.artifact.uri
+  summary.data_fingerprint = props[
+      example_gen_utils.FINGERPRINT_PROPERTY_NAME].string_value or None
+  input_config = proto_utils.json_to_proto(out.execution.custom_properties[
+      standard_component_specs.INPUT_CONFIG_KEY].string_value, example_gen_pb2.Input())
+  summary.fixed_split = ({split.name for split in input_config.splits} ==
+                         {contracts.TRAIN_SPLIT, contracts.EVAL_SPLIT})
+
+
+def _statistics(reading: _Reading, out: _Output) -> None:
+  if out.key == 'statistics':
+    reading.summary.statistics_uri = out.artifact.uri
+
+
+def _example_anomalies(reading: _Reading, out: _Output) -> None:
+  """The DataGate's verdict, or ExampleValidator's anomalies."""
+  if out.node == DATA_GATE_NODE:
+    reading.summary.data_gate_uri = out.artifact.uri
+    reading.summary.data_gate_notes = artifact_readers.data_gate_report(
+        out.artifact.uri).get('notes', [])
+  else:
+    reading.summary.anomalies = _anomalies(out.artifact.uri)
+
+
+def _model(reading: _Reading, out: _Output) -> None:
+  if out.key == 'model':     # the Trainer's
+    reading.summary.model_uri = out.artifact.uri
+
+
+def _blessing(reading: _Reading, out: _Output) -> None:
+  reading.summary.blessed = out.artifact.custom_properties['blessed'].int_value == 1
+
+
+def _evaluation(reading: _Reading, out: _Output) -> None:
+  summary = reading.summary
+  summary.evaluation_uri = out.artifact.uri
+  if 'model' in out.inputs:
+    summary.model_uri = out.inputs['model'].uri
+  if 'baseline_model' in out.inputs:
+    summary.baseline_model_uri = out.inputs['baseline_model'].uri
+
+
+def _pushed(reading: _Reading, out: _Output) -> None:
+  props, summary = out.artifact.custom_properties, reading.summary
+  if props['pushed'].int_value != 1:
+    return
+  summary.pushed_to = props['pushed_destination'].string_value
+  summary.pushed_version = int(props['pushed_version'].string_value)
+  with contextlib.suppress(FileNotFoundError):   # a version deleted since
+    summary.edge_exports = layout.read_record(summary.pushed_to).get('exports')
+
+
+def _label_queue(reading: _Reading, out: _Output) -> None:
+  if out.key != label_queue_spec.QUEUE_KEY:
+    return
+  props, summary = out.artifact.custom_properties, reading.summary
+  summary.label_queue_uri = out.artifact.uri
+  summary.label_queue_size = props[contracts.QUEUED_PROPERTY].int_value
+  summary.labels_to_check = props[contracts.CHECK_LABELS_PROPERTY].int_value
+
+
+def _model_run(reading: _Reading, out: _Output) -> None:
+  summary = reading.summary
+  summary.data_quality_dir = artifact_readers.data_quality_dir(out.artifact.uri)
+  summary.data_quality = artifact_readers.data_quality_summary(summary.data_quality_dir)
+
+
+def _transform_graph(reading: _Reading, out: _Output) -> None:
+  reading.class_names = artifact_readers.class_names(out.artifact.uri)
+
+
+# By artifact type name, what an output of that type tells the summary.
+_EXTRACTORS: Dict[str, Callable[[_Reading, _Output], None]] = {
+    'Examples': _examples,
+    'ExampleStatistics': _statistics,
+    'ExampleAnomalies': _example_anomalies,
+    'Model': _model,
+    'ModelBlessing': _blessing,
+    'ModelEvaluation': _evaluation,
+    'PushedModel': _pushed,
+    'InferenceResult': _label_queue,
+    'ModelRun': _model_run,
+    'TransformGraph': _transform_graph,
+}
+
+
 def summarize(metadata_path: str) -> RunSummary:
   """Summary of the newest pipeline run recorded in the SQLite store."""
-  store = lineage.open_store(metadata_path)
-  runs = store.get_contexts_by_type('pipeline_run')
-  if not runs:
+  store = metadata.open_store(metadata_path)
+  run = metadata.newest_run(store)
+  if run is None:
     raise RuntimeError(f'No pipeline run recorded in {metadata_path}')
-  run = max(runs, key=lambda context: context.create_time_since_epoch)
   summary = RunSummary(run_id=run.name, components=[],
                        started_at=run.create_time_since_epoch / 1000.0)
-
-  executions = sorted(store.get_executions_by_context(run.id),
-                      key=lambda e: e.create_time_since_epoch)
-  events = store.get_events_by_execution_ids([e.id for e in executions])
-  artifacts = {a.id: a for a in store.get_artifacts_by_id(
-      list({e.artifact_id for e in events}))}
-  # Per execution, its artifacts by the component's input or output key
-  # ('examples', 'statistics', 'model', 'baseline_model', ...). Inputs tell
-  # which model the Evaluator judged, even when the Trainer's came from cache.
-  outputs_by_execution: Dict[int, List[Tuple[str, metadata_store_pb2.Artifact]]] = {}
-  inputs_by_execution: Dict[int, Dict[str, metadata_store_pb2.Artifact]] = {}
-  for event in events:
-    artifact = artifacts.get(event.artifact_id)
-    if artifact is None:
-      continue
-    # One event lists every key an artifact has in the execution, e.g. the
-    # same model as both 'model' and 'baseline_model': [key, index, key, index].
-    for key in [step.key for step in event.path.steps if step.HasField('key')]:
-      if event.type == metadata_store_pb2.Event.OUTPUT:
-        outputs_by_execution.setdefault(event.execution_id, []).append((key, artifact))
-      elif event.type == metadata_store_pb2.Event.INPUT:
-        inputs_by_execution.setdefault(event.execution_id, {})[key] = artifact
-  type_names = {t.id: t.name for t in store.get_artifact_types_by_id(
-      list({a.type_id for a in artifacts.values()}))}
-
-  class_names: List[str] = []
-  for execution in executions:
-    node = next(c.name.split('.', 1)[-1]
-                for c in store.get_contexts_by_execution(execution.id)
-                if store.get_context_types_by_id([c.type_id])[0].name == 'node')
+  reading = _Reading(summary)
+  executions = metadata.run_executions(store, run)
+  ids = [execution.id for _, execution in executions]
+  outputs = metadata.linked_artifacts(store, ids, metadata.OUTPUTS)
+  inputs = metadata.linked_artifacts(store, ids, metadata.INPUTS)
+  for node, execution in executions:
     summary.components.append(ComponentRun(
-        node_id=node,
-        state=_STATE_NAMES.get(execution.last_known_state, 'UNKNOWN'),
+        node_id=node, state=metadata.state_name(execution),
         seconds=(execution.last_update_time_since_epoch -
                  execution.create_time_since_epoch) / 1000.0))
-    for key, artifact in outputs_by_execution.get(execution.id, []):
-      kind = type_names[artifact.type_id]
-      props = artifact.custom_properties
-      if kind == 'Examples' and node.endswith('ExampleGen'):
-        summary.quarantined = props[
-            contracts.QUARANTINED_COUNT_PROPERTY].int_value
-        summary.quarantine_report = os.path.join(
-            artifact.uri, contracts.QUARANTINE_FILE)
-        summary.examples_uri = artifact.uri
-        summary.data_fingerprint = props[
-            example_gen_utils.FINGERPRINT_PROPERTY_NAME].string_value or None
-      elif kind == 'ExampleStatistics' and key == 'statistics':
-        summary.statistics_uri = artifact.uri
-      elif kind == 'ExampleAnomalies' and node == DATA_GATE_NODE:
-        summary.data_gate_uri = artifact.uri
-        summary.data_gate_notes = artifact_readers.data_gate_report(artifact.uri).get('notes', [])
-      elif kind == 'ExampleAnomalies':
-        summary.anomalies = _anomalies(artifact.uri)
-      elif kind == 'Model' and key == 'model':     # the Trainer's
-        summary.model_uri = artifact.uri
-      elif kind == 'ModelBlessing':
-        summary.blessed = props['blessed'].int_value == 1
-      elif kind == 'ModelEvaluation':
-        summary.evaluation_uri = artifact.uri
-        inputs = inputs_by_execution.get(execution.id, {})
-        if 'model' in inputs:
-          summary.model_uri = inputs['model'].uri
-        if 'baseline_model' in inputs:
-          summary.baseline_model_uri = inputs['baseline_model'].uri
-      elif kind == 'PushedModel' and props['pushed'].int_value == 1:
-        summary.pushed_to = props['pushed_destination'].string_value
-        summary.pushed_version = int(props['pushed_version'].string_value)
-        with contextlib.suppress(FileNotFoundError):   # a version deleted since
-          summary.edge_exports = layout.read_record(summary.pushed_to).get('exports')
-      elif kind == 'InferenceResult' and key == label_queue_spec.QUEUE_KEY:
-        summary.label_queue_uri = artifact.uri
-        summary.label_queue_size = props[contracts.QUEUED_PROPERTY].int_value
-        summary.labels_to_check = props[contracts.CHECK_LABELS_PROPERTY].int_value
-      elif kind == 'ModelRun':
-        summary.data_quality_dir = artifact_readers.data_quality_dir(artifact.uri)
-        summary.data_quality = artifact_readers.data_quality_summary(summary.data_quality_dir)
-      elif kind == 'TransformGraph':
-        class_names = artifact_readers.class_names(artifact.uri)
-  if summary.blessed is not None and class_names and summary.evaluation_uri:
-    summary.evaluation = results.read_evaluation(summary.evaluation_uri, class_names)
+    execution_inputs = metadata.by_key(inputs.get(execution.id, []))
+    for output in outputs.get(execution.id, []):
+      extract = _EXTRACTORS.get(output.type_name)
+      if extract:
+        extract(reading, _Output(node, output.key, output.artifact, execution_inputs,
+                                 execution))
+  if summary.blessed is not None and reading.class_names and summary.evaluation_uri:
+    summary.evaluation = results.read_evaluation(summary.evaluation_uri, reading.class_names)
   return summary
 
 

@@ -145,28 +145,22 @@ def _runs(metadata_path):
   """Every pipeline run in the store, oldest first: its id and, per node, the
   states of its executions; with the output artifact states of RUNNING ones."""
   from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
-  from pipeline import lineage  # pylint: disable=g-import-not-at-top
-  store = lineage.open_store(metadata_path)
-  state_names = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
+  from pipeline import metadata  # pylint: disable=g-import-not-at-top
+  store = metadata.open_store(metadata_path)
   artifact_states = {v: k for k, v in metadata_store_pb2.Artifact.State.items()}
-  node_type = store.get_context_type('node').id
+  unfinished = (metadata_store_pb2.Event.PENDING_OUTPUT, metadata_store_pb2.Event.OUTPUT)
   found = []
-  for run in sorted(store.get_contexts_by_type('pipeline_run'),
-                    key=lambda c: c.create_time_since_epoch):
+  for run in metadata.runs(store):
     states, unfinished_outputs = {}, {}
-    for execution in store.get_executions_by_context(run.id):
-      node = next(c.name.split('.', 1)[-1]
-                  for c in store.get_contexts_by_execution(execution.id)
-                  if c.type_id == node_type)
-      state = state_names[execution.last_known_state]
+    for node, execution in metadata.run_executions(store, run):
+      state = metadata.state_name(execution)
       states.setdefault(node, []).append(state)
       if state == 'RUNNING':
-        events = [e for e in store.get_events_by_execution_ids([execution.id])
-                  if e.type == metadata_store_pb2.Event.PENDING_OUTPUT or
-                  e.type == metadata_store_pb2.Event.OUTPUT]
+        outputs = metadata.linked_artifacts(store, [execution.id], unfinished)
         unfinished_outputs[node] = sorted(
-            artifact_states[a.state] for a in store.get_artifacts_by_id(
-                [e.artifact_id for e in events]))
+            artifact_states[a.state] for a in {
+                linked.artifact.id: linked.artifact
+                for linked in outputs.get(execution.id, [])}.values())
     found.append({'run_id': run.name, 'states': states,
                   'unfinished_outputs': unfinished_outputs})
   return found

@@ -18,7 +18,6 @@ import tensorflow as tf
 from PIL import Image, ImageOps
 from skimage import data as skimage_data
 from tfx import v1 as tfx
-import ml_metadata as mlmd
 
 import hostile_corpus as corpus
 from components import contracts
@@ -26,6 +25,7 @@ from components import example_splits
 from components.image_example_gen import executor
 from components.image_example_gen.component import ImageExampleGen
 from models import image_codec
+from pipeline import metadata
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_PIXELS = 30_000_000     # below the default: proves the limit reaches the executor
@@ -64,7 +64,7 @@ def ingest(tmp_path_factory):
                                   max_image_pixels=MAX_PIXELS,
                                   max_file_bytes=MAX_FILE_BYTES)],
       metadata_connection_config=connection, enable_cache=False))
-  artifact = mlmd.MetadataStore(connection).get_artifacts_by_type('Examples')[-1]
+  artifact = metadata.open_store(metadata_path).get_artifacts_by_type('Examples')[-1]
   with open(os.path.join(artifact.uri, contracts.QUARANTINE_FILE), encoding='utf-8') as f:
     quarantined = [json.loads(line) for line in f if line.strip()]
   return {'data_dir': data_dir, 'expected': expected, 'artifact': artifact,

@@ -13,13 +13,13 @@ import tensorflow as tf
 from PIL import Image
 from tfx import v1 as tfx
 from tfx.components.example_gen import utils as example_gen_utils
-import ml_metadata as mlmd
 
 from components import contracts
 from components import example_splits
 from components.contracts import UNLABELED_LABEL, UNLABELED_SPLIT
 from components.image_example_gen import component, executor
 from components.image_example_gen.component import ImageExampleGen, has_fixed_split
+from pipeline import metadata
 
 from helpers import copy_sample
 
@@ -77,8 +77,7 @@ def mixed_folder(tmp_path):
 
 
 def _examples_artifacts(work_dir):
-  store = mlmd.MetadataStore(tfx.orchestration.metadata.sqlite_metadata_connection_config(
-      os.path.join(work_dir, 'metadata.sqlite')))
+  store = metadata.open_store(os.path.join(work_dir, 'metadata.sqlite'))
   return store.get_artifacts_by_type('Examples')
 
 

@@ -20,13 +20,12 @@ import tensorflow as tf
 import tensorflow_data_validation as tfdv
 from tfx import v1 as tfx
 from tfx.orchestration.pipeline import RunOptions
-from ml_metadata import metadata_store
 
 from components import contracts
 from components import example_splits
 from components.evaluator.results import read_evaluation
 from pipeline import config as config_lib
-from pipeline import dag, schema
+from pipeline import dag, metadata, schema
 from pipeline.beam_args import beam_pipeline_args
 
 from helpers import copy_sample
@@ -45,7 +44,7 @@ def _config(root, workers):
 
 def _output_uris(config):
   """{'<component>/<output>': uri} of every artifact the run recorded."""
-  store = metadata_store.MetadataStore(dag.local_metadata(config))
+  store = metadata.open_store(config.pipeline.metadata_path)
   return {'/'.join(artifact.uri.split(os.sep)[-3:-1]): artifact.uri
           for artifact in store.get_artifacts()}
 
@@ -72,7 +71,7 @@ def _sdk_worker_starts():
 def _workers_by_component(config, starts):
   """{component class: pids of the SDK workers started while its execution
   ran}, by the execution's start and end times in ML Metadata."""
-  store = metadata_store.MetadataStore(dag.local_metadata(config))
+  store = metadata.open_store(config.pipeline.metadata_path)
   types = {t.id: t.name.rsplit('.', 1)[-1] for t in store.get_execution_types()}
   return {
       types[execution.type_id]: [
@@ -200,9 +199,7 @@ def test_evaluator_computes_the_same_metrics(runs):
           beam_pipeline_args=beam_pipeline_args(config)))
     # The Evaluator's Beam job: in this process, or in two workers of its own.
     assert len(starts) % 2 == 0 and bool(starts) == (workers == 2), (workers, starts)
-    store = metadata_store.MetadataStore(
-        tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            str(output / 'metadata.sqlite')))
+    store = metadata.open_store(str(output / 'metadata.sqlite'))
     evaluations[workers] = read_evaluation(
         store.get_artifacts_by_type('ModelEvaluation')[-1].uri, CLASSES)
   in_process, two_processes = evaluations[1], evaluations[2]

@@ -161,6 +161,7 @@ def test_facts_agree_with_the_evaluator(facts, e2e_first_run):
     assert sample.heatmap.shape == (2, 2)       # the 64-px model's feature map
     assert sample.heatmap.min() >= 0 and sample.heatmap.max() == pytest.approx(1)
   assert list(facts.split_counts) == ['train', 'eval']
+  assert facts.fixed_split is False     # ExampleGen's input_config: one 'all' split
   assert list(facts.split_counts['train'].items()) == [
       ('trouser', 12), ('bag', 12), ('sneaker', 12)]       # in class id order
   head = facts.history['head']

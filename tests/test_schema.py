@@ -4,13 +4,11 @@ schema is never served stale from TFX's cache."""
 
 import os
 
-import ml_metadata as mlmd
-from ml_metadata.proto import metadata_store_pb2
 import pytest
 from tfx import v1 as tfx
 
 from pipeline import config as config_lib
-from pipeline import dag, schema
+from pipeline import dag, metadata, schema
 
 
 def _write_schema(path, classes):
@@ -21,22 +19,18 @@ def _import_schema(config):
   """Runs an ImportSchemaGen with the `schema_file` that `create_local_pipeline`
   gives the DAG's, alone through LocalDagRunner, cache on; returns its
   execution's state and the classes of the schema artifact it output."""
-  connection = dag.local_metadata(config)
   [schema_file] = [component.exec_properties['schema_file']
                    for component in dag.create_local_pipeline(config).components
                    if component.id == 'ImportSchemaGen']
   tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
       pipeline_name='schema-cache-test', pipeline_root=config.pipeline.pipeline_root,
       components=[tfx.components.ImportSchemaGen(schema_file=schema_file)],
-      enable_cache=True, metadata_connection_config=connection))
-  store = mlmd.MetadataStore(connection)
+      enable_cache=True, metadata_connection_config=dag.local_metadata(config)))
+  store = metadata.open_store(config.pipeline.metadata_path)
   execution = max(store.get_executions(), key=lambda e: e.id)
-  events = store.get_events_by_execution_ids([execution.id])
-  [output] = [event.artifact_id for event in events
-              if event.type == metadata_store_pb2.Event.OUTPUT]
-  [artifact] = store.get_artifacts_by_id([output])
-  state = metadata_store_pb2.Execution.State.Name(execution.last_known_state)
-  return state, schema.class_names(os.path.join(artifact.uri, 'schema.pbtxt'))
+  [output] = metadata.linked_artifacts(store, [execution.id], metadata.OUTPUTS)[execution.id]
+  return (metadata.state_name(execution),
+          schema.class_names(os.path.join(output.artifact.uri, 'schema.pbtxt')))
 
 
 def test_a_schema_edited_in_place_is_imported_again(tmp_path):

@@ -25,7 +25,6 @@ from components import artifact_readers
 from components import example_splits
 from components.contracts import (EVAL_SPLIT, NEAR_DUPLICATES_CSV, OUTLIERS_CSV,
                                   SUSPECT_LABELS_CSV, TRAIN_SPLIT, UNLABELED_SPLIT)
-from components.image_example_gen.component import has_fixed_split
 from pipeline import dag, schema
 from pipeline.config import Config, to_dict
 from pipeline.report import scoring
@@ -69,7 +68,7 @@ class Facts:
   class_names: List[str]                # the model's classes, in id order
   intended_classes: List[str]           # the schema's label domain
   image_size: int                       # model input, pixels
-  fixed_split: bool                     # train/ + eval/ folders, else stratified
+  fixed_split: bool                     # the run took train/ + eval/ folders, else stratified
   split_counts: Dict[str, Dict[str, int]]  # split -> class -> images (ordered)
   counts_source: str                    # where split_counts come from
   quarantine: List[Dict[str, str]]      # {'path', 'reason'}
@@ -180,12 +179,6 @@ def top_confusions(matrix: List[List[int]], class_names: List[str],
   return sorted(cells, key=lambda cell: -cell[2])[:limit]
 
 
-def _fixed_split(config: Config) -> bool:
-  """Whether ExampleGen took the split from train/ + eval/ folders (dag.py)."""
-  return config.data.split == 'folders' or (
-      config.data.split == 'auto' and has_fixed_split(config.data.path))
-
-
 def ordered_counts(counts: Dict[str, Dict[str, int]],
                    class_names: List[str]) -> Dict[str, Dict[str, int]]:
   """Splits train first, classes in id order (unknown labels after them)."""
@@ -269,7 +262,7 @@ def gather(config: Config, summary: RunSummary, gallery_size: int = 12) -> Facts
       summary=summary, config=to_dict(config), started=started,
       decision=decision(summary), class_names=class_names,
       intended_classes=intended_classes,
-      fixed_split=_fixed_split(config),
+      fixed_split=bool(summary.fixed_split),
       image_size=image_size,
       split_counts=ordered_counts(split_counts or {}, class_names),
       counts_source=counts_source, unlabeled_count=unlabeled_count,

@@ -17,14 +17,13 @@ import sys
 import time
 import types
 
-import ml_metadata as mlmd
-from ml_metadata.proto import metadata_store_pb2
 import pytest
 
 from tfx.orchestration.launcher import base_component_launcher
 
 from pipeline import config as config_lib
 from pipeline import dag as dag_lib
+from pipeline import metadata
 from pipeline import runner
 from registry import layout
 
@@ -178,9 +177,7 @@ def test_one_dag_run_trains_and_pushes_a_model(airflow_home, upstream, capsys):
 
   # The TFX side: the legacy launcher Airflow uses records this run, under
   # its Airflow run id, in the SQLite ML Metadata store.
-  connection = metadata_store_pb2.ConnectionConfig()
-  connection.sqlite.filename_uri = str(airflow_home['output'] / 'metadata.sqlite')
-  store = mlmd.MetadataStore(connection)
+  store = metadata.open_store(str(airflow_home['output'] / 'metadata.sqlite'))
   assert [c.name for c in store.get_contexts_by_type('run')] == [
       f'{DAG_ID}.{dag_run.run_id}']
   [blessing] = store.get_artifacts_by_type('ModelBlessing')
