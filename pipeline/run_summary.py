@@ -131,7 +131,7 @@ def _examples(reading: _Reading, out: _Output) -> None:
 
 
 def _statistics(reading: _Reading, out: _Output) -> None:
-  if out.key == 'statistics':
+  if out.key == standard_component_specs.STATISTICS_KEY:
     reading.summary.statistics_uri = out.artifact.uri
 
 
@@ -146,7 +146,7 @@ def _example_anomalies(reading: _Reading, out: _Output) -> None:
 
 
 def _model(reading: _Reading, out: _Output) -> None:
-  if out.key == 'model':     # the Trainer's
+  if out.key == standard_component_specs.MODEL_KEY:     # the Trainer's
     reading.summary.model_uri = out.artifact.uri
 
 
@@ -157,10 +157,12 @@ def _blessing(reading: _Reading, out: _Output) -> None:
 def _evaluation(reading: _Reading, out: _Output) -> None:
   summary = reading.summary
   summary.evaluation_uri = out.artifact.uri
-  if 'model' in out.inputs:
-    summary.model_uri = out.inputs['model'].uri
-  if 'baseline_model' in out.inputs:
-    summary.baseline_model_uri = out.inputs['baseline_model'].uri
+  model = out.inputs.get(standard_component_specs.MODEL_KEY)
+  baseline = out.inputs.get(standard_component_specs.BASELINE_MODEL_KEY)
+  if model is not None:
+    summary.model_uri = model.uri
+  if baseline is not None:
+    summary.baseline_model_uri = baseline.uri
 
 
 def _pushed(reading: _Reading, out: _Output) -> None:
