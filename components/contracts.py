@@ -20,6 +20,7 @@ UNLABELED_ENVIRONMENT = 'UNLABELED'
 IMAGE_FEATURE = 'image'            # the encoded image bytes
 LABEL_FEATURE = 'label'            # the class name
 IMAGE_ID_FEATURE = 'image_id'      # sha256 of the bytes
+SOURCE_PATH_FEATURE = 'source_path'  # the file, relative to its data folder
 
 # ImageExampleGen: next to the splits, one JSON line per file not ingested and
 # per image (content hash) found under two or more labels; their counts are

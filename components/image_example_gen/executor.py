@@ -49,8 +49,8 @@ from tfx.utils import proto_utils
 
 from components import contracts
 from components.contracts import (IMAGE_FEATURE, IMAGE_ID_FEATURE, LABEL_CONFLICTS_FILE,
-                                  LABEL_FEATURE, QUARANTINE_FILE, UNLABELED_LABEL,
-                                  UNLABELED_SPLIT)
+                                  LABEL_FEATURE, QUARANTINE_FILE, SOURCE_PATH_FEATURE,
+                                  UNLABELED_LABEL, UNLABELED_SPLIT)
 from components.image_example_gen import spec
 from models import image_codec
 
@@ -304,7 +304,7 @@ class _ReadImage(beam.DoFn):
         _SHOWN: shown,
         LABEL_FEATURE: parts[0] if self._labeled else UNLABELED_LABEL,
         IMAGE_ID_FEATURE: hashlib.sha256(encoded).hexdigest(),
-        'source_path': source_path,
+        SOURCE_PATH_FEATURE: source_path,
         'height': height,
         'width': width,
         'format': image_format,
@@ -414,7 +414,7 @@ def _StratifiedSplit(records: beam.PCollection,
 
 
 def _id_label_path(record: Dict[str, Any]) -> Tuple[str, Tuple[str, str]]:
-  return record[IMAGE_ID_FEATURE], (record[LABEL_FEATURE], record['source_path'])
+  return record[IMAGE_ID_FEATURE], (record[LABEL_FEATURE], record[SOURCE_PATH_FEATURE])
 
 
 def _label_conflict(

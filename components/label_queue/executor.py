@@ -39,7 +39,8 @@ from components import example_splits
 from components import safe_text
 from components.contracts import (CHECK_LABELS_PROPERTY, CONTACT_SHEET, IMAGE_FEATURE,
                                   IMAGE_ID_FEATURE, QUEUE_CSV, QUEUED_PROPERTY,
-                                  SUSPECT_LABELS_CSV, UNLABELED_SPLIT)
+                                  SOURCE_PATH_FEATURE, SUSPECT_LABELS_CSV,
+                                  UNLABELED_SPLIT)
 from components.label_queue import ranking
 from components.label_queue import spec
 from models import signatures
@@ -53,7 +54,7 @@ BATCH_SIZE = 64
 THUMBNAIL_SIZE = 128
 CAPTION_HEIGHT = 40
 COLUMNS = 5
-_ID, _SOURCE = IMAGE_ID_FEATURE, 'source_path'
+_ID, _SOURCE = IMAGE_ID_FEATURE, SOURCE_PATH_FEATURE
 _TEXT_FIELDS = (IMAGE_FEATURE, _ID, _SOURCE)
 
 

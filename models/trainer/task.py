@@ -33,7 +33,7 @@ from tfx_bsl.public import tfxio
 
 from components import artifact_readers
 from components.contracts import (DATA_QUALITY_DIR, IMAGE_ID_FEATURE, SAVED_MODEL_EXTRAS_DIR,
-                                  TRAINING_HISTORY_FILE)
+                                  SOURCE_PATH_FEATURE, TRAINING_HISTORY_FILE)
 from models import classifier
 from models import ood
 from models import preprocessing
@@ -45,7 +45,7 @@ from models.trainer import feature_cache
 from models.trainer import head as head_lib
 
 # ImageExampleGen's features that name each image in the audit's lists.
-_NAME_KEYS = ('source_path', IMAGE_ID_FEATURE)
+_NAME_KEYS = (SOURCE_PATH_FEATURE, IMAGE_ID_FEATURE)
 
 
 def _dataset(fn_args: tfx.components.FnArgs, files: List[str],

@@ -18,6 +18,7 @@ from typing import List, Optional
 import numpy as np
 import tensorflow as tf
 
+from components.contracts import SOURCE_PATH_FEATURE
 from models import explain as explain_lib
 from models import image_codec
 from models import preprocessing
@@ -104,7 +105,7 @@ def score_split(saved_model_dir: str, files: List[str], class_names: List[str],
           matrix[class_ids[true_label]][class_ids[predicted]] += 1
         scored_image = ScoredImage(
             true_label, predicted, float(probs[predicted_id]),
-            feature_value(example, 'source_path'),
+            feature_value(example, SOURCE_PATH_FEATURE),
             example.features.feature[preprocessing.IMAGE_KEY].bytes_list.value[0])
         if predicted == true_label:
           correct += 1
