@@ -21,6 +21,25 @@ def _json(path: str) -> Dict[str, Any]:
     return json.load(f)
 
 
+def _json_lines(path: str) -> List[Dict[str, Any]]:
+  with tf.io.gfile.GFile(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def quarantine(examples_uri: str) -> List[Dict[str, str]]:
+  """ImageExampleGen's quarantine.jsonl: each file not ingested, with why."""
+  return _json_lines(os.path.join(examples_uri, contracts.QUARANTINE_FILE))
+
+
+def label_conflicts(examples_uri: str) -> Optional[List[Dict[str, Any]]]:
+  """ImageExampleGen's images under two or more labels; None when the examples
+  predate the check (no label_conflicts.jsonl)."""
+  path = os.path.join(examples_uri, contracts.LABEL_CONFLICTS_FILE)
+  if not tf.io.gfile.exists(path):
+    return None
+  return _json_lines(path)
+
+
 def data_gate_report(result_uri: str) -> Dict[str, Any]:
   """The data_gate.json a passing gate wrote ({} when it is gone)."""
   return _json(os.path.join(result_uri, contracts.DATA_GATE_REPORT_FILE))
@@ -48,9 +67,10 @@ def data_quality_list(audit_dir: str, name: str) -> Optional[List[Dict[str, str]
 
 def training_history(saved_model_dir: str) -> Dict[str, Any]:
   """The training_history.json the Trainer put into its SavedModel (and so
-  into every published version); {} when it is missing."""
-  return _json(os.path.join(saved_model_dir, contracts.SAVED_MODEL_EXTRAS_DIR,
-                            contracts.TRAINING_HISTORY_FILE))
+  into every published version)."""
+  with tf.io.gfile.GFile(os.path.join(saved_model_dir, contracts.SAVED_MODEL_EXTRAS_DIR,
+                                      contracts.TRAINING_HISTORY_FILE)) as f:
+    return json.load(f)
 
 
 def class_names(transform_graph_uri: str) -> List[str]:

@@ -74,10 +74,14 @@ def from_statistics(statistics_uri: str, splits: List[str]) -> Counts:
   return counts
 
 
+def split_files(examples_uri: str, split: str) -> List[str]:
+  """A split's TFRecord files, sorted."""
+  return sorted(tf.io.gfile.glob(os.path.join(split_dir(examples_uri, split), '*')))
+
+
 def split_records(examples_uri: str, split: str) -> tf.data.Dataset:
   """A split's serialized tf.Examples (ImageExampleGen writes GZIP TFRecords)."""
-  files = sorted(tf.io.gfile.glob(os.path.join(split_dir(examples_uri, split), '*')))
-  return tf.data.TFRecordDataset(files, compression_type='GZIP')
+  return tf.data.TFRecordDataset(split_files(examples_uri, split), compression_type='GZIP')
 
 
 def string_values(examples_uri: str, split: str, feature: str) -> Iterator[np.ndarray]:

@@ -2,7 +2,6 @@
 files (tests/hostile_corpus.py), the decompression-bomb guard and the EXIF
 orientation of the shared decoder (models/image_codec.py)."""
 
-import glob
 import io
 import json
 import os
@@ -39,7 +38,7 @@ EXTERNAL = {'cat/link_to_outside.jpg', 'cat/link_to_huge.jpg', 'dog/null_device.
 def _read_examples(uri):
   records = {}
   for split in ('train', 'eval'):
-    files = glob.glob(os.path.join(example_splits.split_dir(uri, split), '*'))
+    files = example_splits.split_files(uri, split)
     for record in tf.data.TFRecordDataset(files, compression_type='GZIP'):
       features = tf.train.Example.FromString(record.numpy()).features.feature
       row = {name: (features[name].int64_list.value[0]

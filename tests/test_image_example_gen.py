@@ -97,7 +97,7 @@ def _run_example_gen(data_dir, work_dir, eval_fraction=0.25, unlabeled_dir='',
 
 
 def _read_split(uri, split):
-  files = glob.glob(os.path.join(example_splits.split_dir(uri, split), '*'))
+  files = example_splits.split_files(uri, split)
   records = []
   for record in tf.data.TFRecordDataset(files, compression_type='GZIP'):
     example = tf.train.Example.FromString(record.numpy())

@@ -20,6 +20,7 @@ import tensorflow as tf
 from PIL import Image
 
 from components import contracts
+from components import example_splits
 from models import preprocessing
 from models.trainer import calibration
 from pipeline import config as config_lib, report, run_summary, runner
@@ -247,7 +248,7 @@ def test_gallery_shows_the_most_confident_wrong_predictions(e2e_first_run, tmp_p
   confident right answers become confident mistakes."""
   class_names = list(e2e_first_run.evaluation['per_class'])
   relabeled = str(tmp_path / 'relabeled.gz')
-  files = facts_lib.example_files(e2e_first_run.examples_uri, contracts.EVAL_SPLIT)
+  files = example_splits.split_files(e2e_first_run.examples_uri, contracts.EVAL_SPLIT)
   with tf.io.TFRecordWriter(relabeled, 'GZIP') as writer:
     for record in tf.data.TFRecordDataset(files, compression_type='GZIP'):
       example = tf.train.Example.FromString(record.numpy())

@@ -147,7 +147,7 @@ def exports(published):
 def _eval_split(examples_uri, image_size):
   """(float pixels, class names) of every eval example, decoded here."""
   images, names = [], []
-  files = glob.glob(os.path.join(example_splits.split_dir(examples_uri, contracts.EVAL_SPLIT), '*'))
+  files = example_splits.split_files(examples_uri, contracts.EVAL_SPLIT)
   for record in tf.data.TFRecordDataset(files, compression_type='GZIP'):
     example = tf.train.Example.FromString(record.numpy())
     images.append(example.features.feature[preprocessing.IMAGE_KEY].bytes_list.value[0])

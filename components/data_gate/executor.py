@@ -27,11 +27,12 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
+from components import artifact_readers
 from components import example_splits
 from components import label_schema
 from components.contracts import (ANOMALIES_FILE, DATA_GATE_REPORT_FILE, EVAL_SPLIT,
-                                  LABEL_CONFLICTS_FILE, QUARANTINE_FILE, TRAIN_SPLIT,
-                                  UNLABELED_ENVIRONMENT, UNLABELED_LABEL, UNLABELED_SPLIT)
+                                  QUARANTINE_FILE, TRAIN_SPLIT, UNLABELED_ENVIRONMENT,
+                                  UNLABELED_LABEL, UNLABELED_SPLIT)
 from components.data_gate import spec
 
 # Lines per rule in the error message; data_gate.json keeps them all.
@@ -79,16 +80,6 @@ class DataGateError(ValueError):
         return cls(cls(str(error)).message)
       error = error.__cause__ or error.__context__
     return None
-
-
-def read_label_conflicts(examples_uri: str) -> Optional[List[Dict[str, Any]]]:
-  """ImageExampleGen's images under two or more labels; None when the examples
-  predate the check (no `label_conflicts.jsonl`)."""
-  path = os.path.join(examples_uri, LABEL_CONFLICTS_FILE)
-  if not tf.io.gfile.exists(path):
-    return None
-  with tf.io.gfile.GFile(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
 
 
 def _per_split(label: str, counts: Dict[str, Dict[str, int]]) -> str:
@@ -211,7 +202,7 @@ class Executor(base_executor.BaseExecutor):
     if why:
       logging.info('Counting labels in the examples: %s', why)
     unlabeled = counts.pop(UNLABELED_SPLIT, None)    # None: no unlabeled folder
-    conflicts = read_label_conflicts(examples.uri)
+    conflicts = artifact_readers.label_conflicts(examples.uri)
     notes = [] if conflicts is not None else [
         'images under two labels were not checked: the examples were made before '
         'ImageExampleGen wrote label_conflicts.jsonl (rerun with '

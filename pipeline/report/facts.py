@@ -13,9 +13,7 @@ the report is still written; programming errors are not caught here.
 
 import dataclasses
 import datetime
-import json
 import math
-import os
 from typing import Any, Dict, List, Optional, Tuple
 
 import tensorflow as tf
@@ -95,23 +93,6 @@ def wilson_interval(successes: int, n: int, z: float = _Z95) -> Tuple[float, flo
   center = (p + z * z / (2 * n)) / denominator
   half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
   return max(0.0, center - half), min(1.0, center + half)
-
-
-def example_files(examples_uri: str, split: str) -> List[str]:
-  return sorted(tf.io.gfile.glob(os.path.join(example_splits.split_dir(examples_uri, split),
-                                              '*')))
-
-
-def read_quarantine(path: str) -> List[Dict[str, str]]:
-  with tf.io.gfile.GFile(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
-
-
-def read_history(model_uri: str) -> Dict[str, Any]:
-  history = artifact_readers.training_history(path_utils.serving_model_path(model_uri))
-  if not history:
-    raise FileNotFoundError(f'no training history in {model_uri}')
-  return history
 
 
 def read_data_quality(directory: str, examples_uri: str, limit: int) -> Optional[DataQuality]:
@@ -220,17 +201,18 @@ def gather(config: Config, summary: RunSummary, gallery_size: int = 12) -> Facts
         missing.append(f'label statistics, counted from the examples instead: {why}')
 
   quarantine: List[Dict[str, str]] = []
-  if summary.quarantine_report:
-    quarantine = attempt('quarantine list', read_quarantine, summary.quarantine_report) or []
+  if summary.examples_uri:
+    quarantine = attempt('quarantine list', artifact_readers.quarantine, summary.examples_uri) or []
 
   image_size = dag.image_size(config)
   history = scored = None
   if summary.model_uri:
-    history = attempt('training history', read_history, summary.model_uri)
+    history = attempt('training history', artifact_readers.training_history,
+                      path_utils.serving_model_path(summary.model_uri))
     if summary.examples_uri and class_names:
       scored = attempt('eval split scoring', scoring.score_split,
                        path_utils.serving_model_path(summary.model_uri),
-                       example_files(summary.examples_uri, EVAL_SPLIT), class_names,
+                       example_splits.split_files(summary.examples_uri, EVAL_SPLIT), class_names,
                        gallery_size)
     if scored:
       scored = attempt('Grad-CAM heatmaps', scoring.explain,
