@@ -41,6 +41,12 @@ LABEL_VOCABULARY = 'label'
 DATA_GATE_REPORT_FILE = 'data_gate.json'
 ANOMALIES_FILE = 'SchemaDiff.pb'
 
+# BackboneFeatures (training.beam_features): per image, its label id, the
+# backbone's pooled features under each view (view-major, views x dim
+# floats) and ImageExampleGen's two names, for the Trainer.
+LABEL_ID_FEATURE = 'label_id'
+BACKBONE_FEATURES_FEATURE = 'backbone_features'
+
 # Trainer: in the SavedModel's extra assets (so in every published version),
 # the training history; in the ModelRun artifact, the data-quality audit's
 # folder with its summary and three lists.

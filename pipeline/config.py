@@ -101,6 +101,13 @@ class TrainingConfig:
   # on the benchmark's data sets a head fitted on augmented views scored lower
   # on clean test images (docs/label_efficiency.md).
   cached_views: int = 0
+  # Run the frozen backbone over the images as a Beam step before the Trainer
+  # (components/backbone_features: RunInference, on `beam.runner` with the
+  # other data steps, its output cached like any artifact); the Trainer then
+  # fits the head on those features and reads no pixels. Off by default: on
+  # one machine the Trainer's own pass is as fast and writes nothing
+  # (docs/scale.md). Fine-tuning needs the images, so not with fine_tune_epochs.
+  beam_features: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,6 +303,9 @@ class Config:
         (self.training.cv_folds >= 2, 'training.cv_folds must be at least 2'),
         (self.training.fine_tune_epochs >= 0, 'training.fine_tune_epochs must be >= 0'),
         (self.training.cached_views >= 0, 'training.cached_views must be >= 0'),
+        (not (self.training.beam_features and self.training.fine_tune_epochs),
+         'training.beam_features gives the Trainer features, not images: set '
+         'training.fine_tune_epochs=0 or training.beam_features=false'),
         (self.semi_supervised.rounds >= 1, 'semi_supervised.rounds must be at least 1'),
         (0.0 < self.semi_supervised.pseudo_label_fraction <= 1.0,
          'semi_supervised.pseudo_label_fraction must be in (0, 1]'),

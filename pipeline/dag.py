@@ -15,6 +15,10 @@ With `data.unlabeled_path`, ExampleGen also writes an `unlabeled` split: the
 DataGate validates it (ExampleValidator skips it), the Trainer learns from
 it after `train`, the Evaluator never sees it, and
 the LabelQueue ranks it: which images to label next.
+
+With `training.beam_features`, BackboneFeatures (the frozen backbone as a
+Beam step) stands between ExampleGen and Transform's graph on one side and
+the Trainer on the other: the Trainer's `examples` are its features.
 """
 
 import os
@@ -25,7 +29,8 @@ import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 from tfx.v1.extensions import google_cloud_ai_platform as vertex
 
-from components.contracts import TRAIN_SPLIT, UNLABELED_SPLIT, is_remote
+from components.backbone_features.component import BackboneFeatures
+from components.contracts import EVAL_SPLIT, TRAIN_SPLIT, UNLABELED_SPLIT, is_remote
 from components.data_gate.component import DataGate
 from components.evaluator.eval_config import make_eval_config
 from components.image_example_gen.component import ImageExampleGen, has_fixed_split
@@ -190,14 +195,27 @@ def create_pipeline(
       disable_statistics=True)
   transform.add_upstream_node(data_gate)
 
+  # The Trainer reads train_files[0] as the labeled split, any other as the
+  # unlabeled one, which it learns from only with semi_supervised.enabled.
+  unlabeled_splits = ([UNLABELED_SPLIT] if config.data.unlabeled_path
+                      and config.semi_supervised.enabled else [])
+  trainer_examples = example_gen.outputs['examples']
+  backbone_features = None
+  if config.training.beam_features:
+    # The backbone's pass as a Beam step; the Trainer gets features, not pixels.
+    backbone_features = BackboneFeatures(
+        examples=example_gen.outputs['examples'],
+        transform_graph=transform.outputs['transform_graph'],
+        custom_config=custom_config, labeled_splits=[TRAIN_SPLIT],
+        clean_splits=[EVAL_SPLIT, *unlabeled_splits])
+    trainer_examples = backbone_features.outputs['features']
   trainer_inputs = dict(
       module_file=os.path.join(code_root, TRAINER_MODULE),
-      examples=example_gen.outputs['examples'],
+      examples=trainer_examples,
       transform_graph=transform.outputs['transform_graph'],
       schema=schema_gen.outputs['schema'],
-      # The Trainer reads train_files[0] as the labeled split, the rest as unlabeled.
-      train_args=(tfx.proto.TrainArgs(splits=[TRAIN_SPLIT, UNLABELED_SPLIT])
-                  if config.data.unlabeled_path else None))
+      train_args=(tfx.proto.TrainArgs(splits=[TRAIN_SPLIT, *unlabeled_splits])
+                  if unlabeled_splits else None))
   if config.gcp.training_machine_type:
     trainer = vertex.Trainer(
         **trainer_inputs, custom_config={**custom_config, **vertex_training(config)})
@@ -234,6 +252,8 @@ def create_pipeline(
       example_gen, statistics_gen, schema_gen, example_validator,
       data_gate, transform, trainer, baseline_resolver, evaluator, pusher,
   ]
+  if backbone_features is not None:
+    components.insert(components.index(trainer), backbone_features)
   if config.data.unlabeled_path:
     components.append(LabelQueue(
         model=trainer.outputs['model'], examples=example_gen.outputs['examples'],

@@ -292,6 +292,28 @@ def test_the_trainer_can_run_on_vertex_ai_training_with_a_gpu(tmp_path):
   assert custom_config['training'] == dag.components_config(_config())['training']
 
 
+def test_the_backbone_pass_can_run_as_a_beam_step_on_dataflow(tmp_path):
+  """training.beam_features adds BackboneFeatures: a Beam step with the
+  Dataflow arguments, whose output is the Trainer's examples."""
+  path = kubeflow.compile_spec(_config('training.beam_features=true', 'data.unlabeled_path='
+                                       'gs://bucket/unlabeled'), str(tmp_path / 'spec.json'))
+  with open(path, encoding='utf-8') as f:
+    spec = json.load(f)
+  args = _container(spec, 'BackboneFeatures')['args']
+  expected = beam_args.beam_pipeline_args(_config())
+  assert args[-len(expected):] == expected
+  class_path = args[args.index('--executor_class_path') + 1]
+  _in_image(os.path.join('/pipeline', *class_path.rsplit('.', 1)[0].split('.')) + '.py')
+  parameters = _parameters(spec, 'BackboneFeatures')
+  assert json.loads(parameters['labeled_splits']['stringValue']) == ['train']
+  assert json.loads(parameters['clean_splits']['stringValue']) == ['eval', 'unlabeled']
+  examples = _tasks(spec)['Trainer']['inputs']['artifacts']['examples']
+  assert examples['taskOutputArtifact'] == {'producerTask': 'BackboneFeatures',
+                                            'outputArtifactKey': 'features'}
+  assert json.loads(_parameters(spec, 'Trainer')['train_args']['stringValue'])['splits'] == [
+      'train', 'unlabeled']
+
+
 @pytest.mark.parametrize('overrides, message', [
     (['gcp.training_accelerator_type=NVIDIA_TESLA_T4',
       'gcp.training_accelerator_count=1'], 'need gcp.training_machine_type'),

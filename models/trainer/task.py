@@ -14,7 +14,10 @@ to find leakage and wrong eval labels.
 
 Splits: `fn_args.train_files[0]` is the labeled train split; any further
 train files are the unlabeled split (pipeline/dag.py sets the Trainer's
-`train_args.splits` to ['train', 'unlabeled'] when there is one).
+`train_args.splits` to ['train', 'unlabeled'] when there is one and
+semi_supervised.enabled). With `training.beam_features` the examples are
+BackboneFeatures' output, the features of those splits instead of their
+images, and phase 1 reads them instead of running the backbone.
 """
 
 import dataclasses
@@ -32,6 +35,7 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from components import artifact_readers
+from components import example_splits
 from components.contracts import (DATA_QUALITY_DIR, IMAGE_ID_FEATURE, SAVED_MODEL_EXTRAS_DIR,
                                   SOURCE_PATH_FEATURE, TRAINING_HISTORY_FILE)
 from models import classifier
@@ -61,15 +65,9 @@ def _dataset(fn_args: tfx.components.FnArgs, files: List[str],
   `transform` is the run's one TFT layer (it loads the graph's SavedModel),
   the same the exported model carries.
   """
-  raw_inputs = (preprocessing.IMAGE_KEY, preprocessing.LABEL_KEY)
-
-  # Plain TF ops and a loaded graph: autograph's conversion, which
-  # Dataset.map applies by default, cost about 5 s per map and changed nothing.
   @tf.autograph.experimental.do_not_convert
   def transformed(raw):
-    features = transform({key: raw[key] for key in raw_inputs})
-    batch = (features[preprocessing.TRANSFORMED_IMAGE_KEY],
-             tf.reshape(features[preprocessing.TRANSFORMED_LABEL_KEY], [-1]))
+    batch = feature_cache.transformed_batch(transform, raw)
     if with_names:
       batch += tuple(tf.reshape(raw[key], [-1]) for key in _NAME_KEYS)
     return batch
@@ -91,22 +89,100 @@ def _images(dataset: tf.data.Dataset, columns: List[List[np.ndarray]]) -> Iterat
     yield images
 
 
-@tf.autograph.experimental.do_not_convert
-def _one_more(count: tf.Tensor, _) -> tf.Tensor:
-  return count + 1
-
-
 def _count(file_patterns: List[str]) -> int:
-  """Examples in a split's GZIP TFRecord files, for the progress lines: one
-  read without parsing (4,000 examples of 80 KB in 0.3-0.5 s, against about
-  40 s of backbone for them)."""
-  files = [name for pattern in file_patterns for name in tf.io.gfile.glob(pattern)]
-  return int(tf.data.TFRecordDataset(files, compression_type='GZIP').reduce(
-      np.int64(0), _one_more))
+  """Examples in a split, for the progress lines: 0.3-0.5 s for 4,000 photos,
+  against about 40 s of backbone for them."""
+  return example_splits.count_records(
+      [name for pattern in file_patterns for name in tf.io.gfile.glob(pattern)])
 
 
 def _names(column: List[np.ndarray]) -> List[str]:
   return [name.decode('utf-8', 'replace') for name in np.concatenate(column)]
+
+
+@dataclasses.dataclass
+class _FeatureCache:
+  """The backbone's features of every image phase 1 reads, with labels and
+  names: computed here (_compute_cache) or read from BackboneFeatures'
+  output (_read_cache, training.beam_features)."""
+  labeled: head_lib.LabeledViews
+  train_names: Dict[str, np.ndarray]          # source_path, image_id
+  unlabeled: Optional[np.ndarray]
+  eval_features: Optional[np.ndarray]
+  eval_labels: Optional[np.ndarray]
+  eval_names: Optional[Dict[str, np.ndarray]]
+  facts: Dict[str, Any]                       # for the history
+
+
+def _cache_facts(labeled: head_lib.LabeledViews, unlabeled: Optional[np.ndarray],
+                 eval_features: Optional[np.ndarray], source: str,
+                 start: float) -> Dict[str, Any]:
+  facts = {'labeled_images': len(labeled.labels), 'views': labeled.features.shape[0],
+           'unlabeled_images': 0 if unlabeled is None else len(unlabeled),
+           'eval_images': 0 if eval_features is None else len(eval_features),
+           'source': source, 'seconds': time.perf_counter() - start}
+  logging.info('Feature cache (%s) ready in %.1f s.', source, facts['seconds'])
+  return facts
+
+
+def _compute_cache(embedder: feature_cache.Embedder, views: List[feature_cache.View],
+                   train, unlabeled, evaluation, totals) -> _FeatureCache:
+  """The backbone over the datasets here, in this process. `evaluation` (the
+  eval split with names, or None) is for the audit only; `totals` holds each
+  split's number of images, for the progress lines."""
+  start = time.perf_counter()
+  train_columns: List[List[np.ndarray]] = [[], [], []]
+  labeled = head_lib.LabeledViews(
+      embedder.compute_views(_images(train, train_columns), views, 'labeled images',
+                             totals['train']),
+      np.concatenate(train_columns[0]))
+  unlabeled_features = None
+  if unlabeled is not None:
+    unlabeled_features = embedder.compute_views(
+        _images(unlabeled, []), [None], 'unlabeled images', totals['unlabeled'])[0]
+  eval_columns: List[List[np.ndarray]] = [[], [], []]
+  eval_features = eval_labels = eval_names = None
+  if evaluation is not None:
+    eval_features = embedder.compute_views(
+        _images(evaluation, eval_columns), [None], 'eval images (audit)',
+        totals['eval'])[0]
+    eval_labels = np.concatenate(eval_columns[0])
+    eval_names = dict(zip(_NAME_KEYS, map(np.concatenate, eval_columns[1:])))
+  return _FeatureCache(
+      labeled, dict(zip(_NAME_KEYS, map(np.concatenate, train_columns[1:]))),
+      unlabeled_features, eval_features, eval_labels, eval_names,
+      _cache_facts(labeled, unlabeled_features, eval_features, 'trainer', start))
+
+
+def _read_cache(fn_args: tfx.components.FnArgs, views: int, dim: int,
+                settings: ModelSettings) -> _FeatureCache:
+  """BackboneFeatures' records (training.beam_features): the Trainer's
+  examples are that step's output, the same splits with features for pixels."""
+  start = time.perf_counter()
+
+  def read(file_patterns: List[str], split_views: int) -> Dict[str, np.ndarray]:
+    """A split's records in image-id order: the runner's sharding decides the
+    order Beam wrote them in, and the head's folds depend on the order."""
+    files = [name for pattern in file_patterns for name in tf.io.gfile.glob(pattern)]
+    records = feature_cache.read_records(files, split_views, dim)
+    order = np.argsort(records[IMAGE_ID_FEATURE], kind='stable')
+    return {key: values[:, order] if key == 'features' else values[order]
+            for key, values in records.items()}
+
+  train = read(fn_args.train_files[:1], views)
+  labeled = head_lib.LabeledViews(train['features'], train['labels'])
+  unlabeled = None
+  if fn_args.train_files[1:]:
+    unlabeled = read(fn_args.train_files[1:], 1)['features'][0]
+  evaluation = read(fn_args.eval_files, 1) if settings.data_quality.enabled else None
+  return _FeatureCache(
+      labeled, {key: train[key] for key in _NAME_KEYS}, unlabeled,
+      None if evaluation is None else evaluation['features'][0],
+      None if evaluation is None else evaluation['labels'],
+      None if evaluation is None else {key: evaluation[key] for key in _NAME_KEYS},
+      _cache_facts(labeled, unlabeled,
+                   None if evaluation is None else evaluation['features'][0],
+                   'BackboneFeatures', start))
 
 
 @dataclasses.dataclass
@@ -128,64 +204,37 @@ def _fit_detector(head_model, clean_features, labels, settings: ModelSettings):
                  settings.training.seed)
 
 
-def _fit_head_on_cache(model, embedder, settings: ModelSettings, train, unlabeled, evaluation,
-                       class_names, model_run_dir, totals) -> _PhaseOne:
+def _fit_head_on_cache(model, cache: _FeatureCache, settings: ModelSettings, class_names,
+                       model_run_dir) -> _PhaseOne:
   """Phase 1 on the feature cache: the head, the data-quality audit and the
-  unknown-image detector on the same features. `evaluation` (the eval split
-  with names, or None) is read by the audit only; `totals` holds each
-  split's number of images, for the progress lines."""
-  augmentation = model.get_layer(classifier.AUGMENTATION_LAYER)
-  mirror = [feature_cache.mirror] if settings.augmentation.horizontal_flip else []
-  train_columns: List[List[np.ndarray]] = [[], [], []]
-  start = time.perf_counter()
-  labeled = head_lib.LabeledViews(
-      embedder.compute_views(
-          _images(train, train_columns),
-          [None, *mirror, *[augmentation] * settings.training.cached_views],
-          'labeled images', totals['train']),
-      np.concatenate(train_columns[0]))
-  unlabeled_features = None
-  if unlabeled is not None:
-    unlabeled_features = embedder.compute_views(
-        _images(unlabeled, []), [None], 'unlabeled images', totals['unlabeled'])[0]
-  eval_columns: List[List[np.ndarray]] = [[], [], []]
-  eval_features = None
-  if evaluation is not None:
-    eval_features = embedder.compute_views(
-        _images(evaluation, eval_columns), [None], 'eval images (audit)',
-        totals['eval'])[0]
-  cache = {'labeled_images': len(labeled.labels), 'views': labeled.features.shape[0],
-           'unlabeled_images': (0 if unlabeled_features is None
-                                else len(unlabeled_features)),
-           'eval_images': 0 if eval_features is None else len(eval_features),
-           'seconds': time.perf_counter() - start}
-  logging.info('Feature cache built in %.1f s.', cache['seconds'])
+  unknown-image detector on the same features."""
+  labeled = cache.labeled
   head_model = classifier.head(model)
   history, out_of_fold = head_lib.fit_head(head_model, labeled, settings,
-                                           unlabeled_features, model_run_dir)
+                                           cache.unlabeled, model_run_dir)
   audit = None
   audit_dir = os.path.join(model_run_dir, DATA_QUALITY_DIR)
-  if eval_features is not None:
+  if cache.eval_features is not None:
     if out_of_fold is None:
       audit = {'skipped': 'a class has a single labeled train image: nothing '
                           'could be held out to judge the labels'}
       data_quality.write_summary(audit_dir, audit)
     else:
-      eval_labels = np.concatenate(eval_columns[0])
+      names = {key: _names([cache.train_names[key], cache.eval_names[key]])
+               for key in _NAME_KEYS}
       images = data_quality.LabeledImages(
           features=head_lib.normalized(
-              head_model, np.concatenate([labeled.features[0], eval_features])),
-          labels=np.concatenate([labeled.labels, eval_labels]),
+              head_model, np.concatenate([labeled.features[0], cache.eval_features])),
+          labels=np.concatenate([labeled.labels, cache.eval_labels]),
           probabilities=np.concatenate(
-              [out_of_fold, head_model(tf.constant(eval_features)).numpy()]),
-          splits=['train'] * len(labeled.labels) + ['eval'] * len(eval_labels),
-          source_paths=_names(train_columns[1]) + _names(eval_columns[1]),
-          image_ids=_names(train_columns[2]) + _names(eval_columns[2]))
+              [out_of_fold, head_model(tf.constant(cache.eval_features)).numpy()]),
+          splits=['train'] * len(labeled.labels) + ['eval'] * len(cache.eval_labels),
+          source_paths=names[SOURCE_PATH_FEATURE], image_ids=names[IMAGE_ID_FEATURE])
       audit = data_quality.audit(images, class_names, settings.data_quality, audit_dir)
     logging.info('Data-quality audit: %s', json.dumps(audit))
   detector, ood_facts = _fit_detector(head_model, labeled.features[0], labeled.labels,
                                       settings)
-  return _PhaseOne(history, cache, audit, labeled.labels, detector, ood_facts)
+  return _PhaseOne(history, cache.facts, audit, labeled.labels, detector, ood_facts)
 
 
 class _EpochTimer(tf_keras.callbacks.Callback):
@@ -210,33 +259,33 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
   labeled_files, unlabeled_files = fn_args.train_files[:1], fn_args.train_files[1:]
   # Loaded once: the input pipelines and the exported signatures share it.
   transform = tf_transform_output.transform_features_layer()
-  # The feature cache sees every image once, in file order: the head's fits
-  # do not depend on it, and a shuffle buffer would hold up to 10,000 encoded
-  # images (~0.8 GB of photos). Fine-tuning shuffles.
-  labeled = _dataset(fn_args, labeled_files, tf_transform_output, transform,
-                     training.batch_size, shuffle=False, seed=0, with_names=True)
-  unlabeled = None
-  if unlabeled_files and settings.semi_supervised.enabled:
-    unlabeled = _dataset(fn_args, unlabeled_files, tf_transform_output, transform,
-                         training.batch_size, shuffle=False, seed=0)
-  elif unlabeled_files:
-    logging.info('semi_supervised.enabled is off: the unlabeled split is not used.')
-  evaluation = None
-  if settings.data_quality.enabled:
-    evaluation = _dataset(fn_args, fn_args.eval_files, tf_transform_output, transform,
-                          training.batch_size, shuffle=False, seed=0, with_names=True)
 
   start = time.perf_counter()
   model = classifier.build_classifier(settings, num_classes,
                                       preprocessing.TRANSFORMED_IMAGE_KEY)
   logging.info('Classifier built in %.1f s.', time.perf_counter() - start)
   embedder = feature_cache.Embedder(classifier.feature_extractor(model))
-  phase_one = _fit_head_on_cache(
-      model, embedder, settings, labeled, unlabeled, evaluation, class_names,
-      fn_args.model_run_dir, {
-          'train': _count(labeled_files),
-          'unlabeled': 0 if unlabeled is None else _count(unlabeled_files),
-          'eval': 0 if evaluation is None else _count(fn_args.eval_files)})
+  views = feature_cache.labeled_views(settings, model)
+  if training.beam_features:
+    cache = _read_cache(fn_args, len(views),
+                        model.get_layer(classifier.POOLED_FEATURES_LAYER).output.shape[-1],
+                        settings)
+  else:
+    # The feature cache sees every image once, in file order: the head's fits
+    # do not depend on it, and a shuffle buffer would hold up to 10,000 encoded
+    # images (~0.8 GB of photos). Fine-tuning shuffles.
+    def unshuffled(files, with_names=False):
+      return _dataset(fn_args, files, tf_transform_output, transform,
+                      training.batch_size, shuffle=False, seed=0, with_names=with_names)
+    cache = _compute_cache(
+        embedder, views, unshuffled(labeled_files, with_names=True),
+        unshuffled(unlabeled_files) if unlabeled_files else None,
+        unshuffled(fn_args.eval_files, with_names=True)
+        if settings.data_quality.enabled else None,
+        {'train': _count(labeled_files),
+         'unlabeled': _count(unlabeled_files) if unlabeled_files else 0,
+         'eval': _count(fn_args.eval_files) if settings.data_quality.enabled else 0})
+  phase_one = _fit_head_on_cache(model, cache, settings, class_names, fn_args.model_run_dir)
   history: Dict[str, Any] = {'head': phase_one.history,
                              'feature_cache': phase_one.cache,
                              'data_quality': phase_one.audit,
