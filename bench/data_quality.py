@@ -233,9 +233,9 @@ def main(argv=None) -> None:
   for name in args.datasets:
     dataset = datasets.load(name, args.per_class, args.test_per_class)
     config = label_efficiency.pipeline_config(dataset.class_names, args.overrides)
-    embedder = feature_cache.Embedder(classifier.feature_extractor(
-        label_efficiency.build_classifier(config, len(dataset.class_names))))
-    views = [None, feature_cache.mirror] if config.augmentation.horizontal_flip else [None]
+    model = label_efficiency.build_classifier(config, len(dataset.class_names))
+    embedder = feature_cache.Embedder(classifier.feature_extractor(model))
+    views = feature_cache.labeled_views(config, model.get_layer(classifier.AUGMENTATION_LAYER))
     plan = corrupted(dataset, args.copy_fraction, 0.0, args.seed)
     rng = np.random.default_rng(args.seed)
     copies = [altered_copy(dataset.pool_images[i], ALTERATIONS[j % len(ALTERATIONS)], rng)

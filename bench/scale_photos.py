@@ -14,7 +14,9 @@ in its own process and a fresh output folder: `python -m pipeline schema`
 writes the photos' schema, then `python -m pipeline run --data ... [--unlabeled
 ...] --output ... --set data.schema_file=...`. The same command runs the
 previous design (--baseline-commit, checked out as a git worktree under
---work-dir) at --baseline-sizes. Per run it records:
+--work-dir) at --baseline-sizes, and the current one with the backbone's pass
+as a Beam step (`--set training.beam_features=true`) at --beam-features-sizes.
+Per run it records:
 
   * seconds per component (the run's printed summary) and photos/second of
     ImageExampleGen, Transform and the Trainer (N / s) and of the Evaluator
@@ -30,7 +32,8 @@ Before the runs, on a quiet machine, it measures the default backbone's pure
 forward pass (bench/pipeline_timing.py), against which it checks targets:
 feature cache labeled rate / forward rate >= 0.85 (N >= 5000); all components'
 seconds <= 2 x the backbone-only seconds (labeled images x views + unlabeled
-images + eval images, at the forward rate); peak tree RSS <= 6 GB and <= the
+images + eval images in the Trainer's audit and again in the Evaluator, at the
+forward rate); peak tree RSS <= 6 GB and <= the
 smallest N's peak + the input's bytes; artifacts <= 2 x the input's bytes.
 
 The results go to bench/results/scale_photos.{json,md} (--report), rewritten
@@ -41,6 +44,7 @@ they used meanwhile.
     PYTHONPATH=. .venv/bin/python bench/scale_photos.py \\
         [--sizes 1000 5000 20000] [--pools none with] [--unlabeled-fraction 0.2] \\
         [--baseline-commit 51780ff] [--baseline-sizes 1000 5000] \\
+        [--beam-features-sizes 1000 5000] \\
         [--max-memory-gb 20] [--min-free-gb 2] [--quiet-wait 900] [--keep] \\
         [--work-dir outputs/bench/scale_photos] [--report bench/results/scale_photos.json]
 
@@ -86,6 +90,13 @@ COMPONENT_LINE = re.compile(r'^  (\S+)\s+([A-Z]+)\s+(\d+\.\d) s$', re.M)
 EVAL_LINE = re.compile(r'^Eval accuracy: (\d\.\d+) on (\d+) images', re.M)
 CACHE_LINE = re.compile(r'Feature cache: (\d+) (.+?) x (\d+) view\(s\) in '
                         r'(\d+\.\d) s \((\d+\.\d) images/s\)')
+# BackboneFeatures' summary (training.beam_features), and each split in it.
+STEP_LINE = re.compile(r'BackboneFeatures: (.+) in (\d+\.\d) s \(')
+STEP_SPLIT = re.compile(r'(\d+) (\w+) images x (\d+) view\(s\)')
+# The step's splits as the Trainer's feature-cache passes.
+STEP_PASSES = {'train': 'labeled images', 'unlabeled': 'unlabeled images',
+               'eval': 'eval images (audit)'}
+BEAM_FEATURES = 'training.beam_features=true'
 RATE_COMPONENTS = ('ImageExampleGen', 'Transform', 'Trainer')
 FORWARD_PASS_MARK = 'forward pass: '
 TARGETS = {'cache_over_forward': 0.85, 'cache_target_from_n': 5000,
@@ -258,6 +269,15 @@ def _parse_log(text: str) -> Dict[str, Any]:
   cache = [{'what': what, 'images': int(images), 'views': int(views),
             'seconds': float(seconds), 'images_per_second': float(rate)}
            for images, what, views, seconds, rate in CACHE_LINE.findall(text)]
+  step = STEP_LINE.search(text)
+  if step:
+    # One Beam job embeds every split: each pass gets the job's overall rate.
+    splits = STEP_SPLIT.findall(step.group(1))
+    seconds = float(step.group(2))
+    rate = sum(int(images) * int(views) for images, _, views in splits) / seconds
+    cache += [{'what': STEP_PASSES[split], 'images': int(images), 'views': int(views),
+               'seconds': seconds, 'images_per_second': round(rate, 1)}
+              for images, split, views in splits]
   return {'components': components,
           'eval_accuracy': float(evaluation.group(1)) if evaluation else None,
           'eval_images': int(evaluation.group(2)) if evaluation else None,
@@ -275,17 +295,19 @@ def _component_peaks(output: str, samples: List[Dict[str, Any]]) -> Dict[str, in
   return {node: peak['tree_total_mb'] for node, peak in peaks.items() if peak}
 
 
-def _run(design: str, repo: str, n: int, unlabeled: Optional[str], schema: str,
-         input_bytes: int, args: argparse.Namespace) -> Dict[str, Any]:
-  """One pipeline run of `design` (its code in `repo`), sampled and parsed."""
-  name = f'{design.split()[0]}-{n}-{"with" if unlabeled else "none"}'
+def _run(design: str, repo: str, sets: List[str], n: int, unlabeled: Optional[str],
+         schema: str, input_bytes: int, args: argparse.Namespace) -> Dict[str, Any]:
+  """One pipeline run of `design` (its code in `repo`, with `--set` `sets`),
+  sampled and parsed."""
+  name = f'{"-".join(design.split()[::2])}-{n}-{"with" if unlabeled else "none"}'
   output = os.path.join(args.work_dir, 'runs', name)
   log_path = _log_path(args, name)
   shutil.rmtree(output, ignore_errors=True)
   command = [sys.executable, '-m', 'pipeline', 'run',
              '--data', os.path.join(args.work_dir, f'photos-{n}'),
              *(['--unlabeled', unlabeled] if unlabeled else []),
-             '--output', output, '--set', f'data.schema_file={schema}']
+             '--output', output, '--set', f'data.schema_file={schema}',
+             *[arg for value in sets for arg in ('--set', value)]]
   quiet = measure.wait_until_quiet(args.quiet_cores, args.quiet_wait) if args.quiet_wait else {}
   print(f'[{datetime.datetime.now():%H:%M:%S}] {design}, N={n}, unlabeled pool: '
         f'{"yes" if unlabeled else "no"} (log {log_path})', flush=True)
@@ -327,8 +349,10 @@ def _derive(rows: List[Dict[str, Any]], forward_rate: float) -> None:
       rates['Evaluator'] = round(row['eval_images'] / seconds['Evaluator'], 1)
     row['images_per_second'] = rates
     labeled = next((c for c in row['feature_cache'] if c['what'] == 'labeled images'), None)
-    backbone_images = sum(c['images'] * c['views'] for c in row['feature_cache']
-                          if c['what'] in ('labeled images', 'unlabeled images'))
+    # Every image the run must show the backbone: each labeled view, each
+    # unlabeled image and the eval images for the Trainer's audit (every pass
+    # of the feature cache), then the eval images again in the Evaluator.
+    backbone_images = sum(c['images'] * c['views'] for c in row['feature_cache'])
     backbone_images += row['eval_images'] or 0
     reference = min((r for r in rows if r['design'] == row['design'] and
                      r['unlabeled_pool'] == row['unlabeled_pool'] and r['memory_peaks']),
@@ -420,10 +444,12 @@ def _markdown(report: Dict[str, Any]) -> str:
       f'{forward["images_per_second"]} images/s (other processes used '
       f'{forward["other_processes_mean_cores"]} cores).', '', f'Photos: {photos}.', '',
       "Component seconds are from the run's summary, with photos/s (labeled photos / s; "
-      "Evaluator: eval images / s). Cache: the Trainer's feature-cache rates; "
+      "Evaluator: eval images / s). Cache: the Trainer's feature-cache rates (with "
+      f"{BEAM_FEATURES}: BackboneFeatures' image views / s, start-up included); "
       'cache / forward: labeled rate / forward pass (target >= 0.85 at N >= 5000). '
       "Components s: all components' seconds, over the backbone-only seconds (labeled "
-      'images x views + unlabeled + eval images at the forward rate; target <= 2). '
+      'images x views + unlabeled + eval images twice, for the audit and the Evaluator, '
+      'at the forward rate; target <= 2). '
       'Peak RSS: pipeline process / largest Beam worker / whole tree. Artifacts: '
       "pipeline_root without the models, over the input photos' bytes (target <= 2).",
       '', '| ' + ' | '.join(header) + ' |',
@@ -460,6 +486,9 @@ def main() -> None:
                       help='run each size without and/or with the unlabeled pool')
   parser.add_argument('--unlabeled-fraction', type=float, default=0.2,
                       help='unlabeled pool size, as a fraction of N')
+  parser.add_argument('--beam-features-sizes', type=int, nargs='*', default=[1000, 5000],
+                      help='sizes the current design also runs at with the backbone '
+                      'pass as a Beam step (training.beam_features; none: not run)')
   parser.add_argument('--baseline-commit', default='51780ff',
                       help='the previous design, run from a git worktree of this commit')
   parser.add_argument('--baseline-sizes', type=int, nargs='*', default=[1000, 5000],
@@ -483,7 +512,8 @@ def main() -> None:
   if args.forward_pass:
     forward_pass()
     return
-  bad = [n for n in args.sizes + args.baseline_sizes if n < CLASSES or n % CLASSES]
+  bad = [n for n in args.sizes + args.beam_features_sizes + args.baseline_sizes
+         if n < CLASSES or n % CLASSES]
   if bad:
     parser.error(f'sizes {bad}: each must be a positive multiple of {CLASSES}')
   args.work_dir = os.path.abspath(args.work_dir)
@@ -511,7 +541,7 @@ def main() -> None:
       'photos': {},
       'results': [],
   }
-  sizes = sorted(set(args.sizes) | set(args.baseline_sizes))
+  sizes = sorted(set(args.sizes) | set(args.beam_features_sizes) | set(args.baseline_sizes))
   for n in sizes:
     folder = os.path.join(args.work_dir, f'photos-{n}')
     _write_photos(folder, n, True)
@@ -522,8 +552,10 @@ def main() -> None:
       report['photos'][os.path.basename(pool)] = _folder_stats(pool)
   report['forward_pass'] = _measure_forward_pass(args)
 
-  designs = [(f'current {head}', REPO_ROOT, args.sizes),
-             (f'baseline {args.baseline_commit}', baseline, args.baseline_sizes)]
+  designs = [(f'current {head}', REPO_ROOT, [], args.sizes),
+             (f'current {head} + {BEAM_FEATURES}', REPO_ROOT, [BEAM_FEATURES],
+              args.beam_features_sizes),
+             (f'baseline {args.baseline_commit}', baseline, [], args.baseline_sizes)]
   for n in sizes:
     folder = os.path.join(args.work_dir, f'photos-{n}')
     schema = os.path.join(args.work_dir, f'schema-{n}.pbtxt')
@@ -533,12 +565,12 @@ def main() -> None:
       sys.exit(f'error: python -m pipeline schema failed:\n{child.stderr[-4000:]}')
     with open(schema, 'w') as f:
       f.write(child.stdout)
-    for design, repo, design_sizes in designs:
+    for design, repo, sets, design_sizes in designs:
       for pool in (args.pools if n in design_sizes else []):
         unlabeled = folder + '-unlabeled' if pool == 'with' else None
         input_bytes = report['photos'][os.path.basename(folder)]['bytes'] + (
             report['photos'][os.path.basename(unlabeled)]['bytes'] if unlabeled else 0)
-        row = _run(design, repo, n, unlabeled, schema, input_bytes, args)
+        row = _run(design, repo, sets, n, unlabeled, schema, input_bytes, args)
         report['results'].append(row)
         _write_report(report, args.report)   # partial results survive an interruption
         print(f'    {row["status"]} in {row["wall_seconds"]} s, peak tree RSS '

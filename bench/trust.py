@@ -150,9 +150,9 @@ def main(argv=None) -> None:
   config = label_efficiency.pipeline_config(loaded[args.datasets[0]].class_names,
                                             args.overrides)
   # The frozen backbone's features do not depend on the data set: one embedder.
-  embedder = feature_cache.Embedder(classifier.feature_extractor(
-      label_efficiency.build_classifier(config, 2)))
-  views = [None, feature_cache.mirror] if config.augmentation.horizontal_flip else [None]
+  model = label_efficiency.build_classifier(config, 2)
+  embedder = feature_cache.Embedder(classifier.feature_extractor(model))
+  views = feature_cache.labeled_views(config, model.get_layer(classifier.AUGMENTATION_LAYER))
 
   def embed(images, image_views, what):
     return embedder.compute_views(label_efficiency.model_inputs(images, config),

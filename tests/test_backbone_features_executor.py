@@ -85,8 +85,9 @@ def test_each_image_gets_the_trainers_own_features_under_each_view(inputs, featu
   embedder = feature_cache.Embedder(classifier.feature_extractor(model))
   dim = model.get_layer(classifier.POOLED_FEATURES_LAYER).output.shape[-1]
   assert features.split_names == '["train", "eval"]'
-  for split, views in (('train', feature_cache.labeled_views(settings, model)),
-                       ('eval', [None])):
+  labeled_views = feature_cache.labeled_views(
+      settings, model.get_layer(classifier.AUGMENTATION_LAYER))
+  for split, views in (('train', labeled_views), ('eval', [None])):
     rows = splits[split]
     images, label_ids = feature_cache.transformed_batch(transform, {
         preprocessing.IMAGE_KEY: tf.constant([[image] for image, _, _ in rows]),

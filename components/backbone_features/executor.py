@@ -50,7 +50,8 @@ class _Embedding:
         settings, len(artifact_readers.class_names(transform_graph_uri)),
         preprocessing.TRANSFORMED_IMAGE_KEY)
     self._embedder = feature_cache.Embedder(classifier.feature_extractor(model))
-    self._labeled_views = feature_cache.labeled_views(settings, model)
+    self._labeled_views = feature_cache.labeled_views(
+        settings, model.get_layer(classifier.AUGMENTATION_LAYER))
     self._labeled_splits = set(labeled_splits)
     self._batch_size = settings.training.batch_size
     self._views = 0
@@ -155,8 +156,11 @@ class Executor(base_beam_executor.BaseBeamExecutor):
              | f'Write[{split}]' >> beam.io.WriteToTFRecord(
                  os.path.join(example_splits.split_dir(features.uri, split), _FILE_PREFIX),
                  file_name_suffix='.gz'))
+    seconds = time.perf_counter() - start
+    views = {split: len(feature_cache.labeled_views(settings, None)) if split in labeled else 1
+             for split in splits}
     counts = {split: example_splits.count_records(example_splits.split_files(features.uri, split))
               for split in splits}
-    logging.info('BackboneFeatures: %s in %.1f s.', ', '.join(
-        f'{count} {split} images' for split, count in counts.items()),
-        time.perf_counter() - start)
+    logging.info('BackboneFeatures: %s in %.1f s (%.1f image views/s).', ', '.join(
+        f'{counts[split]} {split} images x {views[split]} view(s)' for split in splits),
+        seconds, sum(counts[split] * views[split] for split in splits) / seconds)

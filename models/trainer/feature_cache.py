@@ -22,7 +22,6 @@ import tf_keras
 
 from components.contracts import (BACKBONE_FEATURES_FEATURE, IMAGE_ID_FEATURE,
                                   LABEL_ID_FEATURE, SOURCE_PATH_FEATURE)
-from models import classifier
 from models import preprocessing
 from models.settings import ModelSettings
 
@@ -39,12 +38,11 @@ def mirror(images: tf.Tensor, training: bool = True) -> tf.Tensor:  # pylint: di
   return tf.image.flip_left_right(images)
 
 
-def labeled_views(settings: ModelSettings, model: tf_keras.Model) -> List[View]:
+def labeled_views(settings: ModelSettings, augmentation: View) -> List[View]:
   """The views of each labeled train image: the clean one, its mirror image
   (augmentation.horizontal_flip) and `training.cached_views` random copies
-  drawn by the classifier's own augmentation layer."""
+  drawn by `augmentation`, the classifier's own augmentation layer."""
   mirrored = [mirror] if settings.augmentation.horizontal_flip else []
-  augmentation = model.get_layer(classifier.AUGMENTATION_LAYER)
   return [None, *mirrored, *[augmentation] * settings.training.cached_views]
 
 

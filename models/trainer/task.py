@@ -265,7 +265,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                                       preprocessing.TRANSFORMED_IMAGE_KEY)
   logging.info('Classifier built in %.1f s.', time.perf_counter() - start)
   embedder = feature_cache.Embedder(classifier.feature_extractor(model))
-  views = feature_cache.labeled_views(settings, model)
+  views = feature_cache.labeled_views(
+      settings, model.get_layer(classifier.AUGMENTATION_LAYER))
   if training.beam_features:
     cache = _read_cache(fn_args, len(views),
                         model.get_layer(classifier.POOLED_FEATURES_LAYER).output.shape[-1],
