@@ -32,6 +32,7 @@ comes out upright, as a person (and `PIL.ImageOps.exif_transpose`) sees it.
 
 import functools
 import re
+from typing import List, Tuple
 
 import tensorflow as tf
 
@@ -363,9 +364,21 @@ def decode_rgb(encoded: tf.Tensor,
   resize. Other formats, and JPEGs too small to scale, decode at full size.
   """
   encoded = tf.reshape(tf.convert_to_tensor(encoded, tf.string), [])
-  size = declared_size(encoded)     # read once: the size guard and the JPEG scale
-  checks = [_check_format(encoded), _check_declared_size(size, max_pixels),
-            _check_bmp_palette(encoded)]
+  # The header is read once: the size guard and the JPEG scale.
+  return _decode_rgb(encoded, declared_size(encoded), max_pixels, min_size)
+
+
+def _checks(encoded: tf.Tensor, size: tf.Tensor, max_pixels) -> List[tf.Operation]:
+  """What every decode asserts first: a known format, the size guard, no
+  colour-palette BMP."""
+  return [_check_format(encoded), _check_declared_size(size, max_pixels),
+          _check_bmp_palette(encoded)]
+
+
+def _decode_rgb(encoded: tf.Tensor, size: tf.Tensor, max_pixels,
+                min_size: int | None) -> tf.Tensor:
+  """decode_rgb, with the header's `size` (`declared_size`) already read."""
+  checks = _checks(encoded, size, max_pixels)
   is_jpeg = _is_format(encoded, 'jpeg')
 
   def full_size():
@@ -387,6 +400,42 @@ def decode_rgb(encoded: tf.Tensor,
   image = apply_orientation(image, orientation)
   image.set_shape([None, None, 3])
   return image
+
+
+def ingest_check(encoded: tf.Tensor,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[tf.Tensor, tf.Tensor]:
+  """(the header's [height, width, frames] (`declared_size`), the upright
+  [height, width] `decode_rgb` gives the image) for ingest, which must prove
+  every image decodable but keeps no pixels. [-1, -1] when the header
+  declares more than `max_pixels`: nothing is decoded then.
+
+  A JPEG is decoded at 1/8 scale, libjpeg's cheapest: every coefficient is
+  still entropy-decoded, so corrupt or truncated data fails as in a full
+  decode, and only the inverse DCT is smaller (1.6 against 3.3 ms for a
+  640x480 photo). Its size is then its header's, upright after its EXIF
+  orientation, which is what `decode_rgb` gives. Other formats decode whole.
+  """
+  encoded = tf.reshape(tf.convert_to_tensor(encoded, tf.string), [])
+  size = declared_size(encoded)
+
+  def jpeg() -> tf.Tensor:
+    with tf.control_dependencies(_checks(encoded, size, max_pixels)):
+      scaled = tf.cast(tf.shape(tf.io.decode_jpeg(encoded, channels=3, ratio=8))[:2],
+                       tf.int64)
+    # An assert on the decoded shape, so the decode runs (an op whose output
+    # nothing reads would be pruned) and the header's size is the decoder's.
+    matches = tf.debugging.assert_equal(scaled, (size[:2] + 7) // 8, message=(
+        'JPEG decoded to another size than its header declares'))
+    with tf.control_dependencies([matches]):
+      turned = exif_orientation(encoded) >= 5       # transposed (5..8)
+      return tf.where(turned, tf.stack([size[1], size[0]]), size[:2])
+
+  def any_format() -> tf.Tensor:
+    return tf.cast(tf.shape(_decode_rgb(encoded, size, max_pixels, None))[:2], tf.int64)
+
+  too_large = size[0] * size[1] * size[2] > tf.cast(max_pixels, tf.int64)
+  return size, tf.cond(too_large, lambda: tf.constant([-1, -1], tf.int64),
+                       lambda: tf.cond(_is_format(encoded, 'jpeg'), jpeg, any_format))
 
 
 def decode_and_resize(encoded: tf.Tensor, image_size: int,

@@ -464,3 +464,28 @@ def test_a_dct_scaled_decode_resizes_to_what_a_full_decode_does():
     full = tf.image.resize(tf.cast(image_codec.decode_rgb(encoded), tf.float32),
                            [size, size], antialias=True)
     assert float(tf.reduce_mean(tf.abs(scaled - full))) < 2.0, size
+
+
+@pytest.mark.parametrize('progressive', [False, True])
+def test_ingest_check_refuses_exactly_the_jpegs_the_decoder_refuses(progressive):
+  """Ingest's check decodes a JPEG at 1/8 scale: cut anywhere, it must refuse
+  what the transform graph's decoder (here at 1/2 and full scale) refuses, and
+  report the size that decoder gives."""
+  encoded = corpus.encode(Image.fromarray(skimage_data.chelsea()), 'JPEG', quality=90,
+                          progressive=progressive)                   # 300 x 451
+  for cut in (len(encoded) // 4, len(encoded) // 2, len(encoded) * 9 // 10,
+              len(encoded) - 2, len(encoded)):
+    data = encoded[:cut]
+    shapes = []
+    for min_size in (None, 150):
+      try:
+        shapes.append(tuple(image_codec.decode_rgb(data, min_size=min_size).shape[:2]))
+      except tf.errors.InvalidArgumentError:
+        shapes.append(None)
+    if shapes[0] is None:
+      assert shapes[1] is None, cut
+      with pytest.raises(tf.errors.InvalidArgumentError):
+        image_codec.ingest_check(data)
+    else:
+      assert shapes == [(300, 451), (150, 226)], cut
+      assert tuple(image_codec.ingest_check(data)[1].numpy()) == (300, 451), cut

@@ -200,10 +200,10 @@ class _ReadImage(beam.DoFn):
   `follow_external_symlinks`, only one that resolves inside `input_base`.
   Paths arrive as bytes (os.fsencode), so a name that is not UTF-8 reaches
   the check that quarantines it. The image is judged with the transform
-  graph's own functions: the header size guard (`image_codec.declared_size`,
-  against `max_image_pixels`) before anything is decoded, then
-  `image_codec.decode_rgb`, whose output shape (upright after EXIF
-  orientation) is recorded as height and width.
+  graph's own functions, in one call (`image_codec.ingest_check`): the
+  header size guard (against `max_image_pixels`) before anything is decoded,
+  then a decode (a JPEG at 1/8 scale), whose upright shape is recorded as
+  height and width.
 
   Labeled files take their label from their class folder and are named
   relative to `input_base`; unlabeled ones (`labeled=False`, `input_base` is
@@ -226,15 +226,12 @@ class _ReadImage(beam.DoFn):
     self._max_file_bytes = max_file_bytes
     self._follow_external_symlinks = follow_external_symlinks
     self._labeled = labeled
-    self._declared_size = self._decoded_shape = None
+    self._check = None
 
   def setup(self):
-    one_string = tf.TensorSpec([], tf.string)
-    self._declared_size = tf.function(image_codec.declared_size,
-                                      input_signature=[one_string])
-    self._decoded_shape = tf.function(
-        lambda encoded: tf.shape(image_codec.decode_rgb(encoded, self._max_pixels)),
-        input_signature=[one_string])
+    self._check = tf.function(
+        lambda encoded: image_codec.ingest_check(encoded, self._max_pixels),
+        input_signature=[tf.TensorSpec([], tf.string)], autograph=False)
 
   def _reason(self, path: str, parts: List[str]):
     """(reason, None) to quarantine, or (None, record fields) to ingest."""
@@ -276,19 +273,20 @@ class _ReadImage(beam.DoFn):
               f'{", ".join(image_codec.SUPPORTED_FORMATS)})'
               f'{image_codec.conversion_hint(encoded)}'), None
     try:
-      height, width, frames = self._declared_size(tf.constant(encoded)).numpy()
+      declared, decoded = self._check(tf.constant(encoded))
+      height, width, frames = declared.numpy()
       pixels = int(height) * int(width) * int(frames)
       if pixels > self._max_pixels:
         return (f'too large: the {image_format} header declares {width}x{height} '
                 f'pixels x {frames} frame(s) = {pixels} pixels, more than '
                 f'max_image_pixels={self._max_pixels}; not decoded'), None
-      height, width, _ = self._decoded_shape(tf.constant(encoded)).numpy()
+      height, width = decoded.numpy()
     except (tf.errors.InvalidArgumentError, ValueError) as error:
       return f'undecodable {image_format}: {image_codec.error_text(error)}', None
     return None, (encoded, image_format, int(height), int(width))
 
   def process(self, path: bytes) -> Iterable[Any]:
-    if self._declared_size is None:
+    if self._check is None:
       self.setup()
     path = os.fsdecode(path)
     source_path = os.path.relpath(path, self._input_base)
