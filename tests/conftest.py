@@ -34,9 +34,10 @@ def trained(tmp_path_factory):
   return model_uri, train_tiny_model(model_uri)
 
 
-# Modules whose own fixtures run several real components through a TFX runner
-# (minutes each, like the first run).
-PIPELINE_MODULES = ('test_data_gate.py', 'test_multiprocessing.py')
+# Modules whose own fixtures run several real components, through a TFX
+# runner or executor by executor (minutes each, like the first run).
+PIPELINE_MODULES = ('test_data_gate.py', 'test_multiprocessing.py',
+                    'test_backbone_features_executor.py')
 # The xdist group of every test that uses the first run.
 FIRST_RUN_GROUP = 'e2e'
 # The xdist group of every other test that uses the tiny trained model, so it
