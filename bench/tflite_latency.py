@@ -56,13 +56,15 @@ def latencies_ms(classifiers: Dict[str, tflite.Classifier], pixels: np.ndarray,
 def measure(version_dir: str, images: int, repeats: int):
   record = layout.read_record(version_dir)
   examples_uri = record['data']['examples_uri']
-  representative = (record.get('exports') or {}).get(
-      'representative_images', config_lib.ExportConfig.representative_images)
-  models, _, image_size = edge_exports.convert_all(version_dir, examples_uri, representative)
-  eval_images, reference, accuracies = edge_exports.eval_accuracies(
-      version_dir, models, examples_uri, layout.read_labels(version_dir), image_size)
-  encoded = [image for batch, _ in edge_exports.split_batches(
-      examples_uri, contracts.EVAL_SPLIT) for image in batch][:images]
+  exports = record.get('exports') or {}
+  defaults = config_lib.ExportConfig()
+  models, _, image_size = edge_exports.convert_all(version_dir, examples_uri, exports.get(
+      'representative_images', defaults.representative_images))
+  eval_images, _, reference, accuracies = edge_exports.eval_accuracies(
+      version_dir, models, examples_uri, layout.read_labels(version_dir), image_size,
+      exports.get('score_images', defaults.score_images))
+  encoded = [image for batch, _ in edge_exports.sampled_batches(
+      examples_uri, contracts.EVAL_SPLIT, images)[2] for image in batch]
   pixels = image_codec.decode_and_resize(tf.constant(encoded), image_size).numpy()
   load_before = os.getloadavg()[0]
   timed = {threads: latencies_ms(

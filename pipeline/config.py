@@ -193,6 +193,9 @@ class ExportConfig:
   # Train images (classes in turn, the same ones every run) the int8 model's
   # activation ranges are calibrated on.
   representative_images: int = 200
+  # Eval images (chosen the same way) the SavedModel and every TFLite model
+  # are scored on; the whole eval split when it is smaller.
+  score_images: int = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -335,6 +338,7 @@ class Config:
          'export.max_quantized_drop must be in [0, 1]'),
         (self.export.representative_images >= 1,
          'export.representative_images must be at least 1'),
+        (self.export.score_images >= 1, 'export.score_images must be at least 1'),
         (self.pipeline.model_name.replace('_', '').replace('-', '').isalnum(),
          'pipeline.model_name may hold only letters, digits, - and _'),
         (self.beam.runner in BEAM_RUNNERS,

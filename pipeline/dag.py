@@ -246,7 +246,8 @@ def create_pipeline(
       registry_dir=config.pipeline.registry,
       model_name=config.pipeline.model_name,
       max_quantized_drop=config.export.max_quantized_drop,
-      representative_images=config.export.representative_images)
+      representative_images=config.export.representative_images,
+      score_images=config.export.score_images)
 
   components = [
       example_gen, statistics_gen, schema_gen, example_validator,

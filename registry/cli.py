@@ -175,7 +175,8 @@ def format_exports(exports: Optional[Dict[str, Any]]) -> List[str]:
   against the SavedModel, and whether the version holds it (and why not)."""
   if not exports:
     return []
-  lines = [f'  tflite        eval accuracy on {exports["eval_images"]} images; SavedModel '
+  split = exports.get('eval_split_images', exports['eval_images'])
+  lines = [f'  tflite        eval accuracy on {exports["eval_images"]} of {split} eval images; SavedModel '
            f'{_number(exports["saved_model_accuracy"])}, quantized models published within '
            f'{_number(exports["max_quantized_drop"])} of it']
   for name, model in exports['models'].items():

@@ -38,6 +38,7 @@ def test_yaml_then_overrides(tmp_path):
     ('deploy.schedule=nightly', 'deploy.schedule must be a 5-field cron expression'),
     ('export.max_quantized_drop=-0.01', 'export.max_quantized_drop must be in [0, 1]'),
     ('export.representative_images=0', 'export.representative_images must be at least 1'),
+    ('export.score_images=0', 'export.score_images must be at least 1'),
     ('training.beam_features=true training.fine_tune_epochs=2',
      'training.beam_features gives the Trainer features, not images'),
 ])

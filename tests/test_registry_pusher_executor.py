@@ -8,6 +8,7 @@ run's artifacts)."""
 import glob
 import os
 
+import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow_model_analysis.proto import metrics_for_slice_pb2
@@ -17,6 +18,7 @@ from tfx.types import standard_artifacts
 from components.evaluator import eval_config
 
 from components.registry_pusher import component
+from components.registry_pusher import edge_exports
 from components.registry_pusher import executor
 from components.registry_pusher import spec
 from registry import layout
@@ -70,8 +72,25 @@ def _push(inputs, root, registry_dir):
   pushed = artifact(standard_artifacts.PushedModel, str(root / 'pushed'))
   executor.Executor().Do(inputs, {spec.PUSHED_MODEL_KEY: [pushed]}, {
       spec.REGISTRY_DIR_KEY: registry_dir, spec.MODEL_NAME_KEY: MODEL_NAME,
-      spec.MAX_QUANTIZED_DROP_KEY: 1.0, spec.REPRESENTATIVE_IMAGES_KEY: 4})
+      spec.MAX_QUANTIZED_DROP_KEY: 1.0, spec.REPRESENTATIVE_IMAGES_KEY: 4,
+      spec.SCORE_IMAGES_KEY: 4})
   return pushed
+
+
+def test_sampled_eval_images_take_the_classes_in_turn_in_file_order(tmp_path):
+  """export.score_images and representative_images: the first image of each
+  class, then the second, ..., read back in file order with their labels."""
+  examples_uri = str(tmp_path / 'examples')
+  records = [(sample_bytes(label, i), label, f'{label}/{i}.png')
+             for label, count in (('bag', 3), ('sneaker', 1), ('trouser', 2))
+             for i in range(count)]
+  write_examples_split(examples_uri, 'eval', records)
+  sampled, size, batches = edge_exports.sampled_batches(examples_uri, 'eval', 4)
+  assert (sampled, size) == (4, 6)
+  images, labels = (np.concatenate(column) for column in zip(*batches))
+  assert labels.tolist() == [b'bag', b'bag', b'sneaker', b'trouser']
+  assert images.tolist() == [records[i][0] for i in (0, 1, 3, 4)]
+  assert edge_exports.sampled_batches(examples_uri, 'eval', 100)[:2] == (6, 6)
 
 
 def test_a_model_not_blessed_is_marked_not_pushed_and_nothing_is_published(tmp_path):
@@ -125,11 +144,12 @@ def test_the_same_model_pushed_again_reuses_its_version(published):
 def test_component_wires_the_pushers_standard_keys_and_the_executor():
   pusher = component.RegistryPusher(
       **input_channels(spec.RegistryPusherSpec), registry_dir='/r', model_name='m',
-      max_quantized_drop=0.01, representative_images=8)
+      max_quantized_drop=0.01, representative_images=8, score_images=16)
   assert set(pusher.inputs) == {spec.MODEL_KEY, spec.MODEL_BLESSING_KEY, spec.EVALUATION_KEY,
                                 spec.EXAMPLES_KEY, spec.TRANSFORM_GRAPH_KEY}
   assert pusher.outputs[spec.PUSHED_MODEL_KEY].type is standard_artifacts.PushedModel
   assert pusher.exec_properties == {
       spec.REGISTRY_DIR_KEY: '/r', spec.MODEL_NAME_KEY: 'm',
-      spec.MAX_QUANTIZED_DROP_KEY: 0.01, spec.REPRESENTATIVE_IMAGES_KEY: 8}
+      spec.MAX_QUANTIZED_DROP_KEY: 0.01, spec.REPRESENTATIVE_IMAGES_KEY: 8,
+      spec.SCORE_IMAGES_KEY: 16}
   assert pusher.executor_spec.executor_class is executor.Executor

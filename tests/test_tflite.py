@@ -226,7 +226,7 @@ def test_recorded_accuracies_match_a_recomputation(published, exports, e2e_first
   pixels, names = _eval_split(e2e_first_run.examples_uri, exports['image_size'])
   labels = layout.read_labels(published['dir'])
   truth = np.array([labels.index(name) for name in names])
-  assert exports['eval_images'] == len(truth)
+  assert exports['eval_images'] == exports['eval_split_images'] == len(truth)
   saved = published['loaded'].signatures[signatures.PIXELS_SIGNATURE](
       **{signatures.PIXELS_INPUT: tf.constant(pixels)})['probabilities'].numpy()
   assert exports['saved_model_accuracy'] == pytest.approx(
@@ -278,11 +278,14 @@ def test_pusher_leaves_out_quantized_exports_beyond_the_limit(e2e_first_run, tmp
       'transform_graph': [artifact(standard_artifacts.TransformGraph, transform_graph)],
   }, {'pushed_model': [pushed]}, {
       'registry_dir': str(tmp_path / 'registry'), 'model_name': 'm',
-      'max_quantized_drop': -1.0, 'representative_images': 10})
+      'max_quantized_drop': -1.0, 'representative_images': 10, 'score_images': 12})
   version_dir = layout.version_dir(str(tmp_path / 'registry'), 'm', 1)
   assert sorted(glob.glob(os.path.join(version_dir, '*.tflite'))) == [
       os.path.join(version_dir, tflite.TFLITE_FILE)]
-  models = layout.read_record(version_dir)['exports']['models']
+  exports = layout.read_record(version_dir)['exports']
+  # export.score_images: 12 of the 80 eval images, every class in turn.
+  assert (exports['eval_images'], exports['eval_split_images']) == (12, 80)
+  models = exports['models']
   assert models[tflite.TFLITE_FILE]['published']
   for name in QUANTIZED:
     assert not models[name]['published']

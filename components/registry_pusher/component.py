@@ -25,11 +25,12 @@ class RegistryPusher(base_component.BaseComponent):
                evaluation: types.BaseChannel, examples: types.BaseChannel,
                transform_graph: types.BaseChannel, registry_dir: str,
                model_name: str, max_quantized_drop: float,
-               representative_images: int):
+               representative_images: int, score_images: int):
     super().__init__(spec=spec.RegistryPusherSpec(**{
         spec.MODEL_KEY: model, spec.MODEL_BLESSING_KEY: model_blessing,
         spec.EVALUATION_KEY: evaluation, spec.EXAMPLES_KEY: examples,
         spec.TRANSFORM_GRAPH_KEY: transform_graph, spec.REGISTRY_DIR_KEY: registry_dir,
         spec.MODEL_NAME_KEY: model_name, spec.MAX_QUANTIZED_DROP_KEY: max_quantized_drop,
         spec.REPRESENTATIVE_IMAGES_KEY: representative_images,
+        spec.SCORE_IMAGES_KEY: score_images,
         spec.PUSHED_MODEL_KEY: types.Channel(type=standard_artifacts.PushedModel)}))

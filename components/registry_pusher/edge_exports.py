@@ -1,12 +1,15 @@
-"""The TFLite models a version publishes for devices, each scored on the eval
-split before it is published (docs/serving.md#quantized-models-for-devices).
+"""The TFLite models a version publishes for devices, each scored on eval
+images before it is published (docs/serving.md#quantized-models-for-devices).
 
 The float `model.tflite` is always published. The dynamic-range and int8
 exports are published only when their eval accuracy is at most
 `export.max_quantized_drop` below the SavedModel's, on the same decoded
-pixels; otherwise the record says why they are missing. The int8 model is
-calibrated on the first `export.representative_images` train images, taken
-class by class in turn, decoded and resized as Transform does.
+pixels of up to `export.score_images` eval images; otherwise the record says
+why they are missing. The int8 model is calibrated on up to
+`export.representative_images` train images. Both samples take the classes
+in turn and are decoded and resized as Transform does; a cap, because every
+model scores every sampled image on the pusher's one process (4,000 eval
+images at 20,000 photos took minutes).
 """
 
 import collections
@@ -34,63 +37,76 @@ _SPEC = {IMAGE_FEATURE: tf.io.FixedLenFeature([], tf.string),
 _TOLERANCE = 1e-9
 
 
-def split_batches(examples_uri: str, split: str) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
-  """(encoded images, labels) of a split, _BATCH_SIZE examples at a time."""
-  for records in example_splits.split_records(examples_uri, split).batch(
-      _BATCH_SIZE).as_numpy_iterator():
-    parsed = tf.io.parse_example(records, _SPEC)
-    yield parsed[IMAGE_FEATURE].numpy(), parsed[LABEL_FEATURE].numpy()
+def _classes_in_turn(examples_uri: str, split: str, count: int) -> Tuple[np.ndarray, int]:
+  """(the file-order positions of up to `count` examples of `split`, taken
+  class by class in turn: the first example of each class, then the second,
+  ...; the split's size)."""
+  by_class: Dict[bytes, List[int]] = collections.defaultdict(list)
+  size = 0
+  for names in example_splits.string_values(examples_uri, split, LABEL_FEATURE):
+    for name in names:
+      by_class[name].append(size)
+      size += 1
+  in_turn = [index for turn in itertools.zip_longest(*by_class.values())
+             for index in turn if index is not None]
+  return np.sort(np.array(in_turn[:count], dtype=np.int64)), size
+
+
+def _parse(records: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+  parsed = tf.io.parse_example(records, _SPEC)
+  return parsed[IMAGE_FEATURE], parsed[LABEL_FEATURE]
+
+
+def sampled_batches(examples_uri: str, split: str, count: int
+                    ) -> Tuple[int, int, Iterator[Tuple[np.ndarray, np.ndarray]]]:
+  """(how many examples are sampled, the split's size, their (encoded images,
+  labels) _BATCH_SIZE at a time in file order).
+
+  Up to `count` examples, classes in turn (`_classes_in_turn`): every class
+  is in the sample, and a run over the same examples takes the same ones.
+  Only those examples are parsed."""
+  positions, size = _classes_in_turn(examples_uri, split, count)
+  sampled = tf.constant(np.isin(np.arange(size), positions))
+  batches = (example_splits.split_records(examples_uri, split)
+             .enumerate()
+             .filter(lambda position, _: sampled[position])
+             .map(lambda _, record: record)
+             .batch(_BATCH_SIZE)
+             .map(_parse))
+  return len(positions), size, batches.as_numpy_iterator()
 
 
 def representative_pixels(examples_uri: str, count: int, image_size: int) -> np.ndarray:
-  """Up to `count` train images as float RGB [N, S, S, 3], classes in turn
-  (the first image of each class, then the second, ...) in file order: the
-  same images on every run over the same examples. Only those images are
-  parsed and decoded."""
-  by_class: Dict[bytes, List[int]] = collections.defaultdict(list)
-  position = 0
-  for names in example_splits.string_values(examples_uri, TRAIN_SPLIT, LABEL_FEATURE):
-    for name in names:
-      by_class[name].append(position)
-      position += 1
-  in_turn = [index for turn in itertools.zip_longest(*by_class.values())
-             for index in turn if index is not None]
-  chosen = set(in_turn[:count])
-  if not chosen:
+  """Up to `count` train images (`sampled_batches`) as float RGB [N, S, S, 3]."""
+  sampled, _, batches = sampled_batches(examples_uri, TRAIN_SPLIT, count)
+  if not sampled:
     raise ValueError(f'No train images in {examples_uri} to calibrate the int8 model on')
-  image_spec = {IMAGE_FEATURE: _SPEC[IMAGE_FEATURE]}
-  images, start = [], 0
-  for records in example_splits.split_records(examples_uri, TRAIN_SPLIT).batch(
-      _BATCH_SIZE).as_numpy_iterator():
-    hits = [i for i in range(len(records)) if start + i in chosen]
-    if hits:
-      images.extend(tf.io.parse_example(records[hits], image_spec)[IMAGE_FEATURE].numpy())
-    start += len(records)
+  images = np.concatenate([images for images, _ in batches])
   return image_codec.decode_and_resize(tf.constant(images), image_size).numpy()
 
 
 def eval_accuracies(saved_model_dir: str, models: Dict[str, bytes], examples_uri: str,
-                    class_names: Sequence[str],
-                    image_size: int) -> Tuple[int, float, Dict[str, float]]:
-  """(eval images, the SavedModel's `from_pixels` accuracy, each TFLite
-  model's accuracy by name), all on the same decoded eval pixels."""
+                    class_names: Sequence[str], image_size: int, score_images: int
+                    ) -> Tuple[int, int, float, Dict[str, float]]:
+  """(eval images scored, the eval split's size, the SavedModel's
+  `from_pixels` accuracy, each TFLite model's accuracy by name), all on the
+  same decoded pixels of up to `score_images` eval images (`sampled_batches`)."""
   classifiers = {name: tflite.Classifier(model) for name, model in models.items()}
   class_ids = {name.encode('utf-8'): i for i, name in enumerate(class_names)}
   correct = dict.fromkeys([*models, None], 0)       # None: the SavedModel
-  total = 0
+  scored, size, batches = sampled_batches(examples_uri, EVAL_SPLIT, score_images)
+  if not scored:
+    raise ValueError(f'No eval images in {examples_uri}')
   with signatures.session_function(saved_model_dir, signatures.PIXELS_SIGNATURE) as saved:
-    for images, names in split_batches(examples_uri, EVAL_SPLIT):
+    for images, names in batches:
       truth = np.array([class_ids.get(name, -1) for name in names])
       pixels = image_codec.decode_and_resize(tf.constant(images), image_size).numpy()
       predictions = {None: saved(pixels)[tflite.PROBABILITIES]}
       predictions.update((name, classify(pixels)) for name, classify in classifiers.items())
       for name, probabilities in predictions.items():
         correct[name] += int(np.sum(probabilities.argmax(axis=1) == truth))
-      total += len(images)
-  if not total:
-    raise ValueError(f'No eval images in {examples_uri}')
-  return total, correct.pop(None) / total, {
-      name: count / total for name, count in correct.items()}
+  return scored, size, correct.pop(None) / scored, {
+      name: count / scored for name, count in correct.items()}
 
 
 def verdict(drop: float, max_drop: float) -> Tuple[bool, str]:
@@ -132,8 +148,8 @@ def convert_all(saved_model_dir: str, examples_uri: str, representative_images: 
 
 
 def export(saved_model_dir: str, examples_uri: str, class_names: Sequence[str],
-           directory: str, max_drop: float,
-           representative_images: int) -> Tuple[List[str], Optional[Dict[str, Any]]]:
+           directory: str, max_drop: float, representative_images: int,
+           score_images: int) -> Tuple[List[str], Optional[Dict[str, Any]]]:
   """Converts, scores and writes the TFLite models into the local `directory`.
 
   Returns the paths to publish (the float model, and the quantized ones within
@@ -147,10 +163,10 @@ def export(saved_model_dir: str, examples_uri: str, class_names: Sequence[str],
   models, seconds, image_size = convert_all(saved_model_dir, examples_uri,
                                             representative_images)
   start = time.monotonic()
-  eval_images, reference, accuracies = eval_accuracies(
-      saved_model_dir, models, examples_uri, class_names, image_size)
-  logging.info('Edge exports: scored on %d eval images in %.1f s: SavedModel %.4f, %s',
-               eval_images, time.monotonic() - start, reference,
+  eval_images, eval_split_images, reference, accuracies = eval_accuracies(
+      saved_model_dir, models, examples_uri, class_names, image_size, score_images)
+  logging.info('Edge exports: scored on %d of %d eval images in %.1f s: SavedModel %.4f, %s',
+               eval_images, eval_split_images, time.monotonic() - start, reference,
                ', '.join(f'{tflite.FILES[kind]} {accuracy:.4f}'
                          for kind, accuracy in accuracies.items()))
   paths, exported = [], {}
@@ -175,7 +191,8 @@ def export(saved_model_dir: str, examples_uri: str, class_names: Sequence[str],
     else:
       logging.warning('Edge exports: %s is not published: it %s', name, reason)
   return paths, {
-      'eval_images': eval_images, 'saved_model_accuracy': reference,
-      'max_quantized_drop': max_drop, 'representative_images': representative_images,
+      'eval_images': eval_images, 'eval_split_images': eval_split_images,
+      'saved_model_accuracy': reference, 'max_quantized_drop': max_drop,
+      'representative_images': representative_images, 'score_images': score_images,
       'image_size': image_size, 'models': exported,
   }

@@ -64,7 +64,8 @@ class Executor(tfx_pusher_executor.Executor):
       tflite_paths, record['exports'] = edge_exports.export(
           model_path, examples.uri, class_names, scratch,
           max_drop=exec_properties[spec.MAX_QUANTIZED_DROP_KEY],
-          representative_images=exec_properties[spec.REPRESENTATIVE_IMAGES_KEY])
+          representative_images=exec_properties[spec.REPRESENTATIVE_IMAGES_KEY],
+          score_images=exec_properties[spec.SCORE_IMAGES_KEY])
       version = publishing.publish(model_path, registry_dir, model_name, class_names,
                                    record, extra_files=tflite_paths)
     destination = layout.version_dir(registry_dir, model_name, version)

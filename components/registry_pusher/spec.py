@@ -17,6 +17,7 @@ REGISTRY_DIR_KEY = 'registry_dir'
 MODEL_NAME_KEY = 'model_name'
 MAX_QUANTIZED_DROP_KEY = 'max_quantized_drop'
 REPRESENTATIVE_IMAGES_KEY = 'representative_images'
+SCORE_IMAGES_KEY = 'score_images'
 
 
 class RegistryPusherSpec(types.ComponentSpec):
@@ -24,9 +25,11 @@ class RegistryPusherSpec(types.ComponentSpec):
       REGISTRY_DIR_KEY: ExecutionParameter(type=str),
       MODEL_NAME_KEY: ExecutionParameter(type=str),
       # export.*: the most accuracy a quantized TFLite model may lose against
-      # the SavedModel and still be published; int8 calibration images.
+      # the SavedModel and still be published; int8 calibration images; eval
+      # images every model is scored on.
       MAX_QUANTIZED_DROP_KEY: ExecutionParameter(type=float),
       REPRESENTATIVE_IMAGES_KEY: ExecutionParameter(type=int),
+      SCORE_IMAGES_KEY: ExecutionParameter(type=int),
   }
   INPUTS = {
       MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),

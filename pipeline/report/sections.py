@@ -5,7 +5,7 @@ tables that explain it; rendering to HTML or Markdown is `render`'s job.
 """
 
 import json
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from models import image_codec
 from models.trainer import calibration
@@ -380,6 +380,13 @@ def mistakes_section(facts: facts_lib.Facts) -> Section:
   return Section(f'The {len(scored.mistakes)} most confident mistakes', 'mistakes', blocks)
 
 
+def _scored_images(exports: Dict[str, Any]) -> str:
+  """'the 80' or '1000 of the 4000' (export.score_images caps the sample;
+  records before the cap scored the whole eval split)."""
+  scored, split = exports['eval_images'], exports.get('eval_split_images')
+  return f'the {scored}' if split in (None, scored) else f'{scored} of the {split}'
+
+
 def edge_exports_section(facts: facts_lib.Facts) -> Section:
   """The pushed version's TFLite models: size, eval accuracy against the
   SavedModel's, and which quantized ones were left out and why."""
@@ -394,7 +401,7 @@ def edge_exports_section(facts: facts_lib.Facts) -> Section:
                               if model.get('float_ops') else '')]
           for name, model in models.items()]
   return Section('Edge exports (TFLite)', 'edge-exports', [
-      Paragraph(f'Each TFLite model scored on the {exports["eval_images"]} eval images, '
+      Paragraph(f'Each TFLite model scored on {_scored_images(exports)} eval images, '
                 f'decoded and resized to {exports["image_size"]} px as Transform does; the '
                 f'SavedModel scores {percent(exports["saved_model_accuracy"])} on the same '
                 'pixels. A quantized model is published only within '
