@@ -97,7 +97,7 @@ STEP_SPLIT = re.compile(r'(\d+) (\w+) images x (\d+) view\(s\)')
 STEP_PASSES = {'train': 'labeled images', 'unlabeled': 'unlabeled images',
                'eval': 'eval images (audit)'}
 BEAM_FEATURES = 'training.beam_features=true'
-RATE_COMPONENTS = ('ImageExampleGen', 'Transform', 'Trainer')
+RATE_COMPONENTS = ('ImageExampleGen', 'Transform', 'BackboneFeatures', 'Trainer')
 FORWARD_PASS_MARK = 'forward pass: '
 TARGETS = {'cache_over_forward': 0.85, 'cache_target_from_n': 5000,
            'components_over_backbone_only': 2.0, 'peak_tree_gb': 6.0,
@@ -429,7 +429,8 @@ def _markdown(report: Dict[str, Any]) -> str:
   photos = '; '.join(f'{folder}: {s["files"]} files, {s["bytes"] / 1e6:.1f} MB, '
                      f'mean {s["mean_kb"]} KB' for folder, s in report['photos'].items())
   header = ('design', 'N', 'pool', 'status', 'wall s', 'ExampleGen s (img/s)',
-            'Transform s (img/s)', 'Trainer s (img/s)', 'Evaluator s (img/s)',
+            'Transform s (img/s)', 'BackboneFeatures s (img/s)', 'Trainer s (img/s)',
+            'Evaluator s (img/s)',
             'cache img/s labeled / unlabeled', 'cache / forward',
             'components s / backbone-only s', 'peak RSS MB process / worker / tree',
             "peak tree GB (<= 6); bound MB (smallest N's peak + input)", 'artifacts / input MB',
