@@ -456,6 +456,16 @@ def decode_and_resize(encoded: tf.Tensor, image_size: int,
       fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32))
 
 
+@functools.lru_cache(maxsize=None)
+def batch_decoder(image_size: int) -> tf.types.experimental.GenericFunction:
+  """`decode_and_resize` of a batch [B] of encoded images at `image_size`, as
+  one graph traced once per size: run eagerly, op by op, the decoder costs
+  about 30x more per image (0.12 against 0.004 s)."""
+  return tf.function(lambda encoded: decode_and_resize(encoded, image_size),
+                     autograph=False,
+                     input_signature=[tf.TensorSpec([None], tf.string)])
+
+
 def error_text(error: Exception) -> str:
   """The decoder's own words ('Input is empty.', 'Image too large: ...') from a
   TensorFlow error, eager or graph, without node names, op traces or stacks."""

@@ -489,3 +489,19 @@ def test_ingest_check_refuses_exactly_the_jpegs_the_decoder_refuses(progressive)
     else:
       assert shapes == [(300, 451), (150, 226)], cut
       assert tuple(image_codec.ingest_check(data)[1].numpy()) == (300, 451), cut
+
+
+def test_the_batch_decoder_gives_the_eager_decoders_pixels():
+  """`batch_decoder` (one graph per size, cached) decodes a batch of mixed
+  formats, a DCT-scaled JPEG and an EXIF-rotated one among them, to exactly
+  the pixels `decode_and_resize` gives eagerly."""
+  photo = skimage_data.chelsea()
+  batch = tf.constant([
+      _quality_jpeg(photo), corpus.with_app1(_quality_jpeg(photo), corpus.exif_app1(6)),
+      corpus.encode(Image.fromarray(photo), 'PNG'),
+      corpus.encode(Image.fromarray(photo[:40, :50]), 'GIF'),
+      corpus.encode(Image.fromarray(photo[:7, :9]), 'BMP')])
+  for size in (32, 64):
+    assert image_codec.batch_decoder(size) is image_codec.batch_decoder(size)
+    np.testing.assert_array_equal(image_codec.batch_decoder(size)(batch).numpy(),
+                                  image_codec.decode_and_resize(batch, size).numpy())

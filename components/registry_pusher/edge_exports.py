@@ -82,7 +82,7 @@ def representative_pixels(examples_uri: str, count: int, image_size: int) -> np.
   if not sampled:
     raise ValueError(f'No train images in {examples_uri} to calibrate the int8 model on')
   images = np.concatenate([images for images, _ in batches])
-  return image_codec.decode_and_resize(tf.constant(images), image_size).numpy()
+  return image_codec.batch_decoder(image_size)(tf.constant(images)).numpy()
 
 
 def eval_accuracies(saved_model_dir: str, models: Dict[str, bytes], examples_uri: str,
@@ -97,10 +97,11 @@ def eval_accuracies(saved_model_dir: str, models: Dict[str, bytes], examples_uri
   scored, size, batches = sampled_batches(examples_uri, EVAL_SPLIT, score_images)
   if not scored:
     raise ValueError(f'No eval images in {examples_uri}')
+  decode = image_codec.batch_decoder(image_size)
   with signatures.session_function(saved_model_dir, signatures.PIXELS_SIGNATURE) as saved:
     for images, names in batches:
       truth = np.array([class_ids.get(name, -1) for name in names])
-      pixels = image_codec.decode_and_resize(tf.constant(images), image_size).numpy()
+      pixels = decode(tf.constant(images)).numpy()
       predictions = {None: saved(pixels)[tflite.PROBABILITIES]}
       predictions.update((name, classify(pixels)) for name, classify in classifiers.items())
       for name, probabilities in predictions.items():

@@ -138,8 +138,8 @@ def explain(saved_model_dir: str, scored: Scoring, image_size: int) -> Scoring:
   shown = scored.mistakes + scored.class_samples
   if not shown:
     return scored
-  pixels = image_codec.decode_and_resize(tf.constant([item.image for item in shown]),
-                                         image_size).numpy()
+  pixels = image_codec.batch_decoder(image_size)(
+      tf.constant([item.image for item in shown])).numpy()
   with signatures.session_function(saved_model_dir,
                                    signatures.EXPLAIN_SIGNATURE) as heatmaps_of:
     heatmaps = heatmaps_of(pixels)[explain_lib.HEATMAP]
