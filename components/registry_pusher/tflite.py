@@ -42,20 +42,31 @@ def has_pixels_signature(saved_model_dir: str) -> bool:
              for meta_graph in saved_model.meta_graphs)
 
 
-def convert(saved_model_dir: str, kind: str = FLOAT,
-            representative_pixels: Optional[np.ndarray] = None) -> bytes:
-  """The `from_pixels` signature as a TFLite flatbuffer of `kind` (FILES);
-  INT8 needs `representative_pixels` [N, S, S, 3] float RGB to calibrate on."""
-  converter = tf.lite.TFLiteConverter.from_saved_model(
-      saved_model_dir, signature_keys=[signatures.PIXELS_SIGNATURE])
-  if kind != FLOAT:
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-  if kind == INT8:
-    converter.representative_dataset = lambda: (
+class Converter:
+  """One SavedModel's `from_pixels` signature, converted to TFLite flatbuffers
+  of every kind (FILES) by one TFLite converter: each converter loads the
+  SavedModel when made (`tf.saved_model.load`, seconds), so one per kind
+  loaded it three times. Each call sets every setting in which the kinds
+  differ, so it gives a fresh converter's bytes."""
+
+  def __init__(self, saved_model_dir: str):
+    self._converter = tf.lite.TFLiteConverter.from_saved_model(
+        saved_model_dir, signature_keys=[signatures.PIXELS_SIGNATURE])
+
+  def __call__(self, kind: str = FLOAT,
+               representative_pixels: Optional[np.ndarray] = None) -> bytes:
+    """The flatbuffer of `kind`; INT8 needs `representative_pixels`
+    [N, S, S, 3] float RGB to calibrate on."""
+    converter = self._converter
+    converter.optimizations = set() if kind == FLOAT else {tf.lite.Optimize.DEFAULT}
+    int8 = kind == INT8
+    converter.representative_dataset = (lambda: (
         {signatures.PIXELS_INPUT: image[np.newaxis]} for image in representative_pixels)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.uint8
-  return converter.convert()
+    ) if int8 else None
+    converter.target_spec.supported_ops = {
+        tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if int8 else tf.lite.OpsSet.TFLITE_BUILTINS}
+    converter.inference_input_type = tf.uint8 if int8 else tf.float32
+    return converter.convert()
 
 
 def quantized_input(pixels: np.ndarray, details: Dict) -> np.ndarray:
