@@ -22,6 +22,7 @@ from PIL import Image
 from components import contracts
 from components import example_splits
 from models import preprocessing
+from models import signatures
 from models.trainer import calibration
 from pipeline import config as config_lib, report, run_summary, runner
 from pipeline.report import facts as facts_lib, plots, render, scoring, sections
@@ -257,8 +258,9 @@ def test_gallery_shows_the_most_confident_wrong_predictions(e2e_first_run, tmp_p
                                    % len(class_names)].encode()
       writer.write(example.SerializeToString())
   model_dir = os.path.join(e2e_first_run.model_uri, 'Format-Serving')
-  scored = scoring.explain(model_dir, scoring.score_split(
-      model_dir, [relabeled], class_names, top_n=4), image_size=64)
+  with signatures.loaded_session(model_dir) as model:
+    scored = scoring.explain(model, scoring.score_split(
+        model, [relabeled], class_names, top_n=4), image_size=64)
   assert len(scored.mistakes) == 4
   assert scored.examples - scored.correct >= 4
   assert all(m.true_label != m.predicted for m in scored.mistakes)
@@ -289,8 +291,9 @@ def test_a_model_without_explain_pixels_leaves_the_heatmaps_out(e2e_first_run, t
   scored = scoring.Scoring(examples=1, correct=1, confusion_matrix=[[1]], mistakes=[],
                            probabilities=np.array([[1.0]]), label_ids=np.array([0]),
                            unknown=None, class_samples=[image])
-  with pytest.raises(KeyError, match="no 'explain_pixels' signature"):
-    scoring.explain(str(tmp_path), scored, image_size=64)
+  with signatures.loaded_session(str(tmp_path)) as model, pytest.raises(
+      KeyError, match="no 'explain_pixels' signature"):
+    scoring.explain(model, scored, image_size=64)
   section = sections.explanations_section(dataclasses.replace(
       _minimal_facts(e2e_first_run), scoring=scored))
   assert [type(block) for block in section.blocks] == [Paragraph]

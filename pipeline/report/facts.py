@@ -11,6 +11,7 @@ history file, ...) is left empty and its reason added to `Facts.missing`, so
 the report is still written; programming errors are not caught here.
 """
 
+import contextlib
 import dataclasses
 import datetime
 import math
@@ -23,6 +24,7 @@ from components import artifact_readers
 from components import example_splits
 from components.contracts import (EVAL_SPLIT, NEAR_DUPLICATES_CSV, OUTLIERS_CSV,
                                   SUSPECT_LABELS_CSV, TRAIN_SPLIT, UNLABELED_SPLIT)
+from models import signatures
 from pipeline import dag, schema
 from pipeline.config import Config, to_dict
 from pipeline.report import scoring
@@ -207,17 +209,20 @@ def gather(config: Config, summary: RunSummary, gallery_size: int = 12) -> Facts
   image_size = dag.image_size(config)
   history = scored = None
   if summary.model_uri:
-    history = attempt('training history', artifact_readers.training_history,
-                      path_utils.serving_model_path(summary.model_uri))
+    model_dir = path_utils.serving_model_path(summary.model_uri)
+    history = attempt('training history', artifact_readers.training_history, model_dir)
     if summary.examples_uri and class_names:
-      scored = attempt('eval split scoring', scoring.score_split,
-                       path_utils.serving_model_path(summary.model_uri),
-                       example_splits.split_files(summary.examples_uri, EVAL_SPLIT), class_names,
-                       gallery_size)
-    if scored:
-      scored = attempt('Grad-CAM heatmaps', scoring.explain,
-                       path_utils.serving_model_path(summary.model_uri), scored,
-                       image_size) or scored
+      with contextlib.ExitStack() as model_loaded:
+        # One load of the SavedModel, for the scoring and the heatmaps.
+        model = attempt('eval split scoring', model_loaded.enter_context,
+                        signatures.loaded_session(model_dir))
+        if model:
+          scored = attempt('eval split scoring', scoring.score_split, model,
+                           example_splits.split_files(summary.examples_uri, EVAL_SPLIT),
+                           class_names, gallery_size)
+        if scored:
+          scored = attempt('Grad-CAM heatmaps', scoring.explain, model, scored,
+                           image_size) or scored
   else:
     missing.append('model: the run has no Trainer model')
 

@@ -67,56 +67,56 @@ def feature_value(example: tf.train.Example, name: str) -> str:
   return values[0].decode('utf-8') if values else ''
 
 
-def score_split(saved_model_dir: str, files: List[str], class_names: List[str],
+def score_split(model: signatures.SessionModel, files: List[str], class_names: List[str],
                 top_n: int = 12, max_examples: int = MAX_EXAMPLES) -> Scoring:
   """Predicts every example in `files` (GZIP TFRecords of raw tf.Examples)."""
   if not files:
     raise ValueError('no example files to score')
-  with signatures.session_function(saved_model_dir, signatures.EXAMPLES_SIGNATURE) as predict:
-    class_ids = {name: i for i, name in enumerate(class_names)}
-    matrix = [[0] * len(class_names) for _ in class_names]
-    heap: List[tuple] = []          # (probability, order, ScoredImage): the top_n kept
-    samples = {}                    # class name -> its first right ScoredImage
-    scored = correct = 0
-    known_rows, label_ids, unknown = [], [], []
-    has_detector = False
-    dataset = tf.data.TFRecordDataset(files, compression_type='GZIP').take(
-        max_examples).batch(_BATCH_SIZE)
-    for batch in dataset:
-      serialized_batch = batch.numpy()
-      outputs = predict(serialized_batch)
-      probabilities = outputs['probabilities']
-      predicted_ids = np.argmax(probabilities, axis=-1)
-      model_classes = [name.decode('utf-8') for name in outputs['all_classes'][0]]
-      flags = outputs.get('unknown')
-      has_detector = flags is not None
-      for row, (serialized, probs, predicted_id) in enumerate(
-          zip(serialized_batch, probabilities, predicted_ids)):
-        example = tf.train.Example.FromString(serialized)
-        true_label = feature_value(example, preprocessing.LABEL_KEY)
-        predicted = model_classes[predicted_id]
-        scored += 1
-        if true_label in class_ids:
-          known_rows.append(probs)
-          label_ids.append(class_ids[true_label])
-          if flags is not None:
-            unknown.append(bool(flags[row]))
-        if true_label in class_ids and predicted in class_ids:
-          matrix[class_ids[true_label]][class_ids[predicted]] += 1
-        scored_image = ScoredImage(
-            true_label, predicted, float(probs[predicted_id]),
-            feature_value(example, SOURCE_PATH_FEATURE),
-            example.features.feature[preprocessing.IMAGE_KEY].bytes_list.value[0])
-        if predicted == true_label:
-          correct += 1
-          if class_ids.get(predicted, MAX_CLASS_SAMPLES) < MAX_CLASS_SAMPLES:
-            samples.setdefault(predicted, scored_image)
-          continue
-        entry = (scored_image.probability, -scored, scored_image)
-        if len(heap) < top_n:
-          heapq.heappush(heap, entry)
-        elif top_n:
-          heapq.heappushpop(heap, entry)
+  predict = model.function(signatures.EXAMPLES_SIGNATURE)
+  class_ids = {name: i for i, name in enumerate(class_names)}
+  matrix = [[0] * len(class_names) for _ in class_names]
+  heap: List[tuple] = []          # (probability, order, ScoredImage): the top_n kept
+  samples = {}                    # class name -> its first right ScoredImage
+  scored = correct = 0
+  known_rows, label_ids, unknown = [], [], []
+  has_detector = False
+  dataset = tf.data.TFRecordDataset(files, compression_type='GZIP').take(
+      max_examples).batch(_BATCH_SIZE)
+  for batch in dataset:
+    serialized_batch = batch.numpy()
+    outputs = predict(serialized_batch)
+    probabilities = outputs['probabilities']
+    predicted_ids = np.argmax(probabilities, axis=-1)
+    model_classes = [name.decode('utf-8') for name in outputs['all_classes'][0]]
+    flags = outputs.get('unknown')
+    has_detector = flags is not None
+    for row, (serialized, probs, predicted_id) in enumerate(
+        zip(serialized_batch, probabilities, predicted_ids)):
+      example = tf.train.Example.FromString(serialized)
+      true_label = feature_value(example, preprocessing.LABEL_KEY)
+      predicted = model_classes[predicted_id]
+      scored += 1
+      if true_label in class_ids:
+        known_rows.append(probs)
+        label_ids.append(class_ids[true_label])
+        if flags is not None:
+          unknown.append(bool(flags[row]))
+      if true_label in class_ids and predicted in class_ids:
+        matrix[class_ids[true_label]][class_ids[predicted]] += 1
+      scored_image = ScoredImage(
+          true_label, predicted, float(probs[predicted_id]),
+          feature_value(example, SOURCE_PATH_FEATURE),
+          example.features.feature[preprocessing.IMAGE_KEY].bytes_list.value[0])
+      if predicted == true_label:
+        correct += 1
+        if class_ids.get(predicted, MAX_CLASS_SAMPLES) < MAX_CLASS_SAMPLES:
+          samples.setdefault(predicted, scored_image)
+        continue
+      entry = (scored_image.probability, -scored, scored_image)
+      if len(heap) < top_n:
+        heapq.heappush(heap, entry)
+      elif top_n:
+        heapq.heappushpop(heap, entry)
   mistakes = [entry[2] for entry in sorted(heap, key=lambda e: (-e[0], -e[1]))]
   truncated = scored == max_examples and any(
       True for _ in tf.data.TFRecordDataset(files, compression_type='GZIP')
@@ -131,7 +131,7 @@ def score_split(saved_model_dir: str, files: List[str], class_names: List[str],
                  class_samples=[samples[name] for name in class_names if name in samples])
 
 
-def explain(saved_model_dir: str, scored: Scoring, image_size: int) -> Scoring:
+def explain(model: signatures.SessionModel, scored: Scoring, image_size: int) -> Scoring:
   """`scored` with the Grad-CAM heatmap of every image it keeps, from the
   model's `explain_pixels` on the images decoded and resized like Transform
   does; a model exported before that signature raises KeyError."""
@@ -140,9 +140,7 @@ def explain(saved_model_dir: str, scored: Scoring, image_size: int) -> Scoring:
     return scored
   pixels = image_codec.batch_decoder(image_size)(
       tf.constant([item.image for item in shown])).numpy()
-  with signatures.session_function(saved_model_dir,
-                                   signatures.EXPLAIN_SIGNATURE) as heatmaps_of:
-    heatmaps = heatmaps_of(pixels)[explain_lib.HEATMAP]
+  heatmaps = model.function(signatures.EXPLAIN_SIGNATURE)(pixels)[explain_lib.HEATMAP]
   explained = [dataclasses.replace(item, heatmap=heatmap)
                for item, heatmap in zip(shown, heatmaps)]
   return dataclasses.replace(scored, mistakes=explained[:len(scored.mistakes)],
