@@ -130,7 +130,7 @@ def test_saved_model_without_pixels_signature_gets_no_tflite(tmp_path):
   tf.saved_model.save(module, str(tmp_path / 'model'),
                       signatures={signatures.SERVING_SIGNATURE: module.serve})
   assert edge_exports.export(str(tmp_path / 'model'), str(tmp_path / 'examples'),
-                             ['a', 'b'], str(tmp_path), 0.01, 10) == ([], None)
+                             ['a', 'b'], str(tmp_path), 0.01, 10, 10) == ([], None)
   assert not glob.glob(str(tmp_path / '*.tflite'))
 
 
@@ -278,13 +278,15 @@ def test_pusher_leaves_out_quantized_exports_beyond_the_limit(e2e_first_run, tmp
       'transform_graph': [artifact(standard_artifacts.TransformGraph, transform_graph)],
   }, {'pushed_model': [pushed]}, {
       'registry_dir': str(tmp_path / 'registry'), 'model_name': 'm',
-      'max_quantized_drop': -1.0, 'representative_images': 10, 'score_images': 12})
+      'max_quantized_drop': -1.0, 'representative_images': 10, 'score_images': 4})
   version_dir = layout.version_dir(str(tmp_path / 'registry'), 'm', 1)
   assert sorted(glob.glob(os.path.join(version_dir, '*.tflite'))) == [
       os.path.join(version_dir, tflite.TFLITE_FILE)]
   exports = layout.read_record(version_dir)['exports']
-  # export.score_images: 12 of the 80 eval images, every class in turn.
-  assert (exports['eval_images'], exports['eval_split_images']) == (12, 80)
+  # export.score_images: 4 of the eval images.
+  assert exports['eval_images'] == 4
+  assert exports['eval_split_images'] == example_splits.count_records(
+      example_splits.split_files(e2e_first_run.examples_uri, contracts.EVAL_SPLIT))
   models = exports['models']
   assert models[tflite.TFLITE_FILE]['published']
   for name in QUANTIZED:
