@@ -37,10 +37,10 @@ _SPEC = {IMAGE_FEATURE: tf.io.FixedLenFeature([], tf.string),
 _TOLERANCE = 1e-9
 
 
-def _classes_in_turn(examples_uri: str, split: str, count: int) -> Tuple[np.ndarray, int]:
-  """(the file-order positions of up to `count` examples of `split`, taken
-  class by class in turn: the first example of each class, then the second,
-  ...; the split's size)."""
+def _classes_in_turn(examples_uri: str, split: str, count: int) -> np.ndarray:
+  """Which examples of `split`, by file-order position, are among the first
+  `count` taken class by class in turn: the first example of each class,
+  then the second, ... (a boolean per example of the split)."""
   by_class: Dict[bytes, List[int]] = collections.defaultdict(list)
   size = 0
   for names in example_splits.string_values(examples_uri, split, LABEL_FEATURE):
@@ -49,7 +49,9 @@ def _classes_in_turn(examples_uri: str, split: str, count: int) -> Tuple[np.ndar
       size += 1
   in_turn = [index for turn in itertools.zip_longest(*by_class.values())
              for index in turn if index is not None]
-  return np.sort(np.array(in_turn[:count], dtype=np.int64)), size
+  chosen = np.zeros(size, dtype=bool)
+  chosen[in_turn[:count]] = True
+  return chosen
 
 
 def _parse(records: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
@@ -65,15 +67,15 @@ def sampled_batches(examples_uri: str, split: str, count: int
   Up to `count` examples, classes in turn (`_classes_in_turn`): every class
   is in the sample, and a run over the same examples takes the same ones.
   Only those examples are parsed."""
-  positions, size = _classes_in_turn(examples_uri, split, count)
-  sampled = tf.constant(np.isin(np.arange(size), positions))
+  chosen = _classes_in_turn(examples_uri, split, count)
+  sampled = tf.constant(chosen)
   batches = (example_splits.split_records(examples_uri, split)
              .enumerate()
              .filter(lambda position, _: sampled[position])
              .map(lambda _, record: record)
              .batch(_BATCH_SIZE)
              .map(_parse))
-  return len(positions), size, batches.as_numpy_iterator()
+  return int(chosen.sum()), len(chosen), batches.as_numpy_iterator()
 
 
 def representative_pixels(examples_uri: str, count: int, image_size: int) -> np.ndarray:
