@@ -65,7 +65,7 @@ def measure(version_dir: str, images: int, repeats: int):
       exports.get('score_images', defaults.score_images))
   encoded = [image for batch, _ in edge_exports.sampled_batches(
       examples_uri, contracts.EVAL_SPLIT, images)[2] for image in batch]
-  pixels = image_codec.decode_and_resize(tf.constant(encoded), image_size).numpy()
+  pixels = image_codec.batch_decoder(image_size)(tf.constant(encoded)).numpy()
   load_before = os.getloadavg()[0]
   timed = {threads: latencies_ms(
       {kind: tflite.Classifier(model, num_threads=threads) for kind, model in models.items()},
